@@ -1,0 +1,10 @@
+//! vigil: a Kubernetes operator that runs Redis/Valkey master/replica sets and does Sentinel's job
+//! itself. See DESIGN.md for the picture; each module here has one job.
+
+pub mod agent;
+pub mod api;
+pub mod controller;
+pub mod redis;
+pub mod redis_conf;
+pub mod resources;
+pub mod telemetry;

@@ -1,0 +1,387 @@
+//! A small client for one Redis instance: what the operator and the agent ask of it.
+//!
+//! The parsing of `INFO replication` is pure so the rest of the code reasons about typed facts.
+
+use std::fmt;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+
+/// The port every instance listens on.
+pub const REDIS_PORT: u16 = 6379;
+
+/// Where a fenced instance "replicates" from: nothing listens there, so the instance stays
+/// read-only and refuses to feed replicas (NOMASTERLINK) until the operator decides its role.
+pub const FENCE_HOST: &str = "127.0.0.1";
+pub const FENCE_PORT: u16 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to redis at {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: ::redis::RedisError,
+    },
+    #[error("redis at {addr} failed `{command}`: {source}")]
+    Command {
+        addr: String,
+        command: &'static str,
+        source: ::redis::RedisError,
+    },
+    #[error("redis at {addr} answered `{command}` with something unexpected: {detail}")]
+    Unexpected {
+        addr: String,
+        command: &'static str,
+        detail: String,
+    },
+}
+
+/// `host:port` of an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Address {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Address {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// Parses `host:port` (IPv6 hosts in brackets).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (host, port) = s.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return None;
+        }
+        Some(Self::new(host, port.parse().ok()?))
+    }
+
+    pub fn is_fence(&self) -> bool {
+        self.host == FENCE_HOST && self.port == FENCE_PORT
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The role an instance reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica {
+        master: Address,
+        link_up: bool,
+        sync_in_progress: bool,
+    },
+}
+
+/// A replica as its master sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectedReplica {
+    pub address: Address,
+    pub state: String,
+    pub offset: i64,
+}
+
+/// The parsed `INFO replication` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationInfo {
+    pub role: Role,
+    /// `master_repl_offset`: how much of the replication stream this instance holds.
+    pub offset: i64,
+    pub replid: String,
+    pub replicas: Vec<ConnectedReplica>,
+}
+
+impl ReplicationInfo {
+    /// Parses the text of `INFO replication`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut role = None;
+        let mut master_host = None;
+        let mut master_port = None;
+        let mut link_up = false;
+        let mut sync_in_progress = false;
+        let mut offset = 0;
+        let mut replid = String::new();
+        let mut replicas = Vec::new();
+        for line in text.lines() {
+            let Some((key, value)) = line.trim().split_once(':') else {
+                continue;
+            };
+            match key {
+                "role" => role = Some(value.to_string()),
+                "master_host" => master_host = Some(value.to_string()),
+                "master_port" => master_port = value.parse::<u16>().ok(),
+                "master_link_status" => link_up = value == "up",
+                "master_sync_in_progress" => sync_in_progress = value == "1",
+                "master_repl_offset" => {
+                    offset = value
+                        .parse()
+                        .map_err(|_| format!("bad master_repl_offset {value:?}"))?
+                }
+                "master_replid" => replid = value.to_string(),
+                k if k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()) => {
+                    replicas.push(parse_connected_replica(value)?);
+                }
+                _ => {}
+            }
+        }
+        let role = match role.as_deref() {
+            Some("master") => Role::Master,
+            Some("slave") => Role::Replica {
+                master: Address::new(
+                    master_host.ok_or("replica without master_host")?,
+                    master_port.ok_or("replica without master_port")?,
+                ),
+                link_up,
+                sync_in_progress,
+            },
+            other => return Err(format!("unknown role {other:?}")),
+        };
+        Ok(Self {
+            role,
+            offset,
+            replid,
+            replicas,
+        })
+    }
+
+    /// Read-only and following nobody, waiting for the operator.
+    pub fn is_fenced(&self) -> bool {
+        matches!(&self.role, Role::Replica { master, .. } if master.is_fence())
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.role == Role::Master
+    }
+
+    /// The master this instance follows, if it follows a real one.
+    pub fn following(&self) -> Option<&Address> {
+        match &self.role {
+            Role::Replica { master, .. } if !master.is_fence() => Some(master),
+            _ => None,
+        }
+    }
+
+    /// A replica linked to its master and not in the middle of a full sync.
+    pub fn is_synced_replica(&self) -> bool {
+        matches!(
+            &self.role,
+            Role::Replica { master, link_up: true, sync_in_progress: false } if !master.is_fence()
+        )
+    }
+}
+
+fn parse_connected_replica(value: &str) -> Result<ConnectedReplica, String> {
+    let mut ip = None;
+    let mut port = None;
+    let mut state = String::new();
+    let mut offset = 0;
+    for field in value.split(',') {
+        match field.split_once('=') {
+            Some(("ip", v)) => ip = Some(v.to_string()),
+            Some(("port", v)) => port = v.parse().ok(),
+            Some(("state", v)) => state = v.to_string(),
+            Some(("offset", v)) => offset = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    Ok(ConnectedReplica {
+        address: Address::new(
+            ip.ok_or_else(|| format!("replica entry without ip: {value}"))?,
+            port.ok_or_else(|| format!("replica entry without port: {value}"))?,
+        ),
+        state,
+        offset,
+    })
+}
+
+/// A connection to one instance, with bounded connect and response times.
+pub struct InstanceClient {
+    addr: Address,
+    conn: MultiplexedConnection,
+}
+
+impl InstanceClient {
+    pub async fn connect(
+        addr: &Address,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let connect_err = |source| Error::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut settings =
+            RedisConnectionInfo::default().set_lib_name("vigil", env!("CARGO_PKG_VERSION"));
+        if let Some(password) = password {
+            settings = settings.set_password(password);
+        }
+        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
+            .into_connection_info()
+            .map_err(connect_err)?
+            .set_redis_settings(settings);
+        let client = ::redis::Client::open(info).map_err(connect_err)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(connect_err)?;
+        Ok(Self {
+            addr: addr.clone(),
+            conn,
+        })
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.addr
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(
+        &mut self,
+        command: &'static str,
+        cmd: &::redis::Cmd,
+    ) -> Result<T, Error> {
+        cmd.query_async(&mut self.conn)
+            .await
+            .map_err(|source| Error::Command {
+                addr: self.addr.to_string(),
+                command,
+                source,
+            })
+    }
+
+    pub async fn ping(&mut self) -> Result<(), Error> {
+        let _: String = self.query("PING", &::redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    pub async fn replication_info(&mut self) -> Result<ReplicationInfo, Error> {
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg("replication");
+        let text: String = self.query("INFO replication", &cmd).await?;
+        ReplicationInfo::parse(&text).map_err(|detail| Error::Unexpected {
+            addr: self.addr.to_string(),
+            command: "INFO replication",
+            detail,
+        })
+    }
+
+    /// `REPLICAOF host port`.
+    pub async fn replicate_from(&mut self, master: &Address) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("REPLICAOF");
+        cmd.arg(&master.host).arg(master.port);
+        let _: String = self.query("REPLICAOF", &cmd).await?;
+        Ok(())
+    }
+
+    /// `REPLICAOF NO ONE`: becomes a writable master.
+    pub async fn promote(&mut self) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("REPLICAOF");
+        cmd.arg("NO").arg("ONE");
+        let _: String = self.query("REPLICAOF NO ONE", &cmd).await?;
+        Ok(())
+    }
+
+    /// `CONFIG SET key value`.
+    pub async fn config_set(&mut self, key: &str, value: &str) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("SET").arg(key).arg(value);
+        let _: String = self.query("CONFIG SET", &cmd).await?;
+        Ok(())
+    }
+
+    /// `SHUTDOWN` with the given modifiers; the connection closing is the expected answer.
+    pub async fn shutdown(&mut self, modifiers: &[&str]) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("SHUTDOWN");
+        for m in modifiers {
+            cmd.arg(*m);
+        }
+        match self.query::<::redis::Value>("SHUTDOWN", &cmd).await {
+            Err(Error::Command { source, .. })
+                if source.is_connection_dropped() || source.is_io_error() =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+        slave0:ip=127.0.0.11,port=6379,state=online,offset=1234,lag=0\r\n\
+        slave1:ip=127.0.0.12,port=6379,state=wait_bgsave,offset=0,lag=1\r\n\
+        master_failover_state:no-failover\r\n\
+        master_replid:8e3b0f5c\r\nmaster_replid2:0000\r\nmaster_repl_offset:1234\r\n";
+
+    const REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.10\r\n\
+        master_port:6379\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n\
+        slave_repl_offset:1200\r\nslave_read_only:1\r\nconnected_slaves:0\r\n\
+        master_replid:8e3b0f5c\r\nmaster_repl_offset:1200\r\n";
+
+    #[test]
+    fn parses_a_master() {
+        let info = ReplicationInfo::parse(MASTER).expect("parses");
+        assert!(info.is_master());
+        assert_eq!(info.offset, 1234);
+        assert_eq!(info.replicas.len(), 2);
+        assert_eq!(info.replicas[0].address, Address::new("127.0.0.11", 6379));
+        assert_eq!(info.replicas[1].state, "wait_bgsave");
+        assert_eq!(info.following(), None);
+    }
+
+    #[test]
+    fn parses_a_synced_replica() {
+        let info = ReplicationInfo::parse(REPLICA).expect("parses");
+        assert!(info.is_synced_replica());
+        assert_eq!(info.following(), Some(&Address::new("127.0.0.10", 6379)));
+        assert_eq!(info.offset, 1200);
+    }
+
+    #[test]
+    fn a_fenced_instance_follows_nobody_and_is_not_synced() {
+        let text = REPLICA
+            .replace("127.0.0.10", FENCE_HOST)
+            .replace("master_port:6379", "master_port:1")
+            .replace("link_status:up", "link_status:down");
+        let info = ReplicationInfo::parse(&text).expect("parses");
+        assert!(info.is_fenced());
+        assert_eq!(info.following(), None);
+        assert!(!info.is_synced_replica());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(ReplicationInfo::parse("hello").is_err());
+        assert!(ReplicationInfo::parse("role:slave\r\n").is_err());
+        assert!(ReplicationInfo::parse("role:master\r\nmaster_repl_offset:x\r\n").is_err());
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        for s in ["127.0.0.1:6379", "[::1]:6379", "redis-0.redis:7000"] {
+            assert_eq!(Address::parse(s).expect(s).to_string(), s);
+        }
+        assert_eq!(Address::parse("nope"), None);
+        assert_eq!(Address::parse(":6379"), None);
+    }
+}

@@ -1,0 +1,124 @@
+//! Rendering redis.conf. Pure, so what every instance runs with is unit-tested.
+//!
+//! Layout: defaults first, the user's settings next (they may override defaults), the settings
+//! vigil owns last (redis.conf keeps the last value of a key, so ours always win).
+
+use crate::redis::{Address, FENCE_HOST, FENCE_PORT, REDIS_PORT};
+
+/// What an instance's configuration depends on.
+pub struct ConfInput<'a> {
+    /// The pod's own address: bound, and announced to the master.
+    pub pod_ip: &'a str,
+    pub data_dir: &'a str,
+    pub password: Option<&'a str>,
+    /// The master to follow at boot; `None` boots fenced (safety rule 2).
+    pub replica_of: Option<&'a Address>,
+    /// The user's settings, already rendered as redis.conf lines.
+    pub user_settings: &'a str,
+}
+
+pub fn render(input: &ConfInput<'_>) -> String {
+    let mut out = String::from("# Rendered by `vigil agent` at every start; edits are lost.\n");
+    out.push_str("# Defaults (spec.config may override)\n");
+    for line in [
+        "save \"\"",
+        "appendonly no",
+        "repl-diskless-sync yes",
+        "maxmemory-policy noeviction",
+    ] {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("# spec.config\n");
+    out.push_str(input.user_settings);
+    if !input.user_settings.is_empty() && !input.user_settings.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("# Owned by vigil\n");
+    let mut owned = vec![
+        format!("bind {}", input.pod_ip),
+        format!("port {REDIS_PORT}"),
+        "protected-mode no".into(),
+        "daemonize no".into(),
+        "logfile \"\"".into(),
+        format!("dir {}", quote(input.data_dir)),
+        format!("replica-announce-ip {}", input.pod_ip),
+        format!("replica-announce-port {REDIS_PORT}"),
+        "replica-read-only yes".into(),
+        "replica-serve-stale-data yes".into(),
+    ];
+    if let Some(password) = input.password {
+        owned.push(format!("requirepass {}", quote(password)));
+        owned.push(format!("masterauth {}", quote(password)));
+    }
+    owned.push(match input.replica_of {
+        Some(master) => format!("replicaof {} {}", master.host, master.port),
+        None => format!("replicaof {FENCE_HOST} {FENCE_PORT}"),
+    });
+    for line in owned {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Quotes a value for redis.conf, so spaces, quotes and newlines survive its parser.
+pub fn quote(value: &str) -> String {
+    let escaped = value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n");
+    format!("\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(replica_of: Option<&'a Address>, user: &'a str) -> ConfInput<'a> {
+        ConfInput {
+            pod_ip: "127.0.0.12",
+            data_dir: "/data",
+            password: Some("p\"w"),
+            replica_of,
+            user_settings: user,
+        }
+    }
+
+    #[test]
+    fn a_replica_follows_its_master_with_auth() {
+        let master = Address::new("127.0.0.10", 6379);
+        let conf = render(&input(Some(&master), ""));
+        assert!(conf.contains("\nreplicaof 127.0.0.10 6379\n"));
+        assert!(conf.contains("\nrequirepass \"p\\\"w\"\n"));
+        assert!(conf.contains("\nmasterauth \"p\\\"w\"\n"));
+        assert!(conf.contains("\nbind 127.0.0.12\n"));
+        assert!(conf.contains("\nreplica-announce-ip 127.0.0.12\n"));
+    }
+
+    #[test]
+    fn without_a_master_the_instance_boots_fenced() {
+        let conf = render(&input(None, ""));
+        assert!(conf.contains(&format!("\nreplicaof {FENCE_HOST} {FENCE_PORT}\n")));
+        assert!(conf.contains("\nreplica-read-only yes\n"));
+    }
+
+    #[test]
+    fn user_settings_sit_between_defaults_and_owned_settings() {
+        let conf = render(&input(None, "save \"900 1\"\nmaxmemory \"1gb\""));
+        let default_save = conf.find("save \"\"").expect("default");
+        let user_save = conf.find("save \"900 1\"").expect("user");
+        let owned = conf.find("bind ").expect("owned");
+        assert!(default_save < user_save && user_save < owned);
+        assert!(conf.contains("maxmemory \"1gb\"\n#"));
+    }
+
+    #[test]
+    fn no_password_no_auth_lines() {
+        let mut i = input(None, "");
+        i.password = None;
+        let conf = render(&i);
+        assert!(!conf.contains("requirepass"));
+        assert!(!conf.contains("masterauth"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Names and labels of owned objects: one place, so builders and selectors never disagree.
+
+use std::collections::BTreeMap;
+
+/// Label naming the `RedisReplication` an object belongs to.
+pub const REPLICATION_LABEL: &str = "redis.vigil.dev/replication";
+/// Role label on pods, written only by the operator; Services select on it.
+pub const ROLE_LABEL: &str = "redis.vigil.dev/role";
+/// Ordinal of an instance pod.
+pub const INSTANCE_LABEL: &str = "redis.vigil.dev/instance";
+/// The field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "vigil-operator";
+
+pub fn common_labels(replication: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "redis".into()),
+        ("app.kubernetes.io/instance".into(), replication.into()),
+        ("app.kubernetes.io/managed-by".into(), "vigil".into()),
+        (REPLICATION_LABEL.into(), replication.into()),
+    ])
+}
+
+/// Label selector (string form) of every pod of a replication.
+pub fn pods_selector(replication: &str) -> String {
+    format!("{REPLICATION_LABEL}={replication}")
+}
+
+pub fn pod_name(replication: &str, ordinal: u32) -> String {
+    format!("{replication}-{ordinal}")
+}
+
+/// The ordinal of a pod named `<replication>-<n>`, if the name has that shape.
+pub fn pod_ordinal(replication: &str, pod: &str) -> Option<u32> {
+    pod.strip_prefix(replication)?
+        .strip_prefix('-')?
+        .parse()
+        .ok()
+}
+
+pub fn headless_service_name(replication: &str) -> String {
+    format!("{replication}-headless")
+}
+
+pub fn master_service_name(replication: &str) -> String {
+    format!("{replication}-master")
+}
+
+pub fn replicas_service_name(replication: &str) -> String {
+    format!("{replication}-replicas")
+}
+
+pub fn config_map_name(replication: &str) -> String {
+    format!("{replication}-config")
+}
+
+pub fn auth_secret_name(replication: &str) -> String {
+    format!("{replication}-auth")
+}
+
+pub fn instance_account_name(replication: &str) -> String {
+    format!("{replication}-instance")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_parse_only_our_shape() {
+        assert_eq!(pod_ordinal("cache", "cache-2"), Some(2));
+        assert_eq!(pod_ordinal("cache", "cache-x"), None);
+        assert_eq!(pod_ordinal("cache", "cache-big-1"), None);
+        assert_eq!(pod_ordinal("cache", "other-1"), None);
+        assert_eq!(pod_ordinal("cache", &pod_name("cache", 11)), Some(11));
+    }
+}
