@@ -1,0 +1,31 @@
+# The two commands: `make demo` (vigil on a local control plane, no cluster needed) and
+# `make test` (installs what it needs, then runs every test). Tools are cached in
+# $VIGIL_CACHE (default ~/.cache/vigil), outside the repo.
+
+.PHONY: demo test test-unit test-e2e lint tools crds build
+
+demo:
+	tests/demo.sh
+
+test: tools lint test-unit test-e2e
+
+tools:
+	tests/controlplane/tools.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --features e2e -- -D warnings
+
+test-unit:
+	cargo test --workspace
+
+test-e2e:
+	tests/e2e.sh
+
+build:
+	cargo build --workspace --bins
+
+# Regenerate the CRD files from the API types (a test fails when they drift).
+crds:
+	cargo run --quiet -- crd > crds/redisreplications.redis.vigil.dev.yaml
+	cp crds/redisreplications.redis.vigil.dev.yaml charts/vigil/crd/

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# tests/e2e.sh — run the end-to-end suite on a fresh local cluster (see tests/local-cluster.sh),
+# then tear it down. Environment: VIGIL_E2E_STATE (default target/e2e), VIGIL_E2E_THREADS
+# (default 3); extra arguments go to the test binary (e.g. a test name filter).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${VIGIL_E2E_STATE:-$ROOT/target/e2e}
+THREADS=${VIGIL_E2E_THREADS:-3}
+cd "$ROOT"
+# shellcheck source=tests/local-cluster.sh
+source "$ROOT/tests/local-cluster.sh"
+
+"$ROOT/tests/controlplane/tools.sh"
+echo "e2e: building"
+cargo build --quiet --workspace --bins
+cargo test --quiet --features e2e --test e2e --no-run
+
+on_exit() {
+  local code=$?
+  local_cluster_down "$STATE"
+  if [[ $code -ne 0 && -d ${ARTIFACTS:-} ]]; then
+    echo "e2e: FAILED (exit $code); logs are in $ARTIFACTS and $STATE/logs" >&2
+    for f in "$ARTIFACTS"/*.log; do
+      [[ -f $f ]] || continue
+      echo "----- last lines of $f" >&2
+      tail -n 40 "$f" >&2
+    done
+  fi
+  exit "$code"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+local_cluster_up "$STATE"
+
+echo "e2e: running the scenarios"
+export VIGIL_E2E_ADMIN_KUBECONFIG=$KUBECONFIG
+export VIGIL_E2E_OPERATOR_KUBECONFIG=$OPERATOR_KUBECONFIG
+export VIGIL_E2E_KUBELET_STATE=$KUBELET_STATE
+export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
+REDIS_CLI=$(command -v redis-cli)
+export REDIS_CLI
+cargo test --features e2e --test e2e -- --test-threads="$THREADS" "$@"

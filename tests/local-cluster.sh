@@ -1,0 +1,73 @@
+# tests/local-cluster.sh — sourced by tests/e2e.sh and tests/demo.sh: a local cluster made of the
+# real control plane (tests/controlplane/up.sh), the CRD from crds/, the chart's ServiceAccount
+# and RBAC, a kubeconfig holding a token of that ServiceAccount (so the operator acts with
+# exactly the chart's permissions), and the process-based kubelet stand-in.
+#
+# local_cluster_up STATE  sets KUBECONFIG, KUBECTL, HELM, OPERATOR_KUBECONFIG, KUBELET_STATE,
+#                         ARTIFACTS; local_cluster_down STATE stops all of it.
+# Expects ROOT (the repo) and that `cargo build --workspace --bins` has run.
+
+KUBELET_PID=
+
+local_cluster_up() {
+  local state=$1
+  if [[ -d $state ]]; then
+    # Fresh every time: nothing leaks from an earlier, maybe interrupted, run.
+    "$ROOT/tests/controlplane/down.sh" "$state" --purge >/dev/null 2>&1 || true
+    rm -rf "$state"
+  fi
+  ARTIFACTS=$state/artifacts
+  KUBELET_STATE=$state/kubelet
+  OPERATOR_KUBECONFIG=$state/operator.kubeconfig
+  mkdir -p "$ARTIFACTS" "$KUBELET_STATE"
+
+  VIGIL_SKIP_TOOLS=1 "$ROOT/tests/controlplane/up.sh" "$state"
+  # shellcheck source=/dev/null
+  source "$state/env"
+
+  echo "local cluster: installing the CRD and the chart's ServiceAccount and RBAC"
+  "$KUBECTL" apply --server-side -f "$ROOT/crds/" >/dev/null
+  "$KUBECTL" wait --for=condition=Established --timeout=60s \
+    crd/redisreplications.redis.vigil.dev >/dev/null
+  "$KUBECTL" create namespace vigil-system >/dev/null
+  "$HELM" template vigil "$ROOT/charts/vigil" --namespace vigil-system \
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    | "$KUBECTL" apply --server-side -f - >/dev/null
+
+  local token
+  token=$("$KUBECTL" -n vigil-system create token vigil --duration=12h)
+  local kc=(--kubeconfig="$OPERATOR_KUBECONFIG")
+  "$KUBECTL" config "${kc[@]}" set-cluster local --server="$VIGIL_APISERVER" \
+    --certificate-authority="$state/pki/ca.crt" --embed-certs=true >/dev/null
+  "$KUBECTL" config "${kc[@]}" set-credentials vigil --token="$token" >/dev/null
+  "$KUBECTL" config "${kc[@]}" set-context vigil --cluster=local --user=vigil >/dev/null
+  "$KUBECTL" config "${kc[@]}" use-context vigil >/dev/null
+
+  echo "local cluster: starting the kubelet stand-in"
+  "$ROOT/target/debug/vigil-testkubelet" \
+    --kubeconfig "$KUBECONFIG" --node-name vigil-node --state-dir "$KUBELET_STATE" \
+    --bin-dir "$ROOT/target/debug" --apiserver-host 127.0.0.1 \
+    --apiserver-port "${VIGIL_APISERVER##*:}" --ip-range-start "${VIGIL_KUBELET_IP_START:-10}" \
+    >"$ARTIFACTS/kubelet.log" 2>&1 &
+  KUBELET_PID=$!
+  local i
+  for i in $(seq 1 120); do
+    "$KUBECTL" get node vigil-node >/dev/null 2>&1 && break
+    kill -0 "$KUBELET_PID" 2>/dev/null || { tail -n 30 "$ARTIFACTS/kubelet.log" >&2; return 1; }
+    sleep 0.5
+  done
+  "$KUBECTL" wait --for=condition=Ready --timeout=60s node/vigil-node >/dev/null
+  export KUBECONFIG KUBECTL HELM OPERATOR_KUBECONFIG KUBELET_STATE ARTIFACTS
+}
+
+local_cluster_down() {
+  local state=$1
+  if [[ -n $KUBELET_PID ]] && kill -0 "$KUBELET_PID" 2>/dev/null; then
+    # The stand-in stops every pod process it started before it exits.
+    kill -TERM "$KUBELET_PID" 2>/dev/null || true
+    local i
+    for i in $(seq 1 150); do kill -0 "$KUBELET_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$KUBELET_PID" 2>/dev/null || true
+  fi
+  "$ROOT/tests/controlplane/down.sh" "$state" >/dev/null 2>&1 || true
+}
