@@ -19,9 +19,21 @@ if [[ ${VIGIL_DEMO_USE_KUBECONFIG:-0} == 1 ]]; then
   exit 0
 fi
 
-"$ROOT/tests/controlplane/tools.sh"
-echo "demo: building vigil"
-cargo build --quiet --workspace --bins
+# The cluster runs in a named network namespace, so pods get addresses of their own (10.244.0.N)
+# and a second terminal can join it with `ip netns exec vigil-demo ...`.
+NETNS=vigil-demo
+if [[ ${VIGIL_DEMO_INSIDE:-} != 1 ]]; then
+  "$ROOT/tests/controlplane/tools.sh"
+  echo "demo: building vigil"
+  cargo build --quiet --workspace --bins
+  ip netns del "$NETNS" 2>/dev/null || true
+  ip netns add "$NETNS"
+  status=0
+  ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" || status=$?
+  ip netns del "$NETNS" 2>/dev/null || true
+  exit "$status"
+fi
+ip link set lo up
 
 OPERATOR_PID=
 on_exit() {
@@ -48,8 +60,9 @@ MASTER_IP=${MASTER_IP%:*}
 
 cat <<INFO
 
-vigil is running. In another terminal:
+vigil is running. In another terminal, join its network namespace (as root):
 
+  ip netns exec $NETNS bash
   export KUBECONFIG=$KUBECONFIG
   export PATH=$(dirname "$KUBECTL"):\$PATH
   kubectl -n demo get redisreplication cache -o yaml
@@ -58,7 +71,7 @@ vigil is running. In another terminal:
   PASSWORD=\$(kubectl -n demo get secret cache-auth -o jsonpath='{.data.password}' | base64 -d)
   redis-cli -h $MASTER_IP -a "\$PASSWORD" --no-auth-warning INFO replication
 
-Every pod is a real process with its own loopback address (127.0.0.N); logs are in
+Every pod is a real process with its own address (10.244.0.N); logs are in
 $ARTIFACTS and $KUBELET_STATE/pods. Operator log: $ARTIFACTS/operator.log
 Press Ctrl-C to stop and clean up.
 INFO

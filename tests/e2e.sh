@@ -2,19 +2,28 @@
 # tests/e2e.sh — run the end-to-end suite on a fresh local cluster (see tests/local-cluster.sh),
 # then tear it down. Environment: VIGIL_E2E_STATE (default target/e2e), VIGIL_E2E_THREADS
 # (default 3); extra arguments go to the test binary (e.g. a test name filter).
+#
+# Tools and binaries are built first, on the host (they need the package registries); the
+# cluster and the tests then run inside a private network namespace, where pods get addresses
+# of their own (10.244.0.N) and nothing can collide with, or reach, the host's network.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE=${VIGIL_E2E_STATE:-$ROOT/target/e2e}
 THREADS=${VIGIL_E2E_THREADS:-3}
 cd "$ROOT"
+
+if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
+  "$ROOT/tests/controlplane/tools.sh"
+  echo "e2e: building"
+  cargo build --quiet --workspace --bins
+  cargo test --quiet --features e2e --test e2e --no-run
+  exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
+fi
+
 # shellcheck source=tests/local-cluster.sh
 source "$ROOT/tests/local-cluster.sh"
-
-"$ROOT/tests/controlplane/tools.sh"
-echo "e2e: building"
-cargo build --quiet --workspace --bins
-cargo test --quiet --features e2e --test e2e --no-run
+ip link set lo up
 
 on_exit() {
   local code=$?
@@ -41,4 +50,4 @@ export VIGIL_E2E_KUBELET_STATE=$KUBELET_STATE
 export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
 REDIS_CLI=$(command -v redis-cli)
 export REDIS_CLI
-cargo test --features e2e --test e2e -- --test-threads="$THREADS" "$@"
+cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" "$@"

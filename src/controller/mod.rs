@@ -106,8 +106,14 @@ pub async fn run(client: Client, settings: Settings) {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
+            use kube::runtime::controller::Error as ControllerError;
+            match result {
+                // Reconciler errors are logged by `error_policy`; a missing object was just
+                // deleted.
+                Ok(_)
+                | Err(ControllerError::ReconcilerFailed(..))
+                | Err(ControllerError::ObjectNotFound(_)) => {}
+                Err(e) => warn!(error = %e, "controller error"),
             }
         })
         .await;
@@ -180,7 +186,11 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
 
 fn error_policy(rr: Arc<RedisReplication>, error: &Error, _ctx: Arc<Context>) -> Action {
     match error {
-        Error::StatusConflict(_) => Action::requeue(Duration::from_millis(200)),
+        // Expected: the plan was made from a stale cache; replan from the newer state.
+        Error::StatusConflict(_) => {
+            tracing::debug!(name = %rr.name_any(), "status changed while planning; replanning");
+            Action::requeue(Duration::from_millis(200))
+        }
         _ => {
             warn!(name = %rr.name_any(), error = %error, "reconcile error");
             Action::requeue(Duration::from_secs(2))

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# down.sh [--purge] STATE_DIR — stop the control plane started by up.sh STATE_DIR.
+# SIGTERM to each component (controller-manager, apiserver, etcd, in that order), waits up to
+# VIGIL_DOWN_TIMEOUT seconds (default 15) for each, then SIGKILL. Only pids recorded in
+# STATE_DIR/pids that still run the expected binary are signalled.
+# Keeps STATE_DIR (certs, etcd data, logs) unless --purge is given, which deletes it.
+set -euo pipefail
+
+purge=0
+args=()
+for a in "$@"; do
+  case $a in
+    --purge) purge=1 ;;
+    -*) echo "usage: $0 [--purge] STATE_DIR" >&2; exit 2 ;;
+    *) args+=("$a") ;;
+  esac
+done
+if [[ ${#args[@]} -ne 1 ]]; then
+  echo "usage: $0 [--purge] STATE_DIR" >&2
+  exit 2
+fi
+STATE=${args[0]}
+PIDS=$STATE/pids
+TIMEOUT=${VIGIL_DOWN_TIMEOUT:-15}
+
+if [[ ! -d $STATE ]]; then
+  echo "down.sh: $STATE does not exist; nothing to do"
+  exit 0
+fi
+
+alive_pid() {
+  local f=$PIDS/$1.pid pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$1"* ]] || return 1
+  echo "$pid"
+}
+
+# running PID: the process exists and is not a zombie (an un-reaped zombie counts as gone).
+running() {
+  local st
+  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z ]]
+}
+
+for c in kube-controller-manager kube-apiserver etcd; do
+  if pid=$(alive_pid "$c"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    deadline=$(( $(date +%s) + TIMEOUT ))
+    while running "$pid" && (( $(date +%s) < deadline )); do sleep 0.2; done
+    if running "$pid"; then
+      echo "$c (pid $pid): no exit after ${TIMEOUT}s, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
+    fi
+    echo "$c (pid $pid): stopped"
+  fi
+  rm -f "$PIDS/$c.pid"
+done
+
+if [[ $purge == 1 ]]; then
+  rm -rf "$STATE"
+  echo "purged $STATE"
+fi

@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# tools.sh — install the external tools vigil's local-control-plane tests need.
+#
+# Usage: tests/controlplane/tools.sh
+#
+# Everything goes into a cache OUTSIDE the repo:
+#
+#   VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
+#   $VIGIL_CACHE/bin/<tool>-<version>/<tool>   immutable, keyed by version: bumping a pin rebuilds
+#   $VIGIL_CACHE/bin/current/<tool>           stable symlinks to the pinned versions; use these
+#   $VIGIL_CACHE/build/<name>-<version>/      generated wrapper Go modules and build.log
+#
+# Tools: etcd, kube-apiserver, kube-controller-manager, kubectl, helm (built from their Go
+# modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and redis-server,
+# redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
+# The Go module cache and build cache stay in Go's default places (~/go, ~/.cache/go-build).
+#
+# Idempotent: a tool whose versioned binary exists is reused ("cached"). Quiet apart from one
+# line per tool. A cold run (empty Go module and build caches) on 2 cores took 6.5 minutes;
+# Kubernetes dominates, so it is started first in the background and the rest built meanwhile.
+# A warm run takes well under a second.
+# Concurrent runs are serialised with flock on $VIGIL_CACHE/.lock.
+# (Builds run as background subshells + `wait`, never as `( f ) || handler`: bash ignores
+# `set -e` inside anything on the left of || / &&, which would hide build failures.)
+set -euo pipefail
+
+ETCD_VERSION=v3.6.16
+K8S_VERSION=v1.37.2
+HELM_VERSION=v3.22.0
+
+VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
+BIN=$VIGIL_CACHE/bin
+CUR=$BIN/current
+BUILD=$VIGIL_CACHE/build
+
+if [[ -x /usr/local/go/bin/go ]] && ! command -v go >/dev/null 2>&1; then
+  PATH=/usr/local/go/bin:$PATH
+fi
+command -v go >/dev/null || { echo "tools.sh: go not found" >&2; exit 1; }
+
+export CGO_ENABLED=0 GOTOOLCHAIN=local
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
+
+mkdir -p "$BIN" "$CUR" "$BUILD"
+exec 9>"$VIGIL_CACHE/.lock"
+flock 9
+
+now() { date +%s; }
+# fail NAME LOG: report a failed build with the tail of its log.
+fail() {
+  echo "$1: BUILD FAILED, last lines of $2:" >&2
+  tail -n 30 "$2" >&2 || true
+  exit 1
+}
+link() { ln -sfn "$2" "$CUR/$1"; }
+
+# ---------------------------------------------------------------- kubernetes
+K8S_BINS=(kube-apiserver kube-controller-manager kubectl)
+
+k8s_cached() {
+  local b
+  for b in "${K8S_BINS[@]}"; do [[ -x $BIN/$b-$K8S_VERSION/$b ]] || return 1; done
+}
+
+# Builds all three Kubernetes commands from ONE wrapper module (shared build cache).
+# The wrapper requires k8s.io/kubernetes and replaces each staging module (read from the
+# downloaded go.mod) with its published v0.<minor>.<patch> version; it builds the upstream
+# main packages k8s.io/kubernetes/cmd/<cmd> directly, so no main.go is needed.
+k8s_build() {
+  local dir=$BUILD/kubernetes-$K8S_VERSION log gomod stage out minor
+  log=$dir/build.log
+  stage="v0.${K8S_VERSION#v1.}"
+  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
+  rm -rf "$dir"; mkdir -p "$dir"
+  {
+    cd "$dir"
+    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+    [[ -f $gomod ]] || { echo "no GoMod for k8s.io/kubernetes@$K8S_VERSION"; return 1; }
+    {
+      echo "module vigil.local/k8s-tools"
+      echo
+      sed -n 's/^go \([0-9.]*\)$/go \1/p' "$gomod"
+      echo
+      echo "require k8s.io/kubernetes $K8S_VERSION"
+      echo
+      echo "replace ("
+      # staging modules: those the kubernetes go.mod replaces with ./staging/...
+      awk -v v="$stage" '$2 == "=>" && $3 ~ /^\.\/staging\// { print "\t" $1 " => " $1 " " v }' "$gomod"
+      echo ")"
+    } >go.mod
+    # A tiny file so the module has a package importing the commands (lets tidy keep them).
+    cat >tools.go <<EOF
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	_ "k8s.io/kubectl/pkg/cmd"
+)
+EOF
+    go mod tidy
+    out=$dir/out; mkdir -p "$out"
+    local ld="-s -w"
+    local p
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    go build -trimpath -ldflags="$ld" -o "$out/" \
+      k8s.io/kubernetes/cmd/kube-apiserver \
+      k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kubectl
+    local v
+    v=$("$out/kube-apiserver" --version)  # (no `| grep -q` under pipefail: SIGPIPE)
+    [[ $v == "Kubernetes $K8S_VERSION" ]] || { echo "kube-apiserver --version: $v"; return 1; }
+    local b
+    for b in "${K8S_BINS[@]}"; do
+      mkdir -p "$BIN/$b-$K8S_VERSION"
+      mv "$out/$b" "$BIN/$b-$K8S_VERSION/$b.tmp"
+      mv "$BIN/$b-$K8S_VERSION/$b.tmp" "$BIN/$b-$K8S_VERSION/$b"
+    done
+  } >"$log" 2>&1
+}
+
+K8S_PID=
+K8S_T0=
+if k8s_cached; then
+  echo "kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl): cached"
+else
+  echo "kubernetes $K8S_VERSION (kube-apiserver, kube-controller-manager, kubectl): building in background..."
+  K8S_T0=$(now)
+  # Own process group (set -m) so an early exit can stop the whole build (go + compilers);
+  # 9>&-: the build must not hold the lock.
+  set -m
+  ( k8s_build ) 9>&- &
+  K8S_PID=$!
+  set +m
+fi
+cleanup() { if [[ -n ${K8S_PID:-} ]]; then kill -TERM -- "-$K8S_PID" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- etcd
+etcd_build() {
+  local dir=$BUILD/etcd-$ETCD_VERSION
+  rm -rf "$dir"; mkdir -p "$dir"
+  {
+    cd "$dir"
+    cat >go.mod <<EOF
+module vigil.local/etcd
+
+go 1.24
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+    cat >main.go <<'EOF'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+    go mod tidy
+    # the server's go.mod replaces api/client/pkg with ../; pin the siblings to the same release
+    local m
+    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+      if grep -q "go.etcd.io/etcd/$m " go.mod; then go mod edit -require="go.etcd.io/etcd/$m@$ETCD_VERSION"; fi
+    done
+    go mod tidy
+    go build -trimpath -ldflags="-s -w" -o etcd .
+    local v
+    v=$(./etcd --version)
+    [[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || { echo "$v"; return 1; }
+    mkdir -p "$BIN/etcd-$ETCD_VERSION"
+    mv etcd "$BIN/etcd-$ETCD_VERSION/etcd.tmp"
+    mv "$BIN/etcd-$ETCD_VERSION/etcd.tmp" "$BIN/etcd-$ETCD_VERSION/etcd"
+  } >"$dir/build.log" 2>&1
+}
+
+if [[ -x $BIN/etcd-$ETCD_VERSION/etcd ]]; then
+  echo "etcd $ETCD_VERSION: cached"
+else
+  echo "etcd $ETCD_VERSION: building..."
+  t0=$(now)
+  ( etcd_build ) & pid=$!
+  wait "$pid" || fail "etcd $ETCD_VERSION" "$BUILD/etcd-$ETCD_VERSION/build.log"
+  echo "etcd $ETCD_VERSION: built in $(( $(now) - t0 ))s"
+fi
+link etcd "$BIN/etcd-$ETCD_VERSION/etcd"
+
+# ---------------------------------------------------------------- helm
+helm_build() {
+  local dir=$BUILD/helm-$HELM_VERSION
+  rm -rf "$dir"; mkdir -p "$dir"
+  {
+    cd "$dir"
+    GOBIN=$dir go install -trimpath \
+      -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    local v
+    v=$(./helm version --short)
+    [[ $v == "$HELM_VERSION"* ]] || { echo "helm version: $v"; return 1; }
+    mkdir -p "$BIN/helm-$HELM_VERSION"
+    mv helm "$BIN/helm-$HELM_VERSION/helm.tmp"
+    mv "$BIN/helm-$HELM_VERSION/helm.tmp" "$BIN/helm-$HELM_VERSION/helm"
+  } >"$dir/build.log" 2>&1
+}
+
+if [[ -x $BIN/helm-$HELM_VERSION/helm ]]; then
+  echo "helm $HELM_VERSION: cached"
+else
+  echo "helm $HELM_VERSION: building..."
+  t0=$(now)
+  ( helm_build ) & pid=$!
+  wait "$pid" || fail "helm $HELM_VERSION" "$BUILD/helm-$HELM_VERSION/build.log"
+  echo "helm $HELM_VERSION: built in $(( $(now) - t0 ))s"
+fi
+link helm "$BIN/helm-$HELM_VERSION/helm"
+
+# ---------------------------------------------------------------- redis (Debian)
+redis_listening() {
+  [[ -n $(ss -Hltn 'sport = :6379' 2>/dev/null) ]]
+}
+stop_debian_redis() {
+  local svc
+  for svc in redis-server redis-sentinel; do
+    if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/$svc ]]; then
+      /etc/init.d/"$svc" stop >/dev/null 2>&1 || true
+      if command -v update-rc.d >/dev/null; then update-rc.d "$svc" disable >/dev/null 2>&1 || true; fi
+    fi
+  done
+}
+
+if command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v redis-sentinel >/dev/null; then
+  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (Debian): cached"
+else
+  echo "redis (Debian): installing..."
+  t0=$(now)
+  log=$BUILD/redis-apt.log
+  [[ $(id -u) -eq 0 ]] || { echo "redis: apt-get needs root" >&2; exit 1; }
+  # Keep the packages' maintainer scripts from starting the Debian services.
+  prc_added=
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; prc_added=1
+  fi
+  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+          redis-server redis-tools redis-sentinel; } >"$log" 2>&1; then
+    [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
+    fail "redis" "$log"
+  fi
+  [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
+  stop_debian_redis
+  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (Debian): installed in $(( $(now) - t0 ))s"
+fi
+if redis_listening; then
+  stop_debian_redis
+  sleep 1
+  if redis_listening; then
+    echo "WARNING: something is listening on :6379 (not started by tools.sh); tests avoid that port" >&2
+  fi
+fi
+for t in redis-server redis-cli redis-sentinel; do link "$t" "$(command -v "$t")"; done
+
+# ---------------------------------------------------------------- wait for kubernetes
+if [[ -n $K8S_PID ]]; then
+  if wait "$K8S_PID"; then
+    K8S_PID=
+    echo "kubernetes $K8S_VERSION: built in $(( $(now) - K8S_T0 ))s"
+  else
+    K8S_PID=
+    fail "kubernetes $K8S_VERSION" "$BUILD/kubernetes-$K8S_VERSION/build.log"
+  fi
+fi
+for b in "${K8S_BINS[@]}"; do link "$b" "$BIN/$b-$K8S_VERSION/$b"; done

@@ -1,0 +1,286 @@
+#!/usr/bin/env bash
+# up.sh STATE_DIR — start a real local Kubernetes control plane on loopback:
+# etcd + kube-apiserver (RBAC, default admission plugins incl. PodSecurity) +
+# kube-controller-manager (all default controllers: GC, namespace, serviceaccount(-token),
+# root-ca-cert-publisher, endpoint(slice), node lifecycle, ...). No kubelet, no scheduler.
+#
+# Runs tools.sh first (quiet and ~instant when the tools are cached; set VIGIL_SKIP_TOOLS=1
+# to skip it, then the binaries must already be in $VIGIL_CACHE/bin/current).
+#
+# STATE_DIR layout:
+#   env                 source it: KUBECONFIG, VIGIL_APISERVER, KUBECTL, HELM, ...
+#   admin.kubeconfig    cluster-admin (CN=admin, O=system:masters)
+#   pki/                ca.{crt,key}, apiserver.{crt,key}, admin.{crt,key},
+#                       kube-controller-manager.{crt,key}, sa.{key,pub},
+#                       front-proxy-ca.{crt,key}, front-proxy-client.{crt,key} (aggregation layer)
+#   etcd/               etcd data   logs/*.log   pids/*.pid
+# Certificates and etcd data are kept across down.sh/up.sh (only down.sh --purge deletes them),
+# so a restart keeps objects and service-account tokens valid.
+#
+# Environment: VIGIL_APISERVER_PORT (6443), VIGIL_ETCD_CLIENT_PORT (23790),
+#   VIGIL_ETCD_PEER_PORT (23800), VIGIL_KCM_PORT (10357, controller-manager https),
+#   VIGIL_CACHE (see tools.sh), VIGIL_UP_TIMEOUT (seconds per wait step, default 120),
+#   VIGIL_UP_KEEP_ON_FAILURE=1 (on failure leave started components running; default: stop them).
+# On failure: exit 1 with the reason and the tail of the failing component's log.
+# If STATE_DIR already has a running control plane, says so and exits 0.
+set -euo pipefail
+
+if [[ $# -ne 1 || $1 == -* ]]; then
+  echo "usage: $0 STATE_DIR" >&2
+  exit 2
+fi
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+mkdir -p "$1"
+STATE=$(cd "$1" && pwd)
+VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
+CUR=$VIGIL_CACHE/bin/current
+
+API_PORT=${VIGIL_APISERVER_PORT:-6443}
+ETCD_PORT=${VIGIL_ETCD_CLIENT_PORT:-23790}
+ETCD_PEER_PORT=${VIGIL_ETCD_PEER_PORT:-23800}
+KCM_PORT=${VIGIL_KCM_PORT:-10357}
+TIMEOUT=${VIGIL_UP_TIMEOUT:-120}
+SERVICE_CIDR=10.96.0.0/16
+SERVICE_IP=10.96.0.1
+ISSUER=https://kubernetes.default.svc.cluster.local
+API=https://127.0.0.1:$API_PORT
+COMPONENTS=(etcd kube-apiserver kube-controller-manager)
+
+PKI=$STATE/pki
+LOGS=$STATE/logs
+PIDS=$STATE/pids
+mkdir -p "$PKI" "$LOGS" "$PIDS"
+T_START=$(date +%s)
+
+# pid of component $1 if its pidfile names a live process running that binary, else fails.
+alive_pid() {
+  local f=$PIDS/$1.pid pid
+  [[ -s $f ]] || return 1
+  pid=$(<"$f")
+  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$1"* ]] || return 1
+  echo "$pid"
+}
+
+running=() stopped=()
+for c in "${COMPONENTS[@]}"; do
+  if alive_pid "$c" >/dev/null; then running+=("$c"); else stopped+=("$c"); fi
+done
+if [[ ${#stopped[@]} -eq 0 ]]; then
+  echo "control plane already running in $STATE (pids: $(cat "$PIDS"/*.pid | tr '\n' ' '))"
+  echo "  source $STATE/env"
+  exit 0
+fi
+if [[ ${#running[@]} -gt 0 ]]; then
+  echo "up.sh: partial control plane in $STATE: running: ${running[*]}; not running: ${stopped[*]}" >&2
+  echo "up.sh: run '$HERE/down.sh $STATE' first" >&2
+  exit 1
+fi
+
+if [[ ${VIGIL_SKIP_TOOLS:-0} != 1 ]]; then
+  "$HERE/tools.sh"
+fi
+for b in etcd kube-apiserver kube-controller-manager kubectl helm; do
+  [[ -x $CUR/$b ]] || { echo "up.sh: $CUR/$b missing; run $HERE/tools.sh" >&2; exit 1; }
+done
+KUBECTL=$CUR/kubectl
+
+port_busy() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT"; do
+  if port_busy "$p"; then
+    echo "up.sh: TCP port $p is already in use:" >&2
+    ss -Hltnp "sport = :$p" >&2 || true
+    exit 1
+  fi
+done
+
+# ---------------------------------------------------------------- PKI (generated once)
+# [CA=name] sign NAME SUBJ EXTENSIONS: key + cert signed by $CA (default: ca), unless present.
+sign() {
+  local name=$1 subj=$2 ext=$3
+  [[ -s $PKI/$name.crt && -s $PKI/$name.key ]] && return 0
+  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
+  printf '%s\n' "$ext" >"$PKI/$name.ext"
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/${CA:-ca}.crt" -CAkey "$PKI/${CA:-ca}.key" \
+    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 \
+    -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
+}
+(
+  umask 077
+  if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
+    rm -f "$PKI"/*.crt "$PKI"/*.key
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
+      -days 3650 -sha256 -subj "/CN=vigil-local-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  fi
+  leaf="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment"
+  sign apiserver "/CN=kube-apiserver" "$leaf
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  sign admin "/O=system:masters/CN=admin" "$leaf
+extendedKeyUsage=clientAuth"
+  sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf
+extendedKeyUsage=clientAuth"
+  # front-proxy (aggregation layer / requestheader authn): a separate CA, as in kubeadm
+  if [[ ! -s $PKI/front-proxy-ca.crt || ! -s $PKI/front-proxy-ca.key ]]; then
+    rm -f "$PKI"/front-proxy-client.*
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" \
+      -out "$PKI/front-proxy-ca.crt" -days 3650 -sha256 -subj "/CN=vigil-front-proxy-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+  fi
+  CA=front-proxy-ca sign front-proxy-client "/CN=front-proxy-client" "$leaf
+extendedKeyUsage=clientAuth"
+  if [[ ! -s $PKI/sa.key || ! -s $PKI/sa.pub ]]; then
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+)
+
+# kubeconfig FILE USER: kubeconfig for the apiserver with the USER client cert.
+kubeconfig() {
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: vigil
+  cluster:
+    server: $API
+    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 <"$PKI/$2.crt")
+    client-key-data: $(base64 -w0 <"$PKI/$2.key")
+contexts:
+- name: vigil
+  context:
+    cluster: vigil
+    user: $2
+    namespace: default
+current-context: vigil
+EOF
+  chmod 600 "$1"
+}
+kubeconfig "$STATE/admin.kubeconfig" admin
+kubeconfig "$STATE/kube-controller-manager.kubeconfig" kube-controller-manager
+
+cat >"$STATE/env" <<EOF
+# generated by tests/controlplane/up.sh — source this file
+export KUBECONFIG=$STATE/admin.kubeconfig
+export VIGIL_APISERVER=$API
+export VIGIL_CP_STATE=$STATE
+export VIGIL_CA_FILE=$PKI/ca.crt
+export VIGIL_TOOLS_BIN=$CUR
+export KUBECTL=$CUR/kubectl
+export HELM=$CUR/helm
+EOF
+
+# ---------------------------------------------------------------- processes
+# start NAME ARGS...: run $CUR/NAME in its own session (survives the caller's process group).
+start() {
+  local name=$1; shift
+  {
+    echo "=== $(date -u +%FT%TZ) up.sh starting $name"
+  } >>"$LOGS/$name.log"
+  setsid "$CUR/$name" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
+  echo $! >"$PIDS/$name.pid"
+}
+
+# die_with_log NAME MSG
+die_with_log() {
+  echo "up.sh: $2" >&2
+  echo "---- last 40 lines of $LOGS/$1.log" >&2
+  tail -n 40 "$LOGS/$1.log" >&2 || true
+  if [[ ${VIGIL_UP_KEEP_ON_FAILURE:-0} == 1 ]]; then
+    echo "---- (components left running; stop them with $HERE/down.sh $STATE)" >&2
+  else
+    echo "---- stopping what was started (logs kept in $LOGS)" >&2
+    "$HERE/down.sh" "$STATE" >&2 || true
+  fi
+  exit 1
+}
+
+# wait_for NAME WHAT CMD...: poll CMD until it succeeds; NAME's log is shown on failure,
+# and failure is immediate if NAME's process exits.
+wait_for() {
+  local name=$1 what=$2; shift 2
+  local deadline=$(( $(date +%s) + TIMEOUT ))
+  until "$@" >/dev/null 2>&1; do
+    alive_pid "$name" >/dev/null || die_with_log "$name" "$name exited while waiting for $what"
+    (( $(date +%s) < deadline )) || die_with_log "$name" "timed out after ${TIMEOUT}s waiting for $what"
+    sleep 0.5
+  done
+}
+
+mkdir -p "$STATE/etcd"
+start etcd \
+  --name vigil \
+  --data-dir "$STATE/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "vigil=http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster-state new \
+  --unsafe-no-fsync \
+  --quota-backend-bytes $((4 * 1024 * 1024 * 1024)) \
+  --log-level warn
+wait_for etcd "etcd /health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+start kube-apiserver \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$API_PORT" \
+  --endpoint-reconciler-type=none \
+  --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+  --authorization-mode=RBAC \
+  --client-ca-file="$PKI/ca.crt" \
+  --tls-cert-file="$PKI/apiserver.crt" \
+  --tls-private-key-file="$PKI/apiserver.key" \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --service-account-issuer="$ISSUER" \
+  --api-audiences="$ISSUER" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+  --requestheader-allowed-names=front-proxy-client \
+  --requestheader-username-headers=X-Remote-User \
+  --requestheader-group-headers=X-Remote-Group \
+  --requestheader-extra-headers-prefix=X-Remote-Extra- \
+  --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+  --proxy-client-key-file="$PKI/front-proxy-client.key" \
+  --allow-privileged=false \
+  --anonymous-auth=true \
+  --v=1
+wait_for kube-apiserver "$API/readyz" "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" \
+  --request-timeout=5s get --raw /readyz
+
+start kube-controller-manager \
+  --kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+  --authentication-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+  --authorization-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
+  --bind-address=127.0.0.1 \
+  --secure-port="$KCM_PORT" \
+  --cert-dir="$STATE/kcm-certs" \
+  --leader-elect=false \
+  --controllers='*' \
+  --use-service-account-credentials=true \
+  --service-account-private-key-file="$PKI/sa.key" \
+  --root-ca-file="$PKI/ca.crt" \
+  --cluster-signing-cert-file="$PKI/ca.crt" \
+  --cluster-signing-key-file="$PKI/ca.key" \
+  --service-cluster-ip-range="$SERVICE_CIDR" \
+  --v=1
+
+k() { "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" --request-timeout=5s "$@"; }
+wait_for kube-controller-manager "ServiceAccount default/default" k -n default get serviceaccount default
+wait_for kube-controller-manager "ConfigMap default/kube-root-ca.crt" k -n default get configmap kube-root-ca.crt
+
+echo "control plane up in $(( $(date +%s) - T_START ))s: $API (state: $STATE)"
+echo "  source $STATE/env"
