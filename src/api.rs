@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -227,6 +227,25 @@ pub struct RedisReplicationStatus {
     /// One entry per instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+    /// The last change of master after bootstrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<FailoverRecord>,
+}
+
+/// One failover or switchover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverRecord {
+    /// When it completed.
+    pub time: Time,
+    /// `Failover` (the master failed) or `Switchover` (planned, no acknowledged write lost).
+    pub kind: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// From the first sign of failure (or the start of a switchover) to every replica rewired.
+    pub duration_milliseconds: i64,
+    pub epoch: i64,
 }
 
 /// Summary phase of a `RedisReplication`.

@@ -4,6 +4,9 @@
 pub mod agent;
 pub mod api;
 pub mod controller;
+pub mod crash_point;
+pub mod leader;
+pub mod metrics;
 pub mod redis;
 pub mod redis_conf;
 pub mod resources;

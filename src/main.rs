@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
+use vigil::leader::{Leadership, LeaseSettings};
+use vigil::metrics::Metrics;
 use vigil::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -48,12 +50,34 @@ struct OperatorArgs {
     /// Connect/response timeout for every Redis command the operator sends, in milliseconds.
     #[arg(long, default_value_t = 1000, env = "VIGIL_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
+    /// How often every instance is probed (PING/INFO replication), in milliseconds.
+    #[arg(long, default_value_t = 1000, env = "VIGIL_PROBE_INTERVAL_MS")]
+    probe_interval_ms: u64,
+    /// Least time between two failovers of one replication, in seconds (rate limit).
+    #[arg(long, default_value_t = 30, env = "VIGIL_FAILOVER_COOLDOWN_SECONDS")]
+    failover_cooldown_seconds: u64,
     /// Address of the /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8081", env = "VIGIL_HEALTH_ADDR")]
     health_addr: String,
-    /// Name of this operator replica in Events (the pod name in a cluster).
+    /// Name of this operator replica in Events and the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME", default_value = "vigil-operator")]
     instance: String,
+    /// Act only while holding the Lease, so several replicas can run for high availability.
+    #[arg(long, env = "VIGIL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "vigil-system")]
+    leader_election_namespace: String,
+    /// Name of the Lease; the chart's RBAC allows the release's full name.
+    #[arg(long, env = "VIGIL_LEASE_NAME", default_value = "vigil")]
+    lease_name: String,
+    /// A standby takes over this long after the leader stops renewing.
+    #[arg(long, env = "VIGIL_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    #[arg(long, env = "VIGIL_LEASE_RENEW_INTERVAL_MS", default_value_t = 2000)]
+    lease_renew_interval_ms: u64,
+    #[arg(long, env = "VIGIL_LEASE_RETRY_INTERVAL_MS", default_value_t = 1000)]
+    lease_retry_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -86,8 +110,11 @@ struct AgentArgs {
     #[arg(long, env = "VIGIL_PROBE_PORT", default_value_t = vigil::resources::AGENT_PORT)]
     probe_port: u16,
     /// Seconds Redis may take to stop before it is killed.
-    #[arg(long, env = "VIGIL_STOP_TIMEOUT_SECONDS", default_value_t = 20)]
+    #[arg(long, env = "VIGIL_STOP_TIMEOUT_SECONDS", default_value_t = 10)]
     stop_timeout_seconds: u64,
+    /// Seconds a stopping master waits for the operator's switchover before it stops anyway.
+    #[arg(long, env = "VIGIL_SWITCHOVER_WAIT_SECONDS", default_value_t = 10)]
+    switchover_wait_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +160,7 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 server_binary: args.server_binary,
                 probe_port: args.probe_port,
                 stop_timeout: Duration::from_secs(args.stop_timeout_seconds),
+                switchover_wait: Duration::from_secs(args.switchover_wait_seconds),
             };
             let code = vigil::agent::run(settings).await?;
             Ok(u8::try_from(code).unwrap_or(1))
@@ -144,27 +172,95 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("building a Kubernetes client (KUBECONFIG or in-cluster)")?;
-    let listener = tokio::net::TcpListener::bind(&args.health_addr)
-        .await
-        .with_context(|| format!("binding the health endpoint on {}", args.health_addr))?;
-    let health = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, health).await {
-            tracing::error!(error = %e, "health endpoint stopped");
+    let metrics = Metrics::new();
+    serve_health(&args.health_addr, metrics.clone()).await?;
+
+    // Every replica serves health and metrics; only the Lease holder acts.
+    let leadership = if args.leader_election {
+        let settings = LeaseSettings {
+            namespace: args.leader_election_namespace.clone(),
+            name: args.lease_name.clone(),
+            // Unique per process, so two local runs never share an identity.
+            identity: format!("{}-{}", args.instance, std::process::id()),
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_interval: Duration::from_millis(args.lease_renew_interval_ms),
+            retry_interval: Duration::from_millis(args.lease_retry_interval_ms),
+        };
+        tracing::info!(lease = %settings.name, namespace = %settings.namespace, "waiting for leadership");
+        tokio::select! {
+            leadership = Leadership::acquire(client.clone(), settings) => {
+                Some(leadership.context("acquiring the leader Lease")?)
+            }
+            _ = shutdown_signal() => return Ok(()),
         }
-    });
+    } else {
+        None
+    };
+
     tracing::info!(namespace = ?args.namespace, "vigil operator starting");
-    vigil::controller::run(
+    let controller = vigil::controller::run(
         client,
         vigil::controller::Settings {
             namespace: args.namespace,
             probe_timeout: Duration::from_millis(args.redis_timeout_ms),
+            probe_interval: Duration::from_millis(args.probe_interval_ms.max(50)),
+            failover_cooldown: Duration::from_secs(args.failover_cooldown_seconds),
             instance: args.instance,
+            metrics,
         },
-    )
-    .await;
+    );
+    match leadership {
+        Some(mut leadership) => {
+            tokio::select! {
+                () = controller => leadership.release().await,
+                () = leadership.lost() => anyhow::bail!("lost the leader Lease; exiting so a standby acts alone"),
+            }
+        }
+        None => controller.await,
+    }
     tracing::info!("vigil operator stopped");
     Ok(())
+}
+
+async fn serve_health(addr: &str, metrics: Metrics) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the health endpoint on {addr}"))?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        vigil::metrics::CONTENT_TYPE,
+                    )],
+                    metrics.encode(),
+                )
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -85,6 +85,8 @@ pub enum Role {
         master: Address,
         link_up: bool,
         sync_in_progress: bool,
+        /// Seconds since the link to the master went down (`master_link_down_since_seconds`).
+        link_down_seconds: Option<u64>,
     },
 }
 
@@ -103,6 +105,10 @@ pub struct ReplicationInfo {
     /// `master_repl_offset`: how much of the replication stream this instance holds.
     pub offset: i64,
     pub replid: String,
+    /// The previous replication id, kept after a promotion so old replicas can resync partially.
+    pub replid2: String,
+    /// First offset that belongs to `replid` rather than `replid2` (`second_repl_offset`).
+    pub second_offset: Option<i64>,
     pub replicas: Vec<ConnectedReplica>,
 }
 
@@ -116,6 +122,9 @@ impl ReplicationInfo {
         let mut sync_in_progress = false;
         let mut offset = 0;
         let mut replid = String::new();
+        let mut replid2 = String::new();
+        let mut second_offset = None;
+        let mut link_down_seconds = None;
         let mut replicas = Vec::new();
         for line in text.lines() {
             let Some((key, value)) = line.trim().split_once(':') else {
@@ -133,6 +142,9 @@ impl ReplicationInfo {
                         .map_err(|_| format!("bad master_repl_offset {value:?}"))?
                 }
                 "master_replid" => replid = value.to_string(),
+                "master_replid2" => replid2 = value.to_string(),
+                "second_repl_offset" => second_offset = value.parse().ok().filter(|o| *o >= 0),
+                "master_link_down_since_seconds" => link_down_seconds = value.parse().ok(),
                 k if k.starts_with("slave") && k[5..].chars().all(|c| c.is_ascii_digit()) => {
                     replicas.push(parse_connected_replica(value)?);
                 }
@@ -148,6 +160,7 @@ impl ReplicationInfo {
                 ),
                 link_up,
                 sync_in_progress,
+                link_down_seconds: if link_up { None } else { link_down_seconds },
             },
             other => return Err(format!("unknown role {other:?}")),
         };
@@ -155,8 +168,23 @@ impl ReplicationInfo {
             role,
             offset,
             replid,
+            replid2,
+            second_offset,
             replicas,
         })
+    }
+
+    /// A fixture for tests elsewhere in the crate.
+    #[cfg(test)]
+    pub(crate) fn fixture(role: Role, offset: i64) -> Self {
+        Self {
+            role,
+            offset,
+            replid: "r".into(),
+            replid2: String::new(),
+            second_offset: None,
+            replicas: vec![],
+        }
     }
 
     /// Read-only and following nobody, waiting for the operator.
@@ -180,8 +208,15 @@ impl ReplicationInfo {
     pub fn is_synced_replica(&self) -> bool {
         matches!(
             &self.role,
-            Role::Replica { master, link_up: true, sync_in_progress: false } if !master.is_fence()
+            Role::Replica { master, link_up: true, sync_in_progress: false, .. } if !master.is_fence()
         )
+    }
+
+    /// Bytes of writes this (old) master took after `new_master` was promoted from its history:
+    /// they cannot reach the new master and are discarded when this instance follows it.
+    pub fn writes_after_split(&self, new_master: &ReplicationInfo) -> Option<i64> {
+        let split = new_master.second_offset?;
+        (new_master.replid2 == self.replid).then(|| (self.offset - (split - 1)).max(0))
     }
 }
 
@@ -298,6 +333,34 @@ impl InstanceClient {
         Ok(())
     }
 
+    /// `FAILOVER TO host port TIMEOUT ms`: a coordinated switchover that pauses writes until the
+    /// target has caught up, so no acknowledged write is lost (safety rule 7).
+    pub async fn failover_to(&mut self, target: &Address, timeout: Duration) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("FAILOVER");
+        cmd.arg("TO")
+            .arg(&target.host)
+            .arg(target.port)
+            .arg("TIMEOUT")
+            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        let _: String = self.query("FAILOVER", &cmd).await?;
+        Ok(())
+    }
+
+    /// Disconnects normal and pub/sub clients (not replicas, not this connection), so clients of
+    /// a demoted master reconnect and find the current one.
+    pub async fn disconnect_clients(&mut self) -> Result<(), Error> {
+        for kind in ["normal", "pubsub"] {
+            let mut cmd = ::redis::cmd("CLIENT");
+            cmd.arg("KILL")
+                .arg("TYPE")
+                .arg(kind)
+                .arg("SKIPME")
+                .arg("yes");
+            let _: i64 = self.query("CLIENT KILL", &cmd).await?;
+        }
+        Ok(())
+    }
+
     /// `CONFIG SET key value`.
     pub async fn config_set(&mut self, key: &str, value: &str) -> Result<(), Error> {
         let mut cmd = ::redis::cmd("CONFIG");
@@ -336,7 +399,8 @@ mod tests {
     const REPLICA: &str = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.10\r\n\
         master_port:6379\r\nmaster_link_status:up\r\nmaster_sync_in_progress:0\r\n\
         slave_repl_offset:1200\r\nslave_read_only:1\r\nconnected_slaves:0\r\n\
-        master_replid:8e3b0f5c\r\nmaster_repl_offset:1200\r\n";
+        master_replid:8e3b0f5c\r\nmaster_replid2:0000000000000000000000000000000000000000\r\n\
+        master_repl_offset:1200\r\nsecond_repl_offset:-1\r\n";
 
     #[test]
     fn parses_a_master() {
@@ -367,6 +431,48 @@ mod tests {
         assert!(info.is_fenced());
         assert_eq!(info.following(), None);
         assert!(!info.is_synced_replica());
+    }
+
+    #[test]
+    fn a_broken_link_reports_how_long_it_is_down() {
+        let text = REPLICA.replace("link_status:up", "link_status:down")
+            + "master_link_down_since_seconds:7\r\n";
+        let info = ReplicationInfo::parse(&text).expect("parses");
+        assert!(matches!(
+            info.role,
+            Role::Replica {
+                link_down_seconds: Some(7),
+                ..
+            }
+        ));
+        let up = ReplicationInfo::parse(
+            &(REPLICA.to_string() + "master_link_down_since_seconds:-1\r\n"),
+        )
+        .expect("parses");
+        assert!(matches!(
+            up.role,
+            Role::Replica {
+                link_down_seconds: None,
+                ..
+            }
+        ));
+        assert_eq!(up.second_offset, None);
+    }
+
+    #[test]
+    fn counts_writes_an_old_master_took_after_the_split() {
+        let old = ReplicationInfo::parse(MASTER).expect("parses");
+        let promoted = ReplicationInfo::parse(&MASTER.replace(
+            "master_replid:8e3b0f5c\r\nmaster_replid2:0000",
+            "master_replid:99aa\r\nmaster_replid2:8e3b0f5c\r\nsecond_repl_offset:1235",
+        ))
+        .expect("parses");
+        assert_eq!(promoted.second_offset, Some(1235));
+        let mut ahead = old.clone();
+        ahead.offset = 1534;
+        assert_eq!(ahead.writes_after_split(&promoted), Some(300));
+        assert_eq!(old.writes_after_split(&promoted), Some(0));
+        assert_eq!(old.writes_after_split(&old), None, "same history: no split");
     }
 
     #[test]

@@ -50,4 +50,5 @@ export VIGIL_E2E_KUBELET_STATE=$KUBELET_STATE
 export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
 REDIS_CLI=$(command -v redis-cli)
 export REDIS_CLI
-cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" "$@"
+# --nocapture: the scenarios print measurements (failover timing) worth keeping in the log.
+cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" --nocapture "$@"

@@ -32,6 +32,7 @@ local_cluster_up() {
   "$KUBECTL" create namespace vigil-system >/dev/null
   "$HELM" template vigil "$ROOT/charts/vigil" --namespace vigil-system \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+    --show-only templates/leader-election-rbac.yaml \
     | "$KUBECTL" apply --server-side -f - >/dev/null
 
   local token

@@ -60,6 +60,8 @@ pub struct Settings {
     pub probe_port: u16,
     /// How long Redis may take to stop after SIGTERM before it is killed.
     pub stop_timeout: Duration,
+    /// How long a stopping master waits for the operator's switchover.
+    pub switchover_wait: Duration,
 }
 
 impl Settings {

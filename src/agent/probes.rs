@@ -102,16 +102,13 @@ mod tests {
     use crate::redis::{FENCE_HOST, FENCE_PORT};
 
     fn replica(host: &str, port: u16, link_up: bool, syncing: bool) -> ReplicationInfo {
-        ReplicationInfo {
-            role: Role::Replica {
-                master: Address::new(host, port),
-                link_up,
-                sync_in_progress: syncing,
-            },
-            offset: 0,
-            replid: String::new(),
-            replicas: vec![],
-        }
+        let role = Role::Replica {
+            master: Address::new(host, port),
+            link_up,
+            sync_in_progress: syncing,
+            link_down_seconds: None,
+        };
+        ReplicationInfo::fixture(role, 0)
     }
 
     #[test]

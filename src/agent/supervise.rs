@@ -6,9 +6,13 @@ use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{Error, Settings};
+use crate::redis::InstanceClient;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 const SERVER_BINARIES: &[&str] = &["valkey-server", "redis-server"];
 
@@ -54,8 +58,11 @@ pub async fn run_server(settings: &Settings, conf: &Path) -> Result<i32, Error> 
     }
 }
 
-/// SIGTERM lets Redis finish (and save, when persistence is on); after the timeout it is killed.
+/// A master with replicas first waits (bounded) for the operator's switchover, which the pod's
+/// deletion triggers (safety rule 7); then SIGTERM lets Redis finish (and save, when persistence
+/// is on); after the timeout it is killed.
 async fn stop(child: &mut Child, settings: &Settings, binary: &Path) -> Result<i32, Error> {
+    await_switchover(settings).await;
     info!("stop requested; stopping redis server");
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: plain kill(2) on our own child's pid.
@@ -71,6 +78,31 @@ async fn stop(child: &mut Child, settings: &Settings, binary: &Path) -> Result<i
             Ok(137)
         }
     }
+}
+
+async fn await_switchover(settings: &Settings) {
+    let address = settings.address();
+    let password = settings.password.as_deref();
+    let role = || async {
+        let mut client = InstanceClient::connect(&address, password, PROBE_TIMEOUT).await?;
+        client.replication_info().await
+    };
+    match role().await {
+        Ok(info) if info.is_master() && !info.replicas.is_empty() => {}
+        _ => return,
+    }
+    info!(wait = ?settings.switchover_wait, "master asked to stop; waiting for the switchover");
+    let deadline = Instant::now() + settings.switchover_wait;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(info) = role().await
+            && !info.is_master()
+        {
+            info!("switched over; this instance is a replica now");
+            return;
+        }
+    }
+    warn!("no switchover within the wait; stopping anyway (the operator fails over)");
 }
 
 fn exit_code(status: std::io::Result<std::process::ExitStatus>, binary: &Path) -> i32 {

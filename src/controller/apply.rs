@@ -1,8 +1,10 @@
 //! Carrying out a plan, in the order the safety rules need: stray master labels first, intent
 //! written before any instance is touched, promotion verified before the master label moves.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
@@ -12,9 +14,10 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
-use super::plan::{Intent, ObservedInstance, Plan};
+use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan};
 use super::{Context, Error};
 use crate::api::{RedisReplication, RedisReplicationStatus};
+use crate::crash_point::crash_point;
 use crate::redis::{Address, InstanceClient};
 use crate::resources::{self, FIELD_MANAGER, RoleLabel, instance_pod};
 
@@ -81,8 +84,28 @@ pub struct Target<'a> {
     pub password: Option<&'a str>,
 }
 
-/// Executes the plan. Returns the replication as last written (its resourceVersion matters for
-/// the final status write).
+impl Target<'_> {
+    fn instance(&self, name: &str) -> Result<&ObservedInstance, Error> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| Error::InstanceGone(name.to_string()))
+    }
+
+    fn address(&self, name: &str) -> Result<Address, Error> {
+        self.instance(name)?
+            .address()
+            .ok_or_else(|| Error::InstanceGone(name.to_string()))
+    }
+
+    async fn client(&self, ctx: &Context, name: &str) -> Result<InstanceClient, Error> {
+        let address = self.address(name)?;
+        Ok(InstanceClient::connect(&address, self.password, ctx.probe_timeout).await?)
+    }
+}
+
+/// Executes the plan in the order the safety rules need. Returns the replication as last written
+/// (its resourceVersion guards the final status write).
 pub async fn execute(
     ctx: &Context,
     target: &Target<'_>,
@@ -112,22 +135,49 @@ pub async fn execute(
         apply(ctx, &ns, &pod).await?;
     }
 
-    let (master_label, other_labels): (Vec<_>, Vec<_>) = plan
-        .relabel
-        .iter()
-        .partition(|(_, label)| *label == Some(RoleLabel::Master));
-    for (name, label) in other_labels {
-        relabel(ctx, target, name, *label).await?;
+    // Rule 1: a stray master label goes before anyone is promoted.
+    for name in &plan.unlabel {
+        set_role_label(ctx, target, name, None).await?;
+        if is_failover(plan) {
+            ctx.event(
+                rr,
+                EventType::Warning,
+                "InstanceFenced",
+                "Fence",
+                format!("{name} no longer receives master traffic"),
+            )
+            .await;
+        }
     }
 
     let mut current = rr.clone();
     if let Some(intent) = &plan.intent {
         current = record_intent(ctx, rr, intent).await?;
+        crash_point("after-intent");
+        if let Some(Change::Failover { from, .. } | Change::Switchover { from }) = &plan.change {
+            ctx.event(
+                rr,
+                EventType::Warning,
+                "FailoverStarted",
+                "Failover",
+                format!(
+                    "epoch {}: replacing {from} with {} ({})",
+                    intent.epoch,
+                    intent.master,
+                    describe(&plan.change)
+                ),
+            )
+            .await;
+        }
     }
-    let password = target.password;
+
     if let Some(name) = &plan.promote {
-        let address = instance_address(target, name)?;
-        promote(&address, password, ctx).await?;
+        let address = target.address(name)?;
+        match &plan.switchover_from {
+            Some(from) => switch_over(ctx, target, from, &address).await?,
+            None => promote(&address, target.password, ctx).await?,
+        }
+        crash_point("after-promote");
         ctx.event(
             rr,
             EventType::Normal,
@@ -137,56 +187,145 @@ pub async fn execute(
         )
         .await;
     }
-    for (name, label) in master_label {
-        relabel(ctx, target, name, *label).await?;
+    if let Some(name) = &plan.label_master {
+        set_role_label(ctx, target, name, Some(RoleLabel::Master)).await?;
+        crash_point("after-master-label");
     }
-    if let super::plan::MasterState::Acting {
-        address: master, ..
+
+    if let MasterState::Acting {
+        name: master_name,
+        address: master,
     } = &plan.master
     {
+        let mut rewired = Vec::new();
         for name in &plan.rewire {
-            let address = instance_address(target, name)?;
-            let mut client = InstanceClient::connect(&address, password, ctx.probe_timeout).await?;
+            let was_master = target
+                .instance(name)?
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.is_master());
+            let mut client = target.client(ctx, name).await?;
             client.replicate_from(master).await?;
             info!(instance = %name, master = %master, "rewired replica");
+            crash_point("after-rewire");
+            if was_master {
+                // Rule 6: a returning old master follows the current one, loses its clients,
+                // and the writes it took while cut off are counted, not kept.
+                client.disconnect_clients().await?;
+                let old = target.instance(name)?.redis.clone();
+                let discarded = match (old, target.client(ctx, master_name).await) {
+                    (Some(old), Ok(mut m)) => m
+                        .replication_info()
+                        .await
+                        .ok()
+                        .and_then(|n| old.writes_after_split(&n)),
+                    _ => None,
+                };
+                ctx.event(
+                    rr,
+                    EventType::Warning,
+                    "InstanceRejoined",
+                    "Demote",
+                    format!(
+                        "former master {name} now replicates from {master_name}; {} bytes of writes it took after the failover are discarded",
+                        discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
+                    ),
+                )
+                .await;
+            }
+            rewired.push(name.as_str());
         }
-        if !plan.rewire.is_empty() {
+        if !rewired.is_empty() {
             ctx.event(
                 rr,
                 EventType::Normal,
                 "ReplicasReconfigured",
                 "Rewire",
-                format!("{} now replicate from {master}", plan.rewire.join(", ")),
+                format!("{} now replicate from {master_name}", rewired.join(", ")),
             )
             .await;
         }
     }
+    for name in &plan.label_replicas {
+        set_role_label(ctx, target, name, Some(RoleLabel::Replica)).await?;
+    }
+    if is_failover(plan)
+        && let Some(intent) = &plan.intent
+    {
+        ctx.event(
+            rr,
+            EventType::Normal,
+            "FailoverCompleted",
+            "Failover",
+            format!(
+                "epoch {}: {} is the master ({})",
+                intent.epoch,
+                intent.master,
+                describe(&plan.change)
+            ),
+        )
+        .await;
+    }
     Ok(current)
 }
 
-fn instance_address(target: &Target<'_>, name: &str) -> Result<Address, Error> {
-    target
-        .instances
-        .iter()
-        .find(|i| i.name == name)
-        .and_then(ObservedInstance::address)
-        .ok_or_else(|| Error::InstanceGone(name.to_string()))
+fn is_failover(plan: &Plan) -> bool {
+    matches!(
+        plan.change,
+        Some(Change::Failover { .. } | Change::Switchover { .. })
+    )
 }
 
-async fn relabel(
+fn describe(change: &Option<Change>) -> String {
+    match change {
+        Some(Change::Failover { reason, .. }) => format!("failover: {reason}"),
+        Some(Change::Switchover { from }) => format!("switchover: pod {from} is being deleted"),
+        Some(Change::Bootstrap) => "bootstrap".into(),
+        Some(Change::Restore) => "the master restarted; failover is disabled".into(),
+        Some(Change::Resume) => "resuming an interrupted promotion".into(),
+        None => "no change".into(),
+    }
+}
+
+async fn set_role_label(
     ctx: &Context,
     target: &Target<'_>,
     name: &str,
     label: Option<RoleLabel>,
 ) -> Result<(), Error> {
-    let Some(inst) = target.instances.iter().find(|i| i.name == name) else {
-        return Err(Error::InstanceGone(name.to_string()));
-    };
+    let inst = target.instance(name)?;
     let ns = target.rr.namespace().unwrap_or_default();
     apply(ctx, &ns, &instance_pod(target.rr, inst.ordinal, label)).await?;
     info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
     Ok(())
 }
+
+/// Rule 7: `FAILOVER TO` pauses writes on the old master until the target has every byte, then
+/// swaps roles; the target's master role is awaited (bounded).
+async fn switch_over(
+    ctx: &Context,
+    target: &Target<'_>,
+    from: &str,
+    to: &Address,
+) -> Result<(), Error> {
+    let mut old = target.client(ctx, from).await?;
+    old.failover_to(to, SWITCHOVER_TIMEOUT).await?;
+    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
+    loop {
+        let mut new = InstanceClient::connect(to, target.password, ctx.probe_timeout).await?;
+        if new.replication_info().await?.is_master() {
+            info!(from = %from, to = %to, "switchover completed");
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::PromotionNotVerified(to.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a switchover may pause writes while the target catches up.
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Safety rule 5: the decision is in the status, guarded by the resourceVersion the plan was
 /// made from, before any instance changes. A conflict means someone else moved first.
@@ -209,17 +348,29 @@ async fn record_intent(
     Ok(updated)
 }
 
-/// Writes the final status, guarded by the resourceVersion last seen.
+/// Replaces the whole status (so cleared fields are really cleared), guarded by the
+/// resourceVersion last seen.
 pub async fn write_final_status(
     ctx: &Context,
     rr: &RedisReplication,
     status: &RedisReplicationStatus,
 ) -> Result<RedisReplication, Error> {
-    let patch = json!({
-        "metadata": {"resourceVersion": rr.resource_version()},
-        "status": status,
-    });
-    write_status(ctx, rr, patch).await
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let mut object = rr.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    api.replace_status(&name, &PostParams::default(), &object)
+        .await
+        .map_err(|source| status_error(&ns, &name, source))
+}
+
+fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
+    match &source {
+        kube::Error::Api(s) if s.code == 409 => Error::StatusConflict(format!("{ns}/{name}")),
+        _ => Error::kube(format!("writing status of {ns}/{name}"), source),
+    }
 }
 
 async fn write_status(
@@ -232,10 +383,7 @@ async fn write_status(
     let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| match &source {
-            kube::Error::Api(s) if s.code == 409 => Error::StatusConflict(format!("{ns}/{name}")),
-            _ => Error::kube(format!("writing status of {ns}/{name}"), source),
-        })
+        .map_err(|source| status_error(&ns, &name, source))
 }
 
 /// `REPLICAOF NO ONE`, then check with `INFO replication` that it took.

@@ -6,20 +6,24 @@ mod observe;
 pub mod plan;
 pub mod status;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::{Phase, RedisReplication};
-use plan::{PlanInput, RecordedRoles};
+use crate::api::{FailoverRecord, Phase, RedisReplication};
+use crate::metrics::Metrics;
+use plan::{Change, FailoverPolicy, MasterDown, PlanInput, RecordedRoles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -60,6 +64,28 @@ pub struct Context {
     pub recorder: Recorder,
     /// Connect and response timeout of every Redis command the operator sends.
     pub probe_timeout: Duration,
+    /// How often every instance is probed while failover watches it.
+    pub probe_interval: Duration,
+    /// Rate limit: the least time between two failovers of one replication.
+    pub failover_cooldown: Duration,
+    pub metrics: Metrics,
+    memory: Mutex<HashMap<(String, String), Memory>>,
+}
+
+/// What the operator remembers between reconciles of one replication. Lost on restart, which
+/// only delays a detection by one `downAfter`.
+#[derive(Default)]
+struct Memory {
+    /// When the recorded master first failed to answer, in the current streak.
+    master_unreachable_since: Option<(String, Instant)>,
+    /// The master health last announced with an Event.
+    announced: Option<Announced>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announced {
+    Subjective,
+    Objective,
 }
 
 /// Settings of the controller.
@@ -67,8 +93,11 @@ pub struct Settings {
     /// Watch one namespace, or all of them.
     pub namespace: Option<String>,
     pub probe_timeout: Duration,
+    pub probe_interval: Duration,
+    pub failover_cooldown: Duration,
     /// Identity in Events.
     pub instance: String,
+    pub metrics: Metrics,
 }
 
 /// Runs the controller until a shutdown signal.
@@ -98,6 +127,10 @@ pub async fn run(client: Client, settings: Settings) {
         ),
         client,
         probe_timeout: settings.probe_timeout,
+        probe_interval: settings.probe_interval,
+        failover_cooldown: settings.failover_cooldown,
+        metrics: settings.metrics,
+        memory: Mutex::default(),
     });
     Controller::new(replications, watcher::Config::default())
         .owns(pods, owned.clone())
@@ -131,6 +164,7 @@ async fn reconcile(rr: Arc<RedisReplication>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action, Error> {
     if rr.metadata.deletion_timestamp.is_some() {
         // Owner references make the garbage collector remove everything we created.
+        ctx.forget(rr);
         return Ok(Action::await_change());
     }
     rr.namespace().ok_or(Error::NoNamespace)?;
@@ -138,25 +172,37 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
 
     let observed = observe::observe(ctx, rr).await?;
     let previous = rr.status.clone().unwrap_or_default();
+    let recorded = RecordedRoles {
+        current_master: previous.current_master.clone(),
+        master_address: previous.master_address.clone(),
+        epoch: previous.epoch,
+        target_master: previous.target_master.clone(),
+    };
+    let now = Timestamp::now();
     let input = PlanInput {
-        replication: rr.name_any(),
         desired_instances: u32::try_from(rr.spec.instances.max(1)).unwrap_or(1),
-        recorded: RecordedRoles {
-            current_master: previous.current_master.clone(),
-            master_address: previous.master_address.clone(),
-            epoch: previous.epoch,
-            target_master: previous.target_master.clone(),
+        policy: FailoverPolicy {
+            enabled: rr.spec.failover.enabled,
+            down_after: Duration::from_millis(
+                u64::try_from(rr.spec.failover.down_after_milliseconds).unwrap_or(0),
+            ),
+            master_unreachable_for: ctx.master_unreachable_for(rr, &recorded, &observed.instances),
+            cooldown_remaining: cooldown_remaining(&previous, now, ctx.failover_cooldown),
         },
+        recorded,
         instances: observed.instances.clone(),
     };
     let plan = plan::plan(&input);
+    ctx.announce_master_health(rr, &plan).await;
 
     let target = apply::Target {
         rr,
         instances: &observed.instances,
         password: observed.password.as_deref(),
     };
+    let started = Instant::now();
     let latest = apply::execute(ctx, &target, &plan).await?;
+    let failover = Context::failover_record(&input, &plan, started.elapsed());
 
     let status = status::build(
         &status::StatusInput {
@@ -165,23 +211,173 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             desired_instances: input.desired_instances,
             instances: &observed.instances,
             now: Timestamp::now(),
+            failover,
         },
         &plan,
     );
-    let settled = status.phase == Some(Phase::Ready) && plan.create.is_empty();
     if latest.status.as_ref() != Some(&status) {
         apply::write_final_status(ctx, &latest, &status).await?;
     }
+    ctx.record_metrics(rr, &previous, &status);
     if status.phase != previous.phase {
         info!(phase = ?status.phase, master = ?status.current_master, "phase changed");
     }
-    // Redis-side changes (a replica finishing its sync) raise no Kubernetes event: poll until
-    // settled, then slowly.
-    Ok(Action::requeue(if settled {
-        Duration::from_secs(10)
+    // Redis-side facts (a master failing, a replica finishing its sync) raise no Kubernetes
+    // event: probe at the monitor's cadence while failover watches, until settled otherwise.
+    let settled = status.phase == Some(Phase::Ready) && plan.create.is_empty();
+    Ok(Action::requeue(if rr.spec.failover.enabled || !settled {
+        ctx.probe_interval
     } else {
-        Duration::from_secs(1)
+        Duration::from_secs(10)
     }))
+}
+
+/// Set while the last failover is more recent than the cooldown.
+fn cooldown_remaining(
+    status: &crate::api::RedisReplicationStatus,
+    now: Timestamp,
+    cooldown: Duration,
+) -> Option<Duration> {
+    let last = status.last_failover.as_ref()?;
+    let elapsed = now.duration_since(last.time.0).unsigned_abs();
+    cooldown.checked_sub(elapsed).filter(|d| !d.is_zero())
+}
+
+impl Context {
+    /// Roles per instance, forgotten instances, and a completed failover.
+    fn record_metrics(
+        &self,
+        rr: &RedisReplication,
+        previous: &crate::api::RedisReplicationStatus,
+        status: &crate::api::RedisReplicationStatus,
+    ) {
+        let (ns, name) = Self::key(rr);
+        for inst in &status.instances {
+            self.metrics
+                .instance_role(&ns, &name, &inst.name, &inst.role);
+        }
+        for gone in previous
+            .instances
+            .iter()
+            .filter(|p| status.instances.iter().all(|i| i.name != p.name))
+        {
+            self.metrics.forget_instance(&ns, &name, &gone.name);
+        }
+        if let Some(record) = &status.last_failover
+            && previous.last_failover.as_ref() != Some(record)
+        {
+            let millis = u64::try_from(record.duration_milliseconds).unwrap_or(0);
+            self.metrics
+                .failover_completed(&ns, &name, Duration::from_millis(millis));
+        }
+    }
+
+    fn key(rr: &RedisReplication) -> (String, String) {
+        (rr.namespace().unwrap_or_default(), rr.name_any())
+    }
+
+    fn forget(&self, rr: &RedisReplication) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Self::key(rr));
+    }
+
+    /// How long the recorded master has not answered as master (unreachable, pod missing, or
+    /// restarted and fenced): the start of a failure, for `downAfter` and `lastFailover`.
+    fn master_unreachable_for(
+        &self,
+        rr: &RedisReplication,
+        recorded: &RecordedRoles,
+        instances: &[plan::ObservedInstance],
+    ) -> Option<Duration> {
+        let master = recorded.current_master.as_ref()?;
+        let answered = instances
+            .iter()
+            .any(|i| &i.name == master && i.redis.as_ref().is_some_and(|r| r.is_master()));
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = memory.entry(Self::key(rr)).or_default();
+        if answered {
+            entry.master_unreachable_since = None;
+            return None;
+        }
+        let since = match &entry.master_unreachable_since {
+            Some((name, since)) if name == master => *since,
+            _ => {
+                let now = Instant::now();
+                entry.master_unreachable_since = Some((master.clone(), now));
+                now
+            }
+        };
+        Some(since.elapsed())
+    }
+
+    /// Events on transitions only: MasterDown (+sdown), MasterObjectivelyDown (+odown).
+    async fn announce_master_health(&self, rr: &RedisReplication, plan: &plan::Plan) {
+        let now = match &plan.master_down {
+            Some(MasterDown::Subjective) => Some(Announced::Subjective),
+            Some(MasterDown::Objective { .. }) => Some(Announced::Objective),
+            _ => None,
+        };
+        let before = {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = memory.entry(Self::key(rr)).or_default();
+            std::mem::replace(&mut entry.announced, now)
+        };
+        if now == before {
+            return;
+        }
+        let master = rr
+            .status
+            .as_ref()
+            .and_then(|s| s.current_master.clone())
+            .unwrap_or_default();
+        match &plan.master_down {
+            Some(MasterDown::Subjective) => {
+                let note = format!("master {master} does not answer the operator's probes");
+                self.event(rr, EventType::Warning, "MasterDown", "Probe", note)
+                    .await;
+            }
+            Some(MasterDown::Objective { evidence }) => {
+                let note = format!("master {master} is down: {evidence}");
+                self.event(
+                    rr,
+                    EventType::Warning,
+                    "MasterObjectivelyDown",
+                    "Probe",
+                    note,
+                )
+                .await;
+            }
+            _ => {}
+        }
+    }
+
+    /// The record of a failover or switchover this plan completes.
+    fn failover_record(
+        input: &PlanInput,
+        plan: &plan::Plan,
+        acting_took: Duration,
+    ) -> Option<FailoverRecord> {
+        let intent = plan.intent.as_ref()?;
+        let (kind, from, reason) = match plan.change.as_ref()? {
+            Change::Failover { from, reason } => ("Failover", from, reason.clone()),
+            Change::Switchover { from } => {
+                ("Switchover", from, format!("pod {from} is being deleted"))
+            }
+            _ => return None,
+        };
+        let duration = input.policy.master_unreachable_for.unwrap_or_default() + acting_took;
+        Some(FailoverRecord {
+            time: Time(Timestamp::now()),
+            kind: kind.into(),
+            from: from.clone(),
+            to: intent.master.clone(),
+            reason,
+            duration_milliseconds: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            epoch: intent.epoch,
+        })
+    }
 }
 
 fn error_policy(rr: Arc<RedisReplication>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -13,7 +13,10 @@ use super::plan::ObservedInstance;
 use super::{Context, Error};
 use crate::api::RedisReplication;
 use crate::redis::InstanceClient;
-use crate::resources::{ROLE_LABEL, RoleLabel, password_selector, pod_ordinal, pods_selector};
+use crate::resources::{
+    DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel, password_selector, pod_ordinal,
+    pods_selector,
+};
 
 pub struct Observation {
     pub instances: Vec<ObservedInstance>,
@@ -40,9 +43,14 @@ pub async fn observe(ctx: &Context, rr: &RedisReplication) -> Result<Observation
         .filter_map(|pod| pod_facts(&name, &pod))
         .collect();
     instances.sort_by_key(|i| i.ordinal);
-    let probes = instances
-        .iter()
-        .map(|i| probe(i, password.as_deref(), ctx.probe_timeout));
+    let probes = instances.iter().map(|i| async {
+        let started = std::time::Instant::now();
+        let info = probe(i, password.as_deref(), ctx.probe_timeout).await;
+        let up = info.is_some();
+        ctx.metrics
+            .probe(&namespace, &name, &i.name, started.elapsed(), up);
+        info
+    });
     let results = join_all(probes).await;
     for (inst, info) in instances.iter_mut().zip(results) {
         inst.redis = info;
@@ -76,6 +84,11 @@ fn pod_facts(replication: &str, pod: &Pod) -> Option<ObservedInstance> {
             .get(ROLE_LABEL)
             .and_then(|l| RoleLabel::parse(l)),
         redis: None,
+        priority: pod
+            .annotations()
+            .get(PRIORITY_ANNOTATION)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(DEFAULT_PRIORITY),
     })
 }
 
@@ -84,9 +97,8 @@ async fn probe(
     password: Option<&str>,
     timeout: Duration,
 ) -> Option<crate::redis::ReplicationInfo> {
-    if inst.deleting {
-        return None;
-    }
+    // A pod being deleted still runs until it stops: a terminating master must be seen, so the
+    // planner can switch over before it goes.
     let address = inst.address()?;
     let result = async {
         let mut client = InstanceClient::connect(&address, password, timeout).await?;

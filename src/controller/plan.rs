@@ -1,12 +1,14 @@
 //! The planner: a pure function from what was observed to what must be done.
 //!
-//! It decides which pods to create or remove, which instance is master (recording that intent
-//! before anything is touched), who must follow it, and which role labels pods carry. Nothing here
-//! talks to Kubernetes or Redis, so every decision is unit-tested.
+//! It decides which pods to create or remove, which instance is master (bootstrap, failover,
+//! switchover), recording that intent before anything is touched, who must follow the master,
+//! and which role labels pods carry. Nothing here talks to Kubernetes or Redis, so every decision
+//! of the safety rules (DESIGN §4) is unit-tested.
 
 use std::cmp::Reverse;
+use std::time::Duration;
 
-use crate::redis::{Address, REDIS_PORT, ReplicationInfo};
+use crate::redis::{Address, REDIS_PORT, ReplicationInfo, Role};
 use crate::resources::RoleLabel;
 
 /// One existing instance pod, as observed this round.
@@ -15,13 +17,15 @@ pub struct ObservedInstance {
     pub name: String,
     pub ordinal: u32,
     pub ip: Option<String>,
-    /// The pod has a deletion timestamp: leave it alone, it is going.
+    /// The pod has a deletion timestamp: it is going.
     pub deleting: bool,
     /// The pod's Ready condition.
     pub pod_ready: bool,
     pub role_label: Option<RoleLabel>,
     /// `INFO replication`, or `None` when the instance could not be reached.
     pub redis: Option<ReplicationInfo>,
+    /// Replica priority (annotation); lower is preferred, 0 never promoted (as Sentinel's).
+    pub priority: u32,
 }
 
 impl ObservedInstance {
@@ -29,13 +33,6 @@ impl ObservedInstance {
         self.ip
             .as_ref()
             .map(|ip| Address::new(ip.clone(), REDIS_PORT))
-    }
-
-    fn reachable(&self) -> Option<&ReplicationInfo> {
-        if self.deleting {
-            return None;
-        }
-        self.redis.as_ref()
     }
 }
 
@@ -48,13 +45,36 @@ pub struct RecordedRoles {
     pub target_master: Option<String>,
 }
 
+/// The failover settings and the timing facts the operator measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailoverPolicy {
+    pub enabled: bool,
+    pub down_after: Duration,
+    /// How long the operator has been unable to reach the recorded master (or has not seen its
+    /// pod); `None` when it answered the last probe.
+    pub master_unreachable_for: Option<Duration>,
+    /// Set while a previous failover is too recent for another one (rate limit).
+    pub cooldown_remaining: Option<Duration>,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            down_after: Duration::from_secs(5),
+            master_unreachable_for: None,
+            cooldown_remaining: None,
+        }
+    }
+}
+
 /// Everything the planner looks at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlanInput {
-    pub replication: String,
     pub desired_instances: u32,
     pub recorded: RecordedRoles,
     pub instances: Vec<ObservedInstance>,
+    pub policy: FailoverPolicy,
 }
 
 /// The master decision that must be written to status before any instance is touched.
@@ -67,15 +87,44 @@ pub struct Intent {
     pub promotes: bool,
 }
 
-/// Why no master can act this round.
+/// Why the master changes in this plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The first master of the set.
+    Bootstrap,
+    /// The recorded master failed; `from` is replaced.
+    Failover { from: String, reason: String },
+    /// The recorded master's pod is being deleted: hand over without losing writes.
+    Switchover { from: String },
+    /// Failover is disabled and the recorded master restarted: it is master again.
+    Restore,
+    /// An interrupted promotion (intent recorded, promotion not verified) is finished.
+    Resume,
+}
+
+/// The recorded master's health, as rule 3 judges it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MasterDown {
+    /// Unreachable for less than `downAfter`.
+    Suspected,
+    /// Unreachable for `downAfter`, but nothing corroborates it (only the operator is cut off).
+    Subjective,
+    /// Unreachable for `downAfter` and corroborated.
+    Objective { evidence: String },
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum MasterState {
     /// The master is known and acting.
     Acting { name: String, address: Address },
     /// No instance is reachable yet to become the first master.
     AwaitingBootstrap,
-    /// The recorded master cannot be reached or is gone.
-    Unavailable { name: String },
+    /// The recorded master is not acting and no change is made this round.
+    Unavailable {
+        name: String,
+        down: MasterDown,
+        why_no_failover: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -87,33 +136,45 @@ pub struct Plan {
     /// The master cannot be removed by a scale-down (yet): why.
     pub scale_down_blocked: Option<String>,
     pub master: MasterState,
-    /// Written to status (optimistically) before the steps below.
+    /// The recorded master's health when it is not acting (for events and status).
+    pub master_down: Option<MasterDown>,
+    pub change: Option<Change>,
+    /// Written to status (optimistically) before any step below.
     pub intent: Option<Intent>,
-    /// `REPLICAOF NO ONE` on this instance, then verify it reports master.
+    /// Pods whose role label must go before anything else (rule 1).
+    pub unlabel: Vec<String>,
+    /// `FAILOVER TO <promote>` on this instance instead of `REPLICAOF NO ONE` on the target.
+    pub switchover_from: Option<String>,
+    /// Becomes master: promoted and verified.
     pub promote: Option<String>,
-    /// Role labels that must change, removals of the master label first.
-    pub relabel: Vec<(String, Option<RoleLabel>)>,
-    /// Instances that must `REPLICAOF` the master.
+    /// Labelled master once the promotion is verified.
+    pub label_master: Option<String>,
+    /// Must `REPLICAOF` the master (a demoted master also loses its clients).
     pub rewire: Vec<String>,
+    /// Labelled replica, after they follow the master (rule 6).
+    pub label_replicas: Vec<String>,
 }
 
 pub fn plan(input: &PlanInput) -> Plan {
     let (create, delete, scale_down_blocked) = plan_membership(input);
-    let (master, intent, promote) = plan_master(input, &delete);
-    let (rewire, relabel) = match &master {
-        MasterState::Acting { name, address } => plan_followers(input, name, address, &delete),
-        _ => (Vec::new(), demote_stray_master_labels(input)),
-    };
-    Plan {
+    let decision = decide(input, &delete);
+    let mut plan = Plan {
         create,
         delete,
         scale_down_blocked,
-        master,
-        intent,
-        promote,
-        relabel,
-        rewire,
-    }
+        master: decision.master.unwrap_or(MasterState::AwaitingBootstrap),
+        master_down: decision.down,
+        change: decision.change,
+        intent: decision.intent,
+        unlabel: Vec::new(),
+        switchover_from: decision.switchover_from,
+        promote: decision.promote,
+        label_master: None,
+        rewire: Vec::new(),
+        label_replicas: Vec::new(),
+    };
+    plan_roles(input, &mut plan);
+    plan
 }
 
 /// Pods to create (missing ordinals) and remove (ordinals beyond `instances`, never the master).
@@ -141,162 +202,342 @@ fn plan_membership(input: &PlanInput) -> (Vec<u32>, Vec<String>, Option<String>)
     (create, delete, blocked)
 }
 
-fn plan_master(
-    input: &PlanInput,
-    leaving: &[String],
-) -> (MasterState, Option<Intent>, Option<String>) {
-    let recorded = &input.recorded;
-    let find = |name: &str| input.instances.iter().find(|i| i.name == name);
+#[derive(Default)]
+struct Decision {
+    master: Option<MasterState>,
+    down: Option<MasterDown>,
+    change: Option<Change>,
+    intent: Option<Intent>,
+    switchover_from: Option<String>,
+    promote: Option<String>,
+}
 
-    if let Some(name) = recorded.current_master.as_deref() {
-        let inst = find(name);
-        match inst.and_then(|i| i.reachable().map(|r| (i, r))) {
-            Some((inst, info)) if info.is_master() => {
-                let Some(address) = inst.address() else {
-                    return (unavailable(name), None, None);
-                };
-                // The master pod may have come back with a new IP: record where it is now.
-                let intent = (recorded.master_address.as_deref() != Some(&address.to_string()))
-                    .then(|| Intent {
-                        master: name.to_string(),
-                        address: address.clone(),
-                        epoch: recorded.epoch,
-                        promotes: false,
-                    });
-                let master = MasterState::Acting {
-                    name: name.to_string(),
+impl Decision {
+    fn acting(inst: &ObservedInstance) -> Self {
+        match inst.address() {
+            Some(address) => Self {
+                master: Some(MasterState::Acting {
+                    name: inst.name.clone(),
                     address,
-                };
-                return (master, intent, None);
-            }
-            Some((inst, _)) if recorded.target_master.as_deref() == Some(name) => {
-                // Intent was recorded but the promotion did not finish: resume it, same epoch.
-                let Some(address) = inst.address() else {
-                    return (unavailable(name), None, None);
-                };
-                let master = MasterState::Acting {
-                    name: name.to_string(),
-                    address,
-                };
-                return (master, None, Some(name.to_string()));
-            }
-            // The recorded master restarted and came back fenced: elect again below, so the
-            // instance holding the most data wins, never a restarted empty master by default.
-            Some(_) => {}
-            None => return (unavailable(name), None, None),
+                }),
+                ..Self::default()
+            },
+            None => Self::unavailable(&inst.name, MasterDown::Suspected, None),
         }
     }
 
-    match elect(input, leaving) {
-        Some(best) => {
-            let Some(address) = best.address() else {
-                return (MasterState::AwaitingBootstrap, None, None);
-            };
-            let intent = Intent {
-                master: best.name.clone(),
+    fn unavailable(name: &str, down: MasterDown, why: Option<String>) -> Self {
+        Self {
+            master: Some(MasterState::Unavailable {
+                name: name.to_string(),
+                down: down.clone(),
+                why_no_failover: why,
+            }),
+            down: Some(down),
+            ..Self::default()
+        }
+    }
+
+    /// `to` becomes master at the next epoch.
+    fn promote(to: &ObservedInstance, epoch: i64, change: Change) -> Self {
+        let Some(address) = to.address() else {
+            return Self::unavailable(&to.name, MasterDown::Suspected, None);
+        };
+        Self {
+            master: Some(MasterState::Acting {
+                name: to.name.clone(),
                 address: address.clone(),
-                epoch: recorded.epoch + 1,
-                promotes: true,
-            };
-            let master = MasterState::Acting {
-                name: best.name.clone(),
+            }),
+            intent: Some(Intent {
+                master: to.name.clone(),
                 address,
-            };
-            (master, Some(intent), Some(best.name.clone()))
+                epoch: epoch + 1,
+                promotes: true,
+            }),
+            change: Some(change),
+            promote: Some(to.name.clone()),
+            ..Self::default()
         }
-        None => (MasterState::AwaitingBootstrap, None, None),
     }
 }
 
-fn unavailable(name: &str) -> MasterState {
-    MasterState::Unavailable {
-        name: name.to_string(),
+fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
+    let recorded = &input.recorded;
+    let Some(name) = recorded.current_master.as_deref() else {
+        return match best_candidate(input, leaving, None) {
+            Some(first) => Decision::promote(first, recorded.epoch, Change::Bootstrap),
+            None => Decision::default(),
+        };
+    };
+    let inst = input.instances.iter().find(|i| i.name == name);
+    match inst.and_then(|i| i.redis.as_ref().map(|r| (i, r))) {
+        Some((inst, info)) if info.is_master() => acting_master(input, inst, leaving),
+        Some((inst, _)) if recorded.target_master.as_deref() == Some(name) => {
+            // Intent was recorded but the promotion did not finish: finish it, same epoch.
+            let mut d = Decision::acting(inst);
+            d.change = Some(Change::Resume);
+            d.promote = Some(name.to_string());
+            d
+        }
+        // Reachable but not master: it restarted (and booted fenced) or was demoted.
+        Some((inst, _)) => restarted_master(input, inst, leaving),
+        None => unreachable_master(input, name, inst, leaving),
     }
 }
 
-/// Safety rule 4: the reachable instance with the greatest replication offset, then the lowest
-/// ordinal. Instances leaving the set are never chosen.
-fn elect<'a>(input: &'a PlanInput, leaving: &[String]) -> Option<&'a ObservedInstance> {
+/// The master answers as master. If its pod is being deleted, hand over first (rule 7).
+fn acting_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String]) -> Decision {
+    let recorded = &input.recorded;
+    if inst.deleting && input.policy.enabled {
+        let synced = best_candidate(input, leaving, Some(&inst.name)).filter(|c| {
+            c.redis
+                .as_ref()
+                .is_some_and(ReplicationInfo::is_synced_replica)
+        });
+        if let Some(target) = synced {
+            let mut d = Decision::promote(
+                target,
+                recorded.epoch,
+                Change::Switchover {
+                    from: inst.name.clone(),
+                },
+            );
+            d.switchover_from = Some(inst.name.clone());
+            return d;
+        }
+    }
+    let mut d = Decision::acting(inst);
+    // The master pod may have come back with a new IP: record where it is now.
+    if let Some(MasterState::Acting { address, .. }) = &d.master
+        && recorded.master_address.as_deref() != Some(&address.to_string())
+    {
+        d.intent = Some(Intent {
+            master: inst.name.clone(),
+            address: address.clone(),
+            epoch: recorded.epoch,
+            promotes: false,
+        });
+    }
+    d
+}
+
+/// The recorded master restarted: it boots fenced and never takes writes on its own (rule 2).
+/// The instance holding the most data becomes master, so a restarted empty master never wipes
+/// its replicas.
+fn restarted_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String]) -> Decision {
+    let epoch = input.recorded.epoch;
+    let down = MasterDown::Objective {
+        evidence: format!("{} restarted and is no longer master", inst.name),
+    };
+    if !input.policy.enabled {
+        // Plain replication: the master returns as master and the replicas resync from it.
+        let mut d = Decision::promote(inst, epoch, Change::Restore);
+        d.down = Some(down);
+        return d;
+    }
+    if let Some(wait) = input.policy.cooldown_remaining {
+        return Decision::unavailable(&inst.name, down, Some(cooldown_message(wait)));
+    }
+    let candidate = best_candidate(input, leaving, Some(&inst.name))
+        .filter(|c| offset(c) >= offset(inst))
+        .unwrap_or(inst);
+    let mut d = Decision::promote(
+        candidate,
+        epoch,
+        Change::Failover {
+            from: inst.name.clone(),
+            reason: "the master restarted".into(),
+        },
+    );
+    d.down = Some(down);
+    d
+}
+
+/// Rule 3: unreachable for `downAfter`, and corroborated by Kubernetes or by the replicas.
+fn unreachable_master(
+    input: &PlanInput,
+    name: &str,
+    inst: Option<&ObservedInstance>,
+    leaving: &[String],
+) -> Decision {
+    let policy = &input.policy;
+    let unreachable_for = policy.master_unreachable_for.unwrap_or_default();
+    if unreachable_for < policy.down_after {
+        return Decision::unavailable(name, MasterDown::Suspected, None);
+    }
+    let Some(evidence) = corroboration(input, inst) else {
+        return Decision::unavailable(
+            name,
+            MasterDown::Subjective,
+            Some("only the operator cannot reach the master: its pod is ready and the replicas are linked".into()),
+        );
+    };
+    let down = MasterDown::Objective { evidence };
+    if !policy.enabled {
+        return Decision::unavailable(name, down, Some("failover is disabled".into()));
+    }
+    if let Some(wait) = policy.cooldown_remaining {
+        return Decision::unavailable(name, down, Some(cooldown_message(wait)));
+    }
+    match best_candidate(input, leaving, Some(name)) {
+        Some(target) => {
+            let mut d = Decision::promote(
+                target,
+                input.recorded.epoch,
+                Change::Failover {
+                    from: name.to_string(),
+                    reason: match &down {
+                        MasterDown::Objective { evidence } => evidence.clone(),
+                        _ => "master down".into(),
+                    },
+                },
+            );
+            d.down = Some(down);
+            d
+        }
+        None => Decision::unavailable(
+            name,
+            down,
+            Some("no reachable replica can be promoted".into()),
+        ),
+    }
+}
+
+fn cooldown_message(wait: Duration) -> String {
+    format!(
+        "a failover happened recently; the next is allowed in {}s",
+        wait.as_secs().max(1)
+    )
+}
+
+/// Evidence beyond the operator's own probes that the master is down.
+fn corroboration(input: &PlanInput, master: Option<&ObservedInstance>) -> Option<String> {
+    let Some(master) = master else {
+        return Some("its pod is gone".into());
+    };
+    if master.deleting {
+        return Some(format!("pod {} is being deleted", master.name));
+    }
+    if !master.pod_ready {
+        return Some(format!("pod {} is not ready", master.name));
+    }
+    let down_after_secs = input.policy.down_after.as_secs_f64();
+    let followers: Vec<&ReplicationInfo> = input
+        .instances
+        .iter()
+        .filter(|i| i.name != master.name && !i.deleting)
+        .filter_map(|i| i.redis.as_ref())
+        .filter(|r| master.address().is_some_and(|a| r.following() == Some(&a)))
+        .collect();
+    let lost = followers
+        .iter()
+        .filter(|r| {
+            matches!(r.role, Role::Replica { link_down_seconds: Some(s), .. } if s as f64 >= down_after_secs)
+        })
+        .count();
+    (!followers.is_empty() && lost * 2 > followers.len()).then(|| {
+        format!(
+            "{lost} of {} replicas lost their link to it",
+            followers.len()
+        )
+    })
+}
+
+fn offset(inst: &ObservedInstance) -> i64 {
+    inst.redis.as_ref().map_or(-1, |r| r.offset)
+}
+
+/// Rule 4: the reachable replica with the greatest replication offset, then the preferred
+/// priority, then the lowest ordinal. Never one in a full sync, leaving the set, being deleted,
+/// or with priority 0 (unless nothing else exists at bootstrap).
+fn best_candidate<'a>(
+    input: &'a PlanInput,
+    leaving: &[String],
+    excluded: Option<&str>,
+) -> Option<&'a ObservedInstance> {
     input
         .instances
         .iter()
-        .filter(|i| i.ip.is_some() && !leaving.contains(&i.name))
-        .filter_map(|i| i.reachable().map(|info| (i, info.offset)))
-        .min_by_key(|(i, offset)| (Reverse(*offset), i.ordinal))
+        .filter(|i| Some(i.name.as_str()) != excluded && !i.deleting && !leaving.contains(&i.name))
+        .filter(|i| i.ip.is_some() && (i.priority > 0 || excluded.is_none()))
+        .filter_map(|i| i.redis.as_ref().map(|r| (i, r)))
+        .filter(|(_, r)| {
+            !matches!(
+                r.role,
+                Role::Replica {
+                    sync_in_progress: true,
+                    ..
+                }
+            )
+        })
+        .min_by_key(|(i, r)| (Reverse(r.offset), i.priority, i.ordinal))
         .map(|(i, _)| i)
 }
 
-/// Who must be pointed at the master, and the labels that follow from it. Non-master label
-/// changes come first, so a stray master label is gone before the master's label is written.
-fn plan_followers(
-    input: &PlanInput,
-    master: &str,
-    master_address: &Address,
-    leaving: &[String],
-) -> (Vec<String>, Vec<(String, Option<RoleLabel>)>) {
-    let mut rewire = Vec::new();
-    let mut relabel = Vec::new();
-    for inst in input.instances.iter().filter(|i| i.name != master) {
-        let following = !inst.deleting && !leaving.contains(&inst.name);
-        match inst.reachable().filter(|_| following) {
+/// Who follows the master and which labels pods carry. Removals come first (rule 1); replica
+/// labels only once an instance follows the master (rule 6).
+fn plan_roles(input: &PlanInput, plan: &mut Plan) {
+    let master = match &plan.master {
+        MasterState::Acting { name, address } => Some((name.clone(), address.clone())),
+        _ => None,
+    };
+    let recorded = input.recorded.current_master.as_deref();
+    for inst in &input.instances {
+        let is_master = master.as_ref().is_some_and(|(m, _)| *m == inst.name);
+        if is_master {
+            if inst.role_label != Some(RoleLabel::Master) {
+                plan.label_master = Some(inst.name.clone());
+            }
+            continue;
+        }
+        let labelled_master = inst.role_label == Some(RoleLabel::Master);
+        let Some((_, address)) = &master else {
+            // No acting master: only the recorded master may keep the master label.
+            if labelled_master && Some(inst.name.as_str()) != recorded {
+                plan.unlabel.push(inst.name.clone());
+            }
+            continue;
+        };
+        let stays = !inst.deleting && !plan.delete.contains(&inst.name);
+        match inst.redis.as_ref().filter(|_| stays) {
             Some(info) => {
-                if info.following() != Some(master_address) {
-                    rewire.push(inst.name.clone());
+                if labelled_master {
+                    plan.unlabel.push(inst.name.clone());
+                }
+                if info.following() != Some(address) {
+                    plan.rewire.push(inst.name.clone());
                 }
                 if inst.role_label != Some(RoleLabel::Replica) {
-                    relabel.push((inst.name.clone(), Some(RoleLabel::Replica)));
+                    plan.label_replicas.push(inst.name.clone());
                 }
             }
-            // Safety rule 1: only the master carries the master label.
-            None if inst.role_label == Some(RoleLabel::Master) => {
-                relabel.push((inst.name.clone(), None));
-            }
+            None if labelled_master => plan.unlabel.push(inst.name.clone()),
             None => {}
         }
     }
-    if let Some(inst) = input.instances.iter().find(|i| i.name == master)
-        && inst.role_label != Some(RoleLabel::Master)
-    {
-        relabel.push((master.to_string(), Some(RoleLabel::Master)));
-    }
-    (rewire, relabel)
-}
-
-/// With no acting master, strip the master label from every pod but the recorded master.
-fn demote_stray_master_labels(input: &PlanInput) -> Vec<(String, Option<RoleLabel>)> {
-    input
-        .instances
-        .iter()
-        .filter(|i| i.role_label == Some(RoleLabel::Master) && !is_recorded_master(input, &i.name))
-        .map(|i| (i.name.clone(), None))
-        .collect()
-}
-
-fn is_recorded_master(input: &PlanInput, name: &str) -> bool {
-    input.recorded.current_master.as_deref() == Some(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::{FENCE_HOST, FENCE_PORT, Role};
+    use crate::redis::{FENCE_HOST, FENCE_PORT};
 
     fn info(role: Role, offset: i64) -> ReplicationInfo {
-        ReplicationInfo {
-            role,
-            offset,
-            replid: "r".into(),
-            replicas: vec![],
+        ReplicationInfo::fixture(role, offset)
+    }
+
+    fn replica_role(master: Address, link_down_seconds: Option<u64>) -> Role {
+        Role::Replica {
+            master,
+            link_up: link_down_seconds.is_none(),
+            sync_in_progress: false,
+            link_down_seconds,
         }
     }
 
     fn fenced(offset: i64) -> Option<ReplicationInfo> {
         Some(info(
-            Role::Replica {
-                master: Address::new(FENCE_HOST, FENCE_PORT),
-                link_up: false,
-                sync_in_progress: false,
-            },
+            replica_role(Address::new(FENCE_HOST, FENCE_PORT), Some(0)),
             offset,
         ))
     }
@@ -306,14 +547,11 @@ mod tests {
     }
 
     fn replica_of(ordinal: u32, offset: i64) -> Option<ReplicationInfo> {
-        Some(info(
-            Role::Replica {
-                master: addr(ordinal),
-                link_up: true,
-                sync_in_progress: false,
-            },
-            offset,
-        ))
+        Some(info(replica_role(addr(ordinal), None), offset))
+    }
+
+    fn lost_link_to(ordinal: u32, offset: i64, seconds: u64) -> Option<ReplicationInfo> {
+        Some(info(replica_role(addr(ordinal), Some(seconds)), offset))
     }
 
     fn addr(ordinal: u32) -> Address {
@@ -321,7 +559,7 @@ mod tests {
     }
 
     fn ip(ordinal: u32) -> String {
-        format!("127.0.0.{}", 10 + ordinal)
+        format!("10.244.0.{}", 10 + ordinal)
     }
 
     fn inst(
@@ -337,15 +575,16 @@ mod tests {
             pod_ready: true,
             role_label: label,
             redis,
+            priority: 100,
         }
     }
 
     fn input(desired: u32, recorded: RecordedRoles, instances: Vec<ObservedInstance>) -> PlanInput {
         PlanInput {
-            replication: "cache".into(),
             desired_instances: desired,
             recorded,
             instances,
+            policy: FailoverPolicy::default(),
         }
     }
 
@@ -358,13 +597,25 @@ mod tests {
         }
     }
 
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A master down for `down_for` with these instances (cache-0 is the recorded master).
+    fn down_master(down_for: Duration, instances: Vec<ObservedInstance>) -> PlanInput {
+        let mut i = input(3, recorded(0, 4), instances);
+        i.policy.master_unreachable_for = Some(down_for);
+        i
+    }
+
+    const LONG: Duration = Duration::from_secs(6);
+
     #[test]
     fn empty_set_creates_every_pod_and_waits() {
         let p = plan(&input(3, RecordedRoles::default(), vec![]));
         assert_eq!(p.create, vec![0, 1, 2]);
         assert_eq!(p.master, MasterState::AwaitingBootstrap);
-        assert_eq!(p.intent, None);
-        assert_eq!(p.promote, None);
+        assert_eq!((p.intent, p.promote), (None, None));
     }
 
     #[test]
@@ -383,19 +634,14 @@ mod tests {
             (intent.master.as_str(), intent.epoch, intent.promotes),
             ("cache-0", 1, true)
         );
+        assert_eq!(p.change, Some(Change::Bootstrap));
         assert_eq!(p.promote.as_deref(), Some("cache-0"));
-        assert_eq!(p.rewire, vec!["cache-1".to_string()]);
-        assert!(
-            p.relabel
-                .contains(&("cache-0".into(), Some(RoleLabel::Master)))
-        );
-        assert!(
-            p.relabel
-                .contains(&("cache-1".into(), Some(RoleLabel::Replica)))
-        );
-        assert!(
-            !p.relabel.iter().any(|(n, _)| n == "cache-2"),
-            "unreachable pod is left alone"
+        assert_eq!(p.label_master.as_deref(), Some("cache-0"));
+        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(
+            p.label_replicas,
+            names(&["cache-1"]),
+            "the unreachable pod is left alone"
         );
     }
 
@@ -420,15 +666,16 @@ mod tests {
                 inst(2, replica_of(0, 90), Some(RoleLabel::Replica)),
             ],
         ));
-        assert_eq!(p.create, Vec::<u32>::new());
-        assert_eq!(p.intent, None);
-        assert_eq!(p.promote, None);
-        assert_eq!(p.rewire, Vec::<String>::new());
-        assert_eq!(p.relabel, vec![]);
+        assert!(p.create.is_empty() && p.rewire.is_empty() && p.unlabel.is_empty());
+        assert_eq!(
+            (p.intent, p.promote, p.change, p.label_master),
+            (None, None, None, None)
+        );
+        assert!(p.label_replicas.is_empty());
     }
 
     #[test]
-    fn a_returning_fenced_replica_is_rewired_and_labelled() {
+    fn a_returning_fenced_replica_is_rewired_then_labelled() {
         let p = plan(&input(
             2,
             recorded(0, 1),
@@ -437,16 +684,13 @@ mod tests {
                 inst(1, fenced(0), None),
             ],
         ));
-        assert_eq!(p.rewire, vec!["cache-1".to_string()]);
-        assert_eq!(
-            p.relabel,
-            vec![("cache-1".into(), Some(RoleLabel::Replica))]
-        );
+        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(p.label_replicas, names(&["cache-1"]));
         assert_eq!(p.promote, None);
     }
 
     #[test]
-    fn a_second_master_is_demoted_and_loses_the_label_first() {
+    fn a_returning_old_master_loses_its_label_first_and_is_labelled_only_after_rewiring() {
         let p = plan(&input(
             2,
             recorded(0, 3),
@@ -455,17 +699,14 @@ mod tests {
                 inst(1, master(40), Some(RoleLabel::Master)),
             ],
         ));
-        assert_eq!(p.rewire, vec!["cache-1".to_string()]);
-        assert_eq!(
-            p.relabel,
-            vec![("cache-1".into(), Some(RoleLabel::Replica))],
-            "the stray master label is replaced"
-        );
+        assert_eq!(p.unlabel, names(&["cache-1"]));
+        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(p.label_replicas, names(&["cache-1"]));
         assert_eq!(p.intent, None);
     }
 
     #[test]
-    fn a_restarted_empty_master_is_not_promoted_over_a_replica_with_data() {
+    fn a_restarted_empty_master_is_replaced_by_the_replica_with_most_data() {
         let p = plan(&input(
             3,
             recorded(0, 1),
@@ -477,17 +718,42 @@ mod tests {
         ));
         let intent = p.intent.expect("intent");
         assert_eq!((intent.master.as_str(), intent.epoch), ("cache-1", 2));
-        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert!(matches!(p.change, Some(Change::Failover { ref from, .. }) if from == "cache-0"));
         assert_eq!(
-            p.relabel,
-            vec![
-                ("cache-0".into(), Some(RoleLabel::Replica)),
-                ("cache-1".into(), Some(RoleLabel::Master)),
-            ],
-            "the old master's label goes before the new master's is written"
+            p.unlabel,
+            names(&["cache-0"]),
+            "the old master's label goes first"
         );
-        assert!(p.rewire.contains(&"cache-0".to_string()));
-        assert!(p.rewire.contains(&"cache-2".to_string()));
+        assert_eq!(p.label_master.as_deref(), Some("cache-1"));
+        assert_eq!(p.rewire, names(&["cache-0", "cache-2"]));
+    }
+
+    #[test]
+    fn a_single_restarted_master_is_master_again() {
+        let p = plan(&input(
+            1,
+            recorded(0, 1),
+            vec![inst(0, fenced(0), Some(RoleLabel::Master))],
+        ));
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
+        assert_eq!(p.intent.expect("intent").epoch, 2);
+    }
+
+    #[test]
+    fn with_failover_disabled_a_restarted_master_is_restored() {
+        let mut i = input(
+            2,
+            recorded(0, 1),
+            vec![
+                inst(0, fenced(0), Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 900), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.policy.enabled = false;
+        let p = plan(&i);
+        assert_eq!(p.change, Some(Change::Restore));
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
+        assert!(p.unlabel.is_empty(), "the master keeps its label");
     }
 
     #[test]
@@ -503,38 +769,198 @@ mod tests {
             ],
         ));
         assert_eq!(p.intent, None);
+        assert_eq!(p.change, Some(Change::Resume));
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert_eq!(p.rewire, names(&["cache-0"]));
+    }
+
+    #[test]
+    fn an_unreachable_master_is_only_suspected_before_down_after() {
+        let p = plan(&down_master(
+            Duration::from_millis(900),
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 10, 9), Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert_eq!(p.master_down, Some(MasterDown::Suspected));
+        assert_eq!((p.intent, p.promote), (None, None));
+        assert!(
+            p.unlabel.is_empty() && p.rewire.is_empty(),
+            "nothing moves while suspected"
+        );
+    }
+
+    #[test]
+    fn only_the_operator_being_cut_off_is_not_a_failure() {
+        let p = plan(&down_master(
+            LONG,
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 10), Some(RoleLabel::Replica)),
+                inst(2, replica_of(0, 10), Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert_eq!(p.master_down, Some(MasterDown::Subjective));
+        assert_eq!(p.promote, None);
+    }
+
+    #[test]
+    fn replicas_losing_their_link_corroborate_and_the_most_advanced_is_promoted() {
+        let p = plan(&down_master(
+            LONG,
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 500, 6), Some(RoleLabel::Replica)),
+                inst(2, lost_link_to(0, 700, 6), Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert!(matches!(p.master_down, Some(MasterDown::Objective { .. })));
+        let intent = p.intent.expect("intent");
+        assert_eq!((intent.master.as_str(), intent.epoch), ("cache-2", 5));
+        assert_eq!(p.unlabel, names(&["cache-0"]));
+        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(p.label_master.as_deref(), Some("cache-2"));
+    }
+
+    #[test]
+    fn a_minority_of_replicas_losing_the_link_does_not_corroborate() {
+        let p = plan(&down_master(
+            LONG,
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 500, 6), Some(RoleLabel::Replica)),
+                inst(2, replica_of(0, 700), Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert_eq!(p.master_down, Some(MasterDown::Subjective));
+    }
+
+    #[test]
+    fn an_unready_or_missing_master_pod_corroborates() {
+        let mut master_pod = inst(0, None, Some(RoleLabel::Master));
+        master_pod.pod_ready = false;
+        let replicas = vec![
+            inst(1, replica_of(0, 5), Some(RoleLabel::Replica)),
+            inst(2, replica_of(0, 5), Some(RoleLabel::Replica)),
+        ];
+        let p = plan(&down_master(
+            LONG,
+            [vec![master_pod], replicas.clone()].concat(),
+        ));
+        assert_eq!(
+            p.promote.as_deref(),
+            Some("cache-1"),
+            "equal offsets: lowest ordinal"
+        );
+        let p = plan(&down_master(LONG, replicas));
+        assert!(
+            matches!(p.master_down, Some(MasterDown::Objective { ref evidence }) if evidence.contains("gone"))
+        );
         assert_eq!(p.promote.as_deref(), Some("cache-1"));
     }
 
     #[test]
-    fn an_unreachable_master_is_reported_and_nothing_is_rewired() {
-        let p = plan(&input(
-            2,
-            recorded(0, 1),
+    fn priority_breaks_offset_ties_and_zero_is_never_promoted() {
+        let mut a = inst(1, lost_link_to(0, 500, 9), Some(RoleLabel::Replica));
+        let mut b = inst(2, lost_link_to(0, 500, 9), Some(RoleLabel::Replica));
+        a.priority = 50;
+        b.priority = 10;
+        let p = plan(&down_master(LONG, vec![a.clone(), b.clone()]));
+        assert_eq!(p.promote.as_deref(), Some("cache-2"));
+        b.priority = 0;
+        let p = plan(&down_master(LONG, vec![a, b]));
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+    }
+
+    #[test]
+    fn a_replica_in_full_sync_is_never_promoted() {
+        let mut syncing = lost_link_to(0, 900, 9).expect("info");
+        if let Role::Replica {
+            sync_in_progress, ..
+        } = &mut syncing.role
+        {
+            *sync_in_progress = true;
+        }
+        let p = plan(&down_master(
+            LONG,
+            vec![
+                inst(1, Some(syncing), Some(RoleLabel::Replica)),
+                inst(2, lost_link_to(0, 10, 9), Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert_eq!(p.promote.as_deref(), Some("cache-2"));
+    }
+
+    #[test]
+    fn disabled_failover_and_cooldown_keep_the_master_recorded() {
+        let instances = vec![
+            inst(0, None, Some(RoleLabel::Master)),
+            inst(1, lost_link_to(0, 5, 9), Some(RoleLabel::Replica)),
+        ];
+        let mut i = down_master(LONG, instances.clone());
+        i.policy.enabled = false;
+        let p = plan(&i);
+        assert!(
+            matches!(p.master, MasterState::Unavailable { why_no_failover: Some(ref w), .. } if w.contains("disabled"))
+        );
+        assert_eq!(p.promote, None);
+        let mut i = down_master(LONG, instances);
+        i.policy.cooldown_remaining = Some(Duration::from_secs(3));
+        let p = plan(&i);
+        assert!(
+            matches!(p.master, MasterState::Unavailable { why_no_failover: Some(ref w), .. } if w.contains("recently"))
+        );
+        assert_eq!(p.promote, None);
+    }
+
+    #[test]
+    fn no_candidate_no_failover() {
+        let p = plan(&down_master(
+            LONG,
             vec![
                 inst(0, None, Some(RoleLabel::Master)),
-                inst(1, replica_of(0, 10), Some(RoleLabel::Replica)),
+                inst(1, None, Some(RoleLabel::Replica)),
+            ],
+        ));
+        assert!(matches!(p.master, MasterState::Unavailable { .. }));
+        assert_eq!(p.promote, None);
+    }
+
+    #[test]
+    fn deleting_the_master_pod_switches_over_to_a_synced_replica() {
+        let mut m = inst(0, master(100), Some(RoleLabel::Master));
+        m.deleting = true;
+        let p = plan(&input(
+            3,
+            recorded(0, 2),
+            vec![
+                m,
+                inst(1, replica_of(0, 100), Some(RoleLabel::Replica)),
+                inst(2, replica_of(0, 100), Some(RoleLabel::Replica)),
             ],
         ));
         assert_eq!(
-            p.master,
-            MasterState::Unavailable {
-                name: "cache-0".into()
-            }
+            p.change,
+            Some(Change::Switchover {
+                from: "cache-0".into()
+            })
         );
-        assert_eq!(p.intent, None);
-        assert_eq!(p.rewire, Vec::<String>::new());
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-0"));
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert_eq!(p.intent.expect("intent").epoch, 3);
+        assert_eq!(p.unlabel, names(&["cache-0"]));
         assert_eq!(
-            p.relabel,
-            vec![],
-            "the recorded master keeps its label until a failover"
+            p.rewire,
+            names(&["cache-2"]),
+            "the leaving master is not rewired"
         );
     }
 
     #[test]
     fn a_moved_master_pod_gets_its_new_address_recorded() {
         let mut rec = recorded(0, 4);
-        rec.master_address = Some("127.0.0.99:6379".into());
+        rec.master_address = Some("10.244.0.99:6379".into());
         let p = plan(&input(
             1,
             rec,
@@ -543,6 +969,7 @@ mod tests {
         let intent = p.intent.expect("intent");
         assert_eq!((intent.epoch, intent.promotes), (4, false));
         assert_eq!(intent.address, addr(0));
+        assert_eq!(p.change, None);
     }
 
     #[test]
@@ -556,7 +983,7 @@ mod tests {
                 inst(2, master(5), Some(RoleLabel::Master)),
             ],
         ));
-        assert_eq!(p.delete, vec!["cache-1".to_string()]);
+        assert_eq!(p.delete, names(&["cache-1"]));
         assert!(p.scale_down_blocked.expect("blocked").contains("cache-2"));
         assert!(p.rewire.is_empty());
     }
@@ -570,9 +997,7 @@ mod tests {
             recorded(0, 1),
             vec![inst(0, master(5), Some(RoleLabel::Master)), going],
         ));
-        assert!(p.create.is_empty());
-        assert!(p.rewire.is_empty());
-        assert!(p.delete.is_empty());
+        assert!(p.create.is_empty() && p.rewire.is_empty() && p.delete.is_empty());
     }
 
     #[test]
@@ -582,7 +1007,7 @@ mod tests {
             RecordedRoles::default(),
             vec![inst(0, fenced(1), None), inst(1, fenced(99), None)],
         ));
-        assert_eq!(p.delete, vec!["cache-1".to_string()]);
+        assert_eq!(p.delete, names(&["cache-1"]));
         assert_eq!(p.promote.as_deref(), Some("cache-0"));
     }
 }

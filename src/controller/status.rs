@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::plan::{MasterState, ObservedInstance, Plan};
-use crate::api::{InstanceStatus, Phase, RedisReplicationStatus};
+use crate::api::{FailoverRecord, InstanceStatus, Phase, RedisReplicationStatus};
 use crate::redis::Role;
 
 pub const READY: &str = "Ready";
@@ -18,6 +18,8 @@ pub struct StatusInput<'a> {
     pub desired_instances: u32,
     pub instances: &'a [ObservedInstance],
     pub now: Timestamp,
+    /// The failover this round completed, if any.
+    pub failover: Option<FailoverRecord>,
 }
 
 pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
@@ -63,7 +65,14 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     let mut conditions = previous.conditions.clone();
     let ready_message = match &plan.master {
         MasterState::AwaitingBootstrap => "waiting for a first instance to become master".into(),
-        MasterState::Unavailable { name } => format!("master {name} is unreachable"),
+        MasterState::Unavailable {
+            name,
+            why_no_failover,
+            ..
+        } => match why_no_failover {
+            Some(why) => format!("master {name} is unavailable and is not replaced: {why}"),
+            None => format!("master {name} is unreachable"),
+        },
         MasterState::Acting { name, .. } => format!(
             "master {name}, {ready_instances}/{desired} instances ready, \
              {replicas_linked}/{expected_replicas} replicas linked"
@@ -117,6 +126,10 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         target_master: None,
         ready_instances,
         instances,
+        last_failover: input
+            .failover
+            .clone()
+            .or_else(|| previous.last_failover.clone()),
     }
 }
 
@@ -212,12 +225,8 @@ mod tests {
             deleting: false,
             pod_ready: ready,
             role_label: None,
-            redis: Some(ReplicationInfo {
-                role,
-                offset,
-                replid: "r".into(),
-                replicas: vec![],
-            }),
+            priority: 100,
+            redis: Some(ReplicationInfo::fixture(role, offset)),
         }
     }
 
@@ -226,6 +235,7 @@ mod tests {
             master: Address::new("127.0.0.10", 6379),
             link_up,
             sync_in_progress: false,
+            link_down_seconds: None,
         }
     }
 
@@ -240,10 +250,10 @@ mod tests {
             target_master: None,
         };
         let p = plan(&PlanInput {
-            replication: "cache".into(),
             desired_instances: 3,
             recorded,
             instances: instances.clone(),
+            policy: Default::default(),
         });
         build(
             &StatusInput {
@@ -252,6 +262,7 @@ mod tests {
                 desired_instances: 3,
                 instances: &instances,
                 now: Timestamp::from_second(1_000).expect("time"),
+                failover: None,
             },
             &p,
         )

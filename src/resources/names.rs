@@ -8,6 +8,10 @@ pub const REPLICATION_LABEL: &str = "redis.vigil.dev/replication";
 pub const ROLE_LABEL: &str = "redis.vigil.dev/role";
 /// Ordinal of an instance pod.
 pub const INSTANCE_LABEL: &str = "redis.vigil.dev/instance";
+/// Replica priority for failover on an instance pod, as Sentinel's `replica-priority`: lower is
+/// preferred among replicas with the same offset, 0 is never promoted.
+pub const PRIORITY_ANNOTATION: &str = "redis.vigil.dev/replica-priority";
+pub const DEFAULT_PRIORITY: u32 = 100;
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vigil-operator";
 

@@ -5,6 +5,8 @@
 # STATE_DIR/pids that still run the expected binary are signalled.
 # Keeps STATE_DIR (certs, etcd data, logs) unless --purge is given, which deletes it.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 purge=0
 args=()
@@ -27,15 +29,6 @@ if [[ ! -d $STATE ]]; then
   echo "down.sh: $STATE does not exist; nothing to do"
   exit 0
 fi
-
-alive_pid() {
-  local f=$PIDS/$1.pid pid
-  [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$1"* ]] || return 1
-  echo "$pid"
-}
 
 # running PID: the process exists and is not a zombie (an un-reaped zombie counts as gone).
 running() {

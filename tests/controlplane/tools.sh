@@ -11,7 +11,7 @@
 #   $VIGIL_CACHE/build/<name>-<version>/      generated wrapper Go modules and build.log
 #
 # Tools: etcd, kube-apiserver, kube-controller-manager, kubectl, helm (built from their Go
-# modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and redis-server,
+# modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and iptables, redis-server,
 # redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
 # The Go module cache and build cache stay in Go's default places (~/go, ~/.cache/go-build).
 #
@@ -23,6 +23,8 @@
 # (Builds run as background subshells + `wait`, never as `( f ) || handler`: bash ignores
 # `set -e` inside anything on the left of || / &&, which would hide build failures.)
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.37.2
@@ -54,6 +56,43 @@ fail() {
 }
 link() { ln -sfn "$2" "$CUR/$1"; }
 
+# build NAME VERSION FUNC: run FUNC in a fresh $BUILD/NAME-VERSION, its output in build.log there.
+build() {
+  rm -rf "$BUILD/$1-$2"; mkdir -p "$BUILD/$1-$2"
+  cd "$BUILD/$1-$2"
+  "$3" >build.log 2>&1
+}
+
+# built NAME VERSION T0 STATUS: report a build started at T0 that ended with STATUS: its time,
+# or the tail of its log and exit 1.
+built() {
+  [[ $4 -eq 0 ]] || fail "$1 $2" "$BUILD/$1-$2/build.log"
+  echo "$1 $2: built in $(( $(now) - $3 ))s"
+}
+
+# install_bin FILE NAME VERSION: move FILE to $BIN/NAME-VERSION/NAME via a temporary name in
+# that directory, so that an interrupted copy never looks cached.
+install_bin() {
+  mkdir -p "$BIN/$2-$3"
+  mv "$1" "$BIN/$2-$3/$2.tmp"
+  mv "$BIN/$2-$3/$2.tmp" "$BIN/$2-$3/$2"
+}
+
+# go_tool NAME VERSION: reuse $BIN/NAME-VERSION/NAME or build it now with NAME_build; then link it.
+go_tool() {
+  local name=$1 version=$2 t0 pid rc=0
+  if [[ -x $BIN/$name-$version/$name ]]; then
+    echo "$name $version: cached"
+  else
+    echo "$name $version: building..."
+    t0=$(now)
+    ( build "$name" "$version" "${name}_build" ) & pid=$!
+    wait "$pid" || rc=$?
+    built "$name" "$version" "$t0" "$rc"
+  fi
+  link "$name" "$BIN/$name-$version/$name"
+}
+
 # ---------------------------------------------------------------- kubernetes
 K8S_BINS=(kube-apiserver kube-controller-manager kubectl)
 
@@ -67,29 +106,25 @@ k8s_cached() {
 # downloaded go.mod) with its published v0.<minor>.<patch> version; it builds the upstream
 # main packages k8s.io/kubernetes/cmd/<cmd> directly, so no main.go is needed.
 k8s_build() {
-  local dir=$BUILD/kubernetes-$K8S_VERSION log gomod stage out minor
-  log=$dir/build.log
+  local gomod stage minor out=$PWD/out
   stage="v0.${K8S_VERSION#v1.}"
   minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-  rm -rf "$dir"; mkdir -p "$dir"
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+  [[ -f $gomod ]] || { echo "no GoMod for k8s.io/kubernetes@$K8S_VERSION"; return 1; }
   {
-    cd "$dir"
-    gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-    [[ -f $gomod ]] || { echo "no GoMod for k8s.io/kubernetes@$K8S_VERSION"; return 1; }
-    {
-      echo "module vigil.local/k8s-tools"
-      echo
-      sed -n 's/^go \([0-9.]*\)$/go \1/p' "$gomod"
-      echo
-      echo "require k8s.io/kubernetes $K8S_VERSION"
-      echo
-      echo "replace ("
-      # staging modules: those the kubernetes go.mod replaces with ./staging/...
-      awk -v v="$stage" '$2 == "=>" && $3 ~ /^\.\/staging\// { print "\t" $1 " => " $1 " " v }' "$gomod"
-      echo ")"
-    } >go.mod
-    # A tiny file so the module has a package importing the commands (lets tidy keep them).
-    cat >tools.go <<EOF
+    echo "module vigil.local/k8s-tools"
+    echo
+    sed -n 's/^go \([0-9.]*\)$/go \1/p' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    # staging modules: those the kubernetes go.mod replaces with ./staging/...
+    awk -v v="$stage" '$2 == "=>" && $3 ~ /^\.\/staging\// { print "\t" $1 " => " $1 " " v }' "$gomod"
+    echo ")"
+  } >go.mod
+  # A tiny file so the module has a package importing the commands (lets tidy keep them).
+  cat >tools.go <<EOF
 //go:build tools
 
 package tools
@@ -100,28 +135,23 @@ import (
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 EOF
-    go mod tidy
-    out=$dir/out; mkdir -p "$out"
-    local ld="-s -w"
-    local p
-    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-      ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-      ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-    done
-    go build -trimpath -ldflags="$ld" -o "$out/" \
-      k8s.io/kubernetes/cmd/kube-apiserver \
-      k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kubectl
-    local v
-    v=$("$out/kube-apiserver" --version)  # (no `| grep -q` under pipefail: SIGPIPE)
-    [[ $v == "Kubernetes $K8S_VERSION" ]] || { echo "kube-apiserver --version: $v"; return 1; }
-    local b
-    for b in "${K8S_BINS[@]}"; do
-      mkdir -p "$BIN/$b-$K8S_VERSION"
-      mv "$out/$b" "$BIN/$b-$K8S_VERSION/$b.tmp"
-      mv "$BIN/$b-$K8S_VERSION/$b.tmp" "$BIN/$b-$K8S_VERSION/$b"
-    done
-  } >"$log" 2>&1
+  go mod tidy
+  mkdir -p "$out"
+  local ld="-s -w"
+  local p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  go build -trimpath -ldflags="$ld" -o "$out/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kubectl
+  local v
+  v=$("$out/kube-apiserver" --version)  # (no `| grep -q` under pipefail: SIGPIPE)
+  [[ $v == "Kubernetes $K8S_VERSION" ]] || { echo "kube-apiserver --version: $v"; return 1; }
+  local b
+  for b in "${K8S_BINS[@]}"; do install_bin "$out/$b" "$b" "$K8S_VERSION"; done
 }
 
 K8S_PID=
@@ -134,7 +164,7 @@ else
   # Own process group (set -m) so an early exit can stop the whole build (go + compilers);
   # 9>&-: the build must not hold the lock.
   set -m
-  ( k8s_build ) 9>&- &
+  ( build kubernetes "$K8S_VERSION" k8s_build ) 9>&- &
   K8S_PID=$!
   set +m
 fi
@@ -144,18 +174,14 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- etcd
 etcd_build() {
-  local dir=$BUILD/etcd-$ETCD_VERSION
-  rm -rf "$dir"; mkdir -p "$dir"
-  {
-    cd "$dir"
-    cat >go.mod <<EOF
+  cat >go.mod <<EOF
 module vigil.local/etcd
 
 go 1.24
 
 require go.etcd.io/etcd/server/v3 $ETCD_VERSION
 EOF
-    cat >main.go <<'EOF'
+  cat >main.go <<'EOF'
 package main
 
 import (
@@ -166,67 +192,34 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 EOF
-    go mod tidy
-    # the server's go.mod replaces api/client/pkg with ../; pin the siblings to the same release
-    local m
-    for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
-      if grep -q "go.etcd.io/etcd/$m " go.mod; then go mod edit -require="go.etcd.io/etcd/$m@$ETCD_VERSION"; fi
-    done
-    go mod tidy
-    go build -trimpath -ldflags="-s -w" -o etcd .
-    local v
-    v=$(./etcd --version)
-    [[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || { echo "$v"; return 1; }
-    mkdir -p "$BIN/etcd-$ETCD_VERSION"
-    mv etcd "$BIN/etcd-$ETCD_VERSION/etcd.tmp"
-    mv "$BIN/etcd-$ETCD_VERSION/etcd.tmp" "$BIN/etcd-$ETCD_VERSION/etcd"
-  } >"$dir/build.log" 2>&1
+  go mod tidy
+  # the server's go.mod replaces api/client/pkg with ../; pin the siblings to the same release
+  local m
+  for m in api/v3 client/pkg/v3 client/v3 pkg/v3; do
+    if grep -q "go.etcd.io/etcd/$m " go.mod; then go mod edit -require="go.etcd.io/etcd/$m@$ETCD_VERSION"; fi
+  done
+  go mod tidy
+  go build -trimpath -ldflags="-s -w" -o etcd .
+  local v
+  v=$(./etcd --version)
+  [[ $v == *"etcd Version: ${ETCD_VERSION#v}"* ]] || { echo "$v"; return 1; }
+  install_bin etcd etcd "$ETCD_VERSION"
 }
-
-if [[ -x $BIN/etcd-$ETCD_VERSION/etcd ]]; then
-  echo "etcd $ETCD_VERSION: cached"
-else
-  echo "etcd $ETCD_VERSION: building..."
-  t0=$(now)
-  ( etcd_build ) & pid=$!
-  wait "$pid" || fail "etcd $ETCD_VERSION" "$BUILD/etcd-$ETCD_VERSION/build.log"
-  echo "etcd $ETCD_VERSION: built in $(( $(now) - t0 ))s"
-fi
-link etcd "$BIN/etcd-$ETCD_VERSION/etcd"
+go_tool etcd "$ETCD_VERSION"
 
 # ---------------------------------------------------------------- helm
 helm_build() {
-  local dir=$BUILD/helm-$HELM_VERSION
-  rm -rf "$dir"; mkdir -p "$dir"
-  {
-    cd "$dir"
-    GOBIN=$dir go install -trimpath \
-      -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-    local v
-    v=$(./helm version --short)
-    [[ $v == "$HELM_VERSION"* ]] || { echo "helm version: $v"; return 1; }
-    mkdir -p "$BIN/helm-$HELM_VERSION"
-    mv helm "$BIN/helm-$HELM_VERSION/helm.tmp"
-    mv "$BIN/helm-$HELM_VERSION/helm.tmp" "$BIN/helm-$HELM_VERSION/helm"
-  } >"$dir/build.log" 2>&1
+  GOBIN=$PWD go install -trimpath \
+    -ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  local v
+  v=$(./helm version --short)
+  [[ $v == "$HELM_VERSION"* ]] || { echo "helm version: $v"; return 1; }
+  install_bin helm helm "$HELM_VERSION"
 }
-
-if [[ -x $BIN/helm-$HELM_VERSION/helm ]]; then
-  echo "helm $HELM_VERSION: cached"
-else
-  echo "helm $HELM_VERSION: building..."
-  t0=$(now)
-  ( helm_build ) & pid=$!
-  wait "$pid" || fail "helm $HELM_VERSION" "$BUILD/helm-$HELM_VERSION/build.log"
-  echo "helm $HELM_VERSION: built in $(( $(now) - t0 ))s"
-fi
-link helm "$BIN/helm-$HELM_VERSION/helm"
+go_tool helm "$HELM_VERSION"
 
 # ---------------------------------------------------------------- redis (Debian)
-redis_listening() {
-  [[ -n $(ss -Hltn 'sport = :6379' 2>/dev/null) ]]
-}
 stop_debian_redis() {
   local svc
   for svc in redis-server redis-sentinel; do
@@ -239,10 +232,17 @@ stop_debian_redis() {
   done
 }
 
-if command -v redis-server >/dev/null && command -v redis-cli >/dev/null && command -v redis-sentinel >/dev/null; then
-  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (Debian): cached"
+# iptables: the e2e tests inject faults on one process's network path (owner match).
+DEBIAN_BINARIES=(redis-server redis-cli redis-sentinel iptables)
+debian_missing() {
+  local b
+  for b in "${DEBIAN_BINARIES[@]}"; do command -v "$b" >/dev/null || return 0; done
+  return 1
+}
+if ! debian_missing; then
+  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), iptables (Debian): cached"
 else
-  echo "redis (Debian): installing..."
+  echo "redis, iptables (Debian): installing..."
   t0=$(now)
   log=$BUILD/redis-apt.log
   [[ $(id -u) -eq 0 ]] || { echo "redis: apt-get needs root" >&2; exit 1; }
@@ -252,7 +252,7 @@ else
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; prc_added=1
   fi
   if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-          redis-server redis-tools redis-sentinel; } >"$log" 2>&1; then
+          redis-server redis-tools redis-sentinel iptables; } >"$log" 2>&1; then
     [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
     fail "redis" "$log"
   fi
@@ -260,10 +260,10 @@ else
   stop_debian_redis
   echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (Debian): installed in $(( $(now) - t0 ))s"
 fi
-if redis_listening; then
+if port_busy 6379; then
   stop_debian_redis
   sleep 1
-  if redis_listening; then
+  if port_busy 6379; then
     echo "WARNING: something is listening on :6379 (not started by tools.sh); tests avoid that port" >&2
   fi
 fi
@@ -271,12 +271,9 @@ for t in redis-server redis-cli redis-sentinel; do link "$t" "$(command -v "$t")
 
 # ---------------------------------------------------------------- wait for kubernetes
 if [[ -n $K8S_PID ]]; then
-  if wait "$K8S_PID"; then
-    K8S_PID=
-    echo "kubernetes $K8S_VERSION: built in $(( $(now) - K8S_T0 ))s"
-  else
-    K8S_PID=
-    fail "kubernetes $K8S_VERSION" "$BUILD/kubernetes-$K8S_VERSION/build.log"
-  fi
+  rc=0
+  wait "$K8S_PID" || rc=$?
+  K8S_PID=  # reaped: cleanup must not signal its process group id any more
+  built kubernetes "$K8S_VERSION" "$K8S_T0" "$rc"
 fi
 for b in "${K8S_BINS[@]}"; do link "$b" "$BIN/$b-$K8S_VERSION/$b"; done

@@ -31,6 +31,8 @@ if [[ $# -ne 1 || $1 == -* ]]; then
 fi
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$HERE/lib.sh"
 mkdir -p "$1"
 STATE=$(cd "$1" && pwd)
 VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
@@ -52,16 +54,6 @@ LOGS=$STATE/logs
 PIDS=$STATE/pids
 mkdir -p "$PKI" "$LOGS" "$PIDS"
 T_START=$(date +%s)
-
-# pid of component $1 if its pidfile names a live process running that binary, else fails.
-alive_pid() {
-  local f=$PIDS/$1.pid pid
-  [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-  [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == *"$1"* ]] || return 1
-  echo "$pid"
-}
 
 running=() stopped=()
 for c in "${COMPONENTS[@]}"; do
@@ -86,7 +78,6 @@ for b in etcd kube-apiserver kube-controller-manager kubectl helm; do
 done
 KUBECTL=$CUR/kubectl
 
-port_busy() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT"; do
   if port_busy "$p"; then
     echo "up.sh: TCP port $p is already in use:" >&2

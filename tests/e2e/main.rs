@@ -1,6 +1,7 @@
 //! End-to-end scenarios on the local control plane (real apiserver, controller-manager, redis
 //! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
 
+mod failover;
 mod support;
 
 use std::collections::BTreeSet;
@@ -11,7 +12,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::{TestNs, wait_for};
+use support::{ReadySet, TestNs, wait_for};
 use vigil::api::RedisReplication;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -21,13 +22,13 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 #[tokio::test(flavor = "multi_thread")]
 async fn three_instances_replicate_and_services_follow_roles() {
     let mut t = TestNs::new("replicate").await;
-    t.start_operator();
-    t.create_replication("cache", json!({"instances": 3})).await;
-    let status = t.wait_ready("cache", 3, READY_TIMEOUT).await;
-    let master = status.current_master.clone().expect("master");
+    let ReadySet {
+        status,
+        master,
+        master_ip,
+        password,
+    } = t.ready_replication("cache", 3).await;
     assert_eq!(status.epoch, 1, "bootstrap is the first promotion");
-    let password = t.password("cache").await;
-    let master_ip = t.pod_ip(&master).await;
     assert_eq!(
         status.master_address.as_deref(),
         Some(format!("{master_ip}:6379").as_str())
@@ -101,12 +102,12 @@ async fn three_instances_replicate_and_services_follow_roles() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scaling_up_and_down_keeps_replication() {
     let mut t = TestNs::new("scale").await;
-    t.start_operator();
-    t.create_replication("cache", json!({"instances": 3})).await;
-    let status = t.wait_ready("cache", 3, READY_TIMEOUT).await;
-    let master = status.current_master.expect("master");
-    let password = t.password("cache").await;
-    let master_ip = t.pod_ip(&master).await;
+    let ReadySet {
+        master,
+        master_ip,
+        password,
+        ..
+    } = t.ready_replication("cache", 3).await;
     assert_eq!(
         t.redis_cli(&master_ip, Some(&password), &["SET", "k", "v1"]),
         "OK"
@@ -158,12 +159,12 @@ async fn scaling_up_and_down_keeps_replication() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_replica_comes_back_as_a_replica_with_the_data() {
     let mut t = TestNs::new("rejoin").await;
-    t.start_operator();
-    t.create_replication("cache", json!({"instances": 3})).await;
-    let status = t.wait_ready("cache", 3, READY_TIMEOUT).await;
-    let master = status.current_master.expect("master");
-    let password = t.password("cache").await;
-    let master_ip = t.pod_ip(&master).await;
+    let ReadySet {
+        master,
+        master_ip,
+        password,
+        ..
+    } = t.ready_replication("cache", 3).await;
     for i in 0..100 {
         assert_eq!(
             t.redis_cli(
@@ -214,9 +215,7 @@ async fn a_deleted_replica_comes_back_as_a_replica_with_the_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_the_replication_removes_everything_it_owned() {
     let mut t = TestNs::new("delete").await;
-    t.start_operator();
-    t.create_replication("cache", json!({"instances": 2})).await;
-    t.wait_ready("cache", 2, READY_TIMEOUT).await;
+    t.ready_replication("cache", 2).await;
     t.replications()
         .delete("cache", &DeleteParams::foreground())
         .await

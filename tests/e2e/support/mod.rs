@@ -86,12 +86,68 @@ where
     }
 }
 
+/// A replication that reached Ready, and how to reach its master.
+pub struct ReadySet {
+    pub status: RedisReplicationStatus,
+    pub master: String,
+    pub master_ip: String,
+    pub password: String,
+}
+
 /// A namespace of one test, with its own operator.
 pub struct TestNs {
     pub env: Env,
     pub name: String,
     pub admin: Client,
-    operator: Option<Child>,
+    operator: Option<Operator>,
+}
+
+/// How to start an operator in a test.
+#[derive(Default)]
+pub struct OperatorOptions<'a> {
+    /// Abort at this step (crash points of safety rule 5).
+    pub crash_at: Option<&'a str>,
+    /// Run as this user, so a fault can target its traffic alone.
+    pub uid: Option<u32>,
+    /// Take part in leader election on the chart's Lease (`vigil` in `vigil-system`): only one
+    /// test at a time may.
+    pub leader_election: bool,
+    /// Suffix of its log file.
+    pub tag: Option<&'a str>,
+}
+
+/// A running operator process, killed when dropped.
+pub struct Operator {
+    child: Child,
+}
+
+impl Operator {
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An iptables rule removed when dropped.
+pub struct Blocked {
+    rule: Vec<String>,
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.rule).status();
+    }
 }
 
 impl TestNs {
@@ -121,37 +177,99 @@ impl TestNs {
 
     /// Starts `vigil operator` for this namespace, as the chart's ServiceAccount.
     pub fn start_operator(&mut self) {
-        let log_path = self
-            .env
-            .artifacts
-            .join(format!("{}-operator.log", self.name));
+        self.operator = Some(self.spawn_operator(OperatorOptions::default()));
+    }
+
+    pub fn stop_operator(&mut self) {
+        self.operator = None;
+    }
+
+    /// Starts an operator for this namespace with options; it is killed when the handle drops.
+    pub fn spawn_operator(&self, opts: OperatorOptions<'_>) -> Operator {
+        let tag = opts.tag.unwrap_or("operator");
+        let log_path = self.env.artifacts.join(format!("{}-{tag}.log", self.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args([
-                "operator",
-                "--namespace",
-                &self.name,
-                "--health-addr",
-                "127.0.0.1:0",
-            ])
-            .env("KUBECONFIG", &self.env.operator_kubeconfig)
+        let mut kubeconfig = self.env.operator_kubeconfig.clone();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.args([
+            "operator",
+            "--namespace",
+            &self.name,
+            "--health-addr",
+            "127.0.0.1:0",
+        ]);
+        if opts.leader_election {
+            cmd.args([
+                "--leader-election=true",
+                "--leader-election-namespace=vigil-system",
+                "--lease-name=vigil",
+                "--lease-duration-seconds=4",
+                "--lease-renew-interval-ms=1000",
+                "--lease-retry-interval-ms=500",
+            ]);
+        } else {
+            cmd.arg("--leader-election=false");
+        }
+        if let Some(step) = opts.crash_at {
+            cmd.env("VIGIL_CRASH_AT", step);
+        }
+        if let Some(uid) = opts.uid {
+            // The token is readable by that user only through its own copy.
+            let copy = self
+                .env
+                .artifacts
+                .join(format!("{}-{tag}.kubeconfig", self.name));
+            std::fs::copy(&kubeconfig, &copy).expect("copy kubeconfig");
+            std::os::unix::fs::chown(&copy, Some(uid), None).expect("chown kubeconfig");
+            kubeconfig = copy;
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+        }
+        let child = cmd
+            .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,vigil=debug")
+            // Short enough for repeated failovers of one set in a test.
+            .env("VIGIL_FAILOVER_COOLDOWN_SECONDS", "2")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start operator");
-        self.operator = Some(child);
+        Operator { child }
     }
 
-    pub fn stop_operator(&mut self) {
-        if let Some(mut child) = self.operator.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    /// Rejects the TCP connections that processes of `uid` open to `ip:6379`, until dropped: a
+    /// fault on one process's network path only.
+    pub fn block_redis_for_uid(&self, uid: u32, ip: &str) -> Blocked {
+        let rule: Vec<String> = [
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            ip,
+            "--dport",
+            "6379",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid.to_string(),
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let status = Command::new("iptables")
+            .arg("-A")
+            .args(&rule)
+            .status()
+            .expect("iptables");
+        assert!(status.success(), "iptables -A {rule:?}");
+        Blocked { rule }
     }
 
     pub fn replications(&self) -> Api<RedisReplication> {
@@ -229,6 +347,25 @@ impl TestNs {
             },
         )
         .await
+    }
+
+    /// Starts the operator, creates `name` with `instances` and waits until it is Ready.
+    pub async fn ready_replication(&mut self, name: &str, instances: i32) -> ReadySet {
+        self.start_operator();
+        self.create_replication(name, json!({"instances": instances}))
+            .await;
+        let status = self
+            .wait_ready(name, instances, Duration::from_secs(120))
+            .await;
+        let master = status.current_master.clone().expect("a master is recorded");
+        let master_ip = self.pod_ip(&master).await;
+        let password = self.password(name).await;
+        ReadySet {
+            status,
+            master,
+            master_ip,
+            password,
+        }
     }
 
     pub async fn password(&self, name: &str) -> String {
@@ -330,9 +467,254 @@ impl TestNs {
     }
 }
 
+/// Signals for chaos on a pod's container (its process group: the agent and its redis-server).
+#[derive(Clone, Copy, Debug)]
+pub enum Chaos {
+    /// SIGKILL: the container crashes and the kubelet restarts it.
+    Crash,
+    /// SIGSTOP: the container freezes (probes time out).
+    Freeze,
+    /// SIGCONT: a frozen container resumes.
+    Resume,
+}
+
+impl TestNs {
+    /// The PID (and process group) of the pod's container, from the kubelet stand-in.
+    pub fn container_pid(&self, pod: &str) -> i32 {
+        let path = self
+            .env
+            .kubelet_state
+            .join("pods")
+            .join(&self.name)
+            .join(pod)
+            .join("redis.pid");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        text.trim().parse().expect("pid file holds a number")
+    }
+
+    pub fn chaos(&self, pod: &str, chaos: Chaos) {
+        let signal = match chaos {
+            Chaos::Crash => libc::SIGKILL,
+            Chaos::Freeze => libc::SIGSTOP,
+            Chaos::Resume => libc::SIGCONT,
+        };
+        let group = self.container_pid(pod);
+        // SAFETY: kill(2) on a process group the stand-in created for this pod.
+        let rc = unsafe { libc::kill(-group, signal) };
+        assert_eq!(rc, 0, "signal {chaos:?} to pod {pod} (group {group})");
+    }
+
+    /// Writes `count` keys `prefix:i` on the master, each acknowledged by `WAIT 1` (at least one
+    /// replica has it). Returns the keys that were acknowledged.
+    pub fn write_acknowledged(
+        &self,
+        master_ip: &str,
+        password: &str,
+        prefix: &str,
+        count: usize,
+    ) -> Vec<String> {
+        let mut script = String::new();
+        for i in 0..count {
+            script.push_str(&format!("SET {prefix}:{i} {i}\nWAIT 1 2000\n"));
+        }
+        let mut child = Command::new(&self.env.redis_cli)
+            .args([
+                "-h",
+                master_ip,
+                "-p",
+                "6379",
+                "--no-auth-warning",
+                "-a",
+                password,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run redis-cli");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(script.as_bytes()).expect("write commands");
+        }
+        let out = child.wait_with_output().expect("redis-cli output");
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let acked: Vec<String> = lines
+            .chunks(2)
+            .enumerate()
+            .filter(|(_, pair)| {
+                pair.len() == 2 && pair[0] == "OK" && pair[1].parse::<i64>().is_ok_and(|n| n >= 1)
+            })
+            .map(|(i, _)| format!("{prefix}:{i}"))
+            .collect();
+        assert_eq!(
+            acked.len(),
+            count,
+            "every write acknowledged by WAIT 1: {lines:?}"
+        );
+        acked
+    }
+
+    /// Asserts every key is present on the instance at `ip`.
+    pub fn assert_keys_present(&self, ip: &str, password: &str, keys: &[String]) {
+        let mut args = vec!["EXISTS"];
+        args.extend(keys.iter().map(String::as_str));
+        let n = self.redis_cli(ip, Some(password), &args);
+        assert_eq!(
+            n,
+            keys.len().to_string(),
+            "acknowledged keys present on {ip}"
+        );
+    }
+
+    /// Waits for a master other than `old` with a higher epoch, and returns the new status.
+    pub async fn wait_new_master(
+        &self,
+        name: &str,
+        old: &str,
+        old_epoch: i64,
+        timeout: Duration,
+    ) -> RedisReplicationStatus {
+        wait_for(
+            &format!("{name} to replace master {old}"),
+            timeout,
+            || async {
+                let status = self.status(name).await.ok_or("no status")?;
+                match &status.current_master {
+                    Some(m)
+                        if m != old
+                            && status.epoch > old_epoch
+                            && status.target_master.is_none() =>
+                    {
+                        Ok(status)
+                    }
+                    _ => Err(format!("{status:?}")),
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until every instance but the master replicates from it with a live link, and the
+    /// master is the only instance reporting the master role.
+    pub async fn wait_topology(&self, name: &str, master: &str, password: &str, timeout: Duration) {
+        let master_ip = self.pod_ip(master).await;
+        wait_for(
+            &format!("every instance of {name} to follow {master}"),
+            timeout,
+            || async {
+                let mut wrong = Vec::new();
+                for pod in self.pod_names(name).await {
+                    let Some(ip) = self
+                        .pods()
+                        .get(&pod)
+                        .await
+                        .ok()
+                        .and_then(|p| p.status?.pod_ip)
+                    else {
+                        wrong.push(format!("{pod}: no IP"));
+                        continue;
+                    };
+                    let role = self.info_field(&ip, password, "role");
+                    let ok = if pod == master {
+                        role.as_deref() == Some("master")
+                    } else {
+                        role.as_deref() == Some("slave")
+                            && self.info_field(&ip, password, "master_host").as_deref()
+                                == Some(master_ip.as_str())
+                            && self
+                                .info_field(&ip, password, "master_link_status")
+                                .as_deref()
+                                == Some("up")
+                    };
+                    if !ok {
+                        wrong.push(format!("{pod}: role {role:?}"));
+                    }
+                }
+                if wrong.is_empty() {
+                    Ok(())
+                } else {
+                    Err(wrong.join("; "))
+                }
+            },
+        )
+        .await
+    }
+
+    /// Samples every instance's role for `duration`: at no sampled instant may two instances
+    /// report the master role, and the only master must be `master`.
+    pub async fn assert_single_master(
+        &self,
+        name: &str,
+        master: &str,
+        password: &str,
+        duration: Duration,
+    ) {
+        let start = Instant::now();
+        let mut ips = Vec::new();
+        for pod in self.pod_names(name).await {
+            if let Some(ip) = self
+                .pods()
+                .get(&pod)
+                .await
+                .ok()
+                .and_then(|p| p.status?.pod_ip)
+            {
+                ips.push((pod, ip));
+            }
+        }
+        while start.elapsed() < duration {
+            let masters: Vec<&String> = ips
+                .iter()
+                .filter(|(_, ip)| {
+                    self.info_field(ip, password, "role").as_deref() == Some("master")
+                })
+                .map(|(pod, _)| pod)
+                .collect();
+            assert!(masters.len() <= 1, "two masters at once: {masters:?}");
+            if let Some(m) = masters.first() {
+                assert_eq!(
+                    m.as_str(),
+                    master,
+                    "only the recorded master reports the master role"
+                );
+            }
+            let labelled = self
+                .pods()
+                .list(&ListParams::default().labels(&format!(
+                    "redis.vigil.dev/replication={name},redis.vigil.dev/role=master"
+                )))
+                .await
+                .expect("list master pods");
+            let labelled: Vec<String> = labelled.items.iter().map(ResourceExt::name_any).collect();
+            assert!(
+                labelled.len() <= 1 && labelled.iter().all(|p| p == master),
+                "master label on {labelled:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reasons of the Events recorded on the replication, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.admin.clone(), &self.name);
+        let mut list = events
+            .list(&ListParams::default().fields(&format!("regarding.name={name}")))
+            .await
+            .expect("list events")
+            .items;
+        list.sort_by_key(|e| e.metadata.creation_timestamp.clone().map(|t| t.0));
+        list.into_iter().filter_map(|e| e.reason).collect()
+    }
+}
+
 impl Drop for TestNs {
     fn drop(&mut self) {
-        self.stop_operator();
+        self.operator = None;
         // Leave nothing running: deleting the namespace makes the kubelet stop its pods.
         let _ = Command::new(&self.env.kubectl)
             .env("KUBECONFIG", &self.env.admin_kubeconfig)

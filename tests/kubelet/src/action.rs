@@ -45,31 +45,40 @@ pub enum Action {
 
 impl Action {
     pub fn from_probe(probe: &Probe) -> Self {
-        if let Some(h) = &probe.http_get {
-            Action::Http(h.clone())
-        } else if let Some(t) = &probe.tcp_socket {
-            Action::Tcp(t.clone())
-        } else if let Some(e) = &probe.exec {
-            Action::Exec(e.clone())
-        } else if probe.grpc.is_some() {
-            Action::Unsupported("gRPC probes are not supported by vigil-testkubelet")
+        let handler = Self::common(
+            probe.http_get.as_ref(),
+            probe.tcp_socket.as_ref(),
+            probe.exec.as_ref(),
+        );
+        handler.unwrap_or(Action::Unsupported(if probe.grpc.is_some() {
+            "gRPC probes are not supported by vigil-testkubelet"
         } else {
-            Action::Unsupported("probe has no handler")
-        }
+            "probe has no handler"
+        }))
     }
 
     pub fn from_hook(hook: &LifecycleHandler) -> Self {
-        if let Some(h) = &hook.http_get {
-            Action::Http(h.clone())
-        } else if let Some(t) = &hook.tcp_socket {
-            Action::Tcp(t.clone())
-        } else if let Some(e) = &hook.exec {
-            Action::Exec(e.clone())
-        } else if let Some(s) = &hook.sleep {
-            Action::Sleep(Duration::from_secs(s.seconds.max(0) as u64))
-        } else {
-            Action::Unsupported("hook has no handler")
-        }
+        let handler = Self::common(
+            hook.http_get.as_ref(),
+            hook.tcp_socket.as_ref(),
+            hook.exec.as_ref(),
+        );
+        handler.unwrap_or_else(|| match &hook.sleep {
+            Some(s) => Action::Sleep(Duration::from_secs(s.seconds.max(0) as u64)),
+            None => Action::Unsupported("hook has no handler"),
+        })
+    }
+
+    /// The handlers probes and hooks both have, in the kubelet's order: the first one set wins.
+    fn common(
+        http: Option<&HTTPGetAction>,
+        tcp: Option<&TCPSocketAction>,
+        exec: Option<&ExecAction>,
+    ) -> Option<Self> {
+        http.cloned()
+            .map(Action::Http)
+            .or_else(|| tcp.cloned().map(Action::Tcp))
+            .or_else(|| exec.cloned().map(Action::Exec))
     }
 
     /// Runs the action once within `timeout`; `Err` carries a human-readable failure.

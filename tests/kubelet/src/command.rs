@@ -140,35 +140,22 @@ mod tests {
 
     #[test]
     fn falls_back_to_path_and_literal() {
-        let p = resolve(
-            &strings(&["sh", "-c", "true"]),
-            &[],
-            "x",
-            &EnvList::default(),
-            &[],
-            "/bin:/usr/bin",
-        )
-        .unwrap();
+        // No bin dirs, so only the literal path and PATH remain.
+        let without_bin_dirs = |command: &[&str], search_path: &str| {
+            resolve(
+                &strings(command),
+                &[],
+                "x",
+                &EnvList::default(),
+                &[],
+                search_path,
+            )
+        };
+        let p = without_bin_dirs(&["sh", "-c", "true"], "/bin:/usr/bin").unwrap();
         assert!(p.path.ends_with("sh"));
-        let p = resolve(
-            &strings(&["/bin/sh"]),
-            &[],
-            "x",
-            &EnvList::default(),
-            &[],
-            "",
-        )
-        .unwrap();
+        let p = without_bin_dirs(&["/bin/sh"], "").unwrap();
         assert_eq!(p.path, PathBuf::from("/bin/sh"));
-        let err = resolve(
-            &strings(&["no-such-binary-xyz"]),
-            &[],
-            "x",
-            &EnvList::default(),
-            &[],
-            "/bin",
-        )
-        .unwrap_err();
+        let err = without_bin_dirs(&["no-such-binary-xyz"], "/bin").unwrap_err();
         assert_eq!(err, CommandError::NotFound("no-such-binary-xyz".into()));
     }
 

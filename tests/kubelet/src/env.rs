@@ -200,41 +200,22 @@ pub fn resolve(
                 })
             }
             Some(from) => {
+                let field_error = |source| EnvError::Field {
+                    var: var.name.clone(),
+                    source,
+                };
+                let key_ref = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(r), _) => Some((Kind::ConfigMap, &r.name, &r.key, r.optional)),
+                    (None, Some(r)) => Some((Kind::Secret, &r.name, &r.key, r.optional)),
+                    (None, None) => None,
+                };
                 if let Some(field) = &from.field_ref {
-                    fieldpath::field(pod, facts, &field.field_path, false).map_err(|source| {
-                        EnvError::Field {
-                            var: var.name.clone(),
-                            source,
-                        }
-                    })?
+                    fieldpath::field(pod, facts, &field.field_path, false).map_err(field_error)?
                 } else if let Some(res) = &from.resource_field_ref {
-                    fieldpath::resource(pod, facts, Some(&container.name), res).map_err(
-                        |source| EnvError::Field {
-                            var: var.name.clone(),
-                            source,
-                        },
-                    )?
-                } else if let Some(r) = &from.config_map_key_ref {
-                    match key_value(
-                        sources,
-                        Kind::ConfigMap,
-                        &namespace,
-                        &r.name,
-                        &r.key,
-                        r.optional,
-                    )? {
-                        Some(v) => v,
-                        None => continue,
-                    }
-                } else if let Some(r) = &from.secret_key_ref {
-                    match key_value(
-                        sources,
-                        Kind::Secret,
-                        &namespace,
-                        &r.name,
-                        &r.key,
-                        r.optional,
-                    )? {
+                    fieldpath::resource(pod, facts, Some(&container.name), res)
+                        .map_err(field_error)?
+                } else if let Some((kind, name, key, optional)) = key_ref {
+                    match key_value(sources, kind, &namespace, name, key, optional)? {
                         Some(v) => v,
                         None => continue,
                     }

@@ -139,21 +139,35 @@ mod tests {
         assert_eq!(settings(Kind::Liveness, 5, 3).success_threshold, 1);
     }
 
+    /// Feeds `steps` (outcome, expected change) to `t` in order.
+    #[track_caller]
+    fn feed(t: &mut Tracker, steps: &[(bool, Option<bool>)]) {
+        for (i, &(ok, change)) in steps.iter().enumerate() {
+            assert_eq!(t.observe(ok), change, "step {i}: observe({ok})");
+        }
+    }
+
     #[test]
     fn readiness_needs_consecutive_successes_and_failures() {
         let mut t = Tracker::new(Kind::Readiness, &settings(Kind::Readiness, 2, 3));
         assert_eq!(t.result(), Some(false));
-        assert_eq!(t.observe(true), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(true), None);
-        assert_eq!(t.observe(true), Some(true));
-        assert_eq!(t.observe(true), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(true), None, "a success resets the failure run");
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(false), Some(false));
+        feed(
+            &mut t,
+            &[
+                (true, None),
+                (false, None),
+                (true, None),
+                (true, Some(true)),
+                (true, None),
+                (false, None),
+                (false, None),
+                // a success resets the failure run
+                (true, None),
+                (false, None),
+                (false, None),
+                (false, Some(false)),
+            ],
+        );
         assert_eq!(t.result(), Some(false));
     }
 
@@ -161,16 +175,13 @@ mod tests {
     fn liveness_fails_after_threshold() {
         let mut t = Tracker::new(Kind::Liveness, &settings(Kind::Liveness, 1, 2));
         assert_eq!(t.result(), Some(true));
-        assert_eq!(t.observe(true), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(false), Some(false));
+        feed(&mut t, &[(true, None), (false, None), (false, Some(false))]);
     }
 
     #[test]
     fn startup_starts_unknown() {
         let mut t = Tracker::new(Kind::Startup, &settings(Kind::Startup, 1, 3));
         assert_eq!(t.result(), None);
-        assert_eq!(t.observe(false), None);
-        assert_eq!(t.observe(true), Some(true));
+        feed(&mut t, &[(false, None), (true, Some(true))]);
     }
 }

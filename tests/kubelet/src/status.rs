@@ -544,77 +544,43 @@ mod tests {
         pod
     }
 
+    /// Asserts the phase of a pod without init containers.
+    #[track_caller]
+    fn assert_phase(pod: &Pod, main: &[Record], initialized: bool, finished: bool, want: &str) {
+        assert_eq!(phase(&view(pod, &[], main, initialized, finished)), want);
+    }
+
     #[test]
     fn phases() {
         let always = with_policy("Always");
         let never = with_policy("Never");
         let on_failure = with_policy("OnFailure");
         let waiting = [Record::new("a", "x", "ContainerCreating")];
-        assert_eq!(phase(&view(&always, &[], &waiting, true, false)), "Pending");
-        assert_eq!(
-            phase(&view(&always, &[], &[running("a", false)], false, false)),
-            "Pending"
-        );
-        assert_eq!(
-            phase(&view(&always, &[], &[running("a", false)], true, false)),
-            "Running"
-        );
-        assert_eq!(
-            phase(&view(&always, &[], &[terminated("a", 0)], true, false)),
-            "Running"
-        );
-        assert_eq!(
-            phase(&view(&never, &[], &[terminated("a", 0)], true, false)),
-            "Succeeded"
-        );
-        assert_eq!(
-            phase(&view(&never, &[], &[terminated("a", 1)], true, false)),
-            "Failed"
-        );
-        assert_eq!(
-            phase(&view(&on_failure, &[], &[terminated("a", 1)], true, false)),
-            "Running"
-        );
-        assert_eq!(
-            phase(&view(
-                &on_failure,
-                &[],
-                &[terminated("a", 0), running("b", true)],
-                true,
-                false
-            )),
-            "Running"
-        );
+        assert_phase(&always, &waiting, true, false, "Pending");
+        assert_phase(&always, &[running("a", false)], false, false, "Pending");
+        assert_phase(&always, &[running("a", false)], true, false, "Running");
+        assert_phase(&always, &[terminated("a", 0)], true, false, "Running");
+        assert_phase(&never, &[terminated("a", 0)], true, false, "Succeeded");
+        assert_phase(&never, &[terminated("a", 1)], true, false, "Failed");
+        assert_phase(&on_failure, &[terminated("a", 1)], true, false, "Running");
+        let mixed = [terminated("a", 0), running("b", true)];
+        assert_phase(&on_failure, &mixed, true, false, "Running");
         // A crash-looping container (waiting with a last state) keeps the pod Running.
         let mut looping = Record::new("a", "x", "CrashLoopBackOff");
         looping.last_state = Some(match terminated("a", 1).state {
             State::Terminated(t) => t,
             _ => unreachable!(),
         });
-        assert_eq!(
-            phase(&view(&always, &[], &[looping], true, false)),
-            "Running"
-        );
+        assert_phase(&always, &[looping], true, false, "Running");
         // Init failure with Never fails the pod.
+        let init = [terminated("init", 1)];
         assert_eq!(
-            phase(&view(
-                &never,
-                &[terminated("init", 1)],
-                &waiting,
-                false,
-                false
-            )),
+            phase(&view(&never, &init, &waiting, false, false)),
             "Failed"
         );
         // A deleted pod ends terminal.
-        assert_eq!(
-            phase(&view(&always, &[], &[terminated("a", 0)], true, true)),
-            "Succeeded"
-        );
-        assert_eq!(
-            phase(&view(&always, &[], &[terminated("a", 137)], true, true)),
-            "Failed"
-        );
+        assert_phase(&always, &[terminated("a", 0)], true, true, "Succeeded");
+        assert_phase(&always, &[terminated("a", 137)], true, true, "Failed");
     }
 
     fn condition<'a>(patch: &'a Value, type_: &str) -> &'a Value {

@@ -299,28 +299,14 @@ impl PodVolumes {
         source: &VolumeProjection,
         default_mode: Option<i32>,
     ) -> Result<Vec<FileSpec>, VolumeError> {
-        if let Some(cm) = &source.config_map {
+        let key_source = match (&source.config_map, &source.secret) {
+            (Some(cm), _) => Some((Kind::ConfigMap, &cm.name, &cm.items, cm.optional)),
+            (None, Some(s)) => Some((Kind::Secret, &s.name, &s.items, s.optional)),
+            (None, None) => None,
+        };
+        if let Some((kind, name, items, optional)) = key_source {
             return self
-                .key_files(
-                    volume,
-                    Kind::ConfigMap,
-                    &cm.name,
-                    cm.items.as_deref(),
-                    default_mode,
-                    cm.optional,
-                )
-                .await;
-        }
-        if let Some(secret) = &source.secret {
-            return self
-                .key_files(
-                    volume,
-                    Kind::Secret,
-                    &secret.name,
-                    secret.items.as_deref(),
-                    default_mode,
-                    secret.optional,
-                )
+                .key_files(volume, kind, name, items.as_deref(), default_mode, optional)
                 .await;
         }
         if let Some(downward) = &source.downward_api {
