@@ -20,10 +20,13 @@ pub struct ConfInput<'a> {
 pub fn render(input: &ConfInput<'_>) -> String {
     let mut out = String::from("# Rendered by `vigil agent` at every start; edits are lost.\n");
     out.push_str("# Defaults (spec.config may override)\n");
+    // A diskless full sync starts at once: after a failover the returning old master is usually
+    // the only instance that needs one, and Redis's default 5 s wait only delays its rejoin.
     for line in [
         "save \"\"",
         "appendonly no",
         "repl-diskless-sync yes",
+        "repl-diskless-sync-delay 0",
         "maxmemory-policy noeviction",
     ] {
         out.push_str(line);
