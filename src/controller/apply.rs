@@ -178,6 +178,22 @@ pub async fn execute(
             None => promote(&address, target.password, ctx).await?,
         }
         crash_point("after-promote");
+        if let Some(Change::Restore { discarded_bytes }) = plan.change
+            && discarded_bytes > 0
+        {
+            ctx.event(
+                rr,
+                EventType::Warning,
+                "MasterRestoredWithLessData",
+                "Promote",
+                format!(
+                    "failover is disabled and {name} restarted with {discarded_bytes} bytes less \
+                     than its replicas had; they resync from it and lose that data \
+                     (enable persistence or failover to avoid this)"
+                ),
+            )
+            .await;
+        }
         ctx.event(
             rr,
             EventType::Normal,
@@ -281,7 +297,7 @@ fn describe(change: &Option<Change>) -> String {
         Some(Change::Failover { reason, .. }) => format!("failover: {reason}"),
         Some(Change::Switchover { from }) => format!("switchover: pod {from} is being deleted"),
         Some(Change::Bootstrap) => "bootstrap".into(),
-        Some(Change::Restore) => "the master restarted; failover is disabled".into(),
+        Some(Change::Restore { .. }) => "the master restarted; failover is disabled".into(),
         Some(Change::Resume) => "resuming an interrupted promotion".into(),
         None => "no change".into(),
     }

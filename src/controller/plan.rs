@@ -96,8 +96,9 @@ pub enum Change {
     Failover { from: String, reason: String },
     /// The recorded master's pod is being deleted: hand over without losing writes.
     Switchover { from: String },
-    /// Failover is disabled and the recorded master restarted: it is master again.
-    Restore,
+    /// Failover is disabled and the recorded master restarted: it is master again, and replicas
+    /// that held more resync from it, losing `discarded_bytes` (plain replication's hazard).
+    Restore { discarded_bytes: i64 },
     /// An interrupted promotion (intent recorded, promotion not verified) is finished.
     Resume,
 }
@@ -331,7 +332,15 @@ fn restarted_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[Strin
     };
     if !input.policy.enabled {
         // Plain replication: the master returns as master and the replicas resync from it.
-        let mut d = Decision::promote(inst, epoch, Change::Restore);
+        let most = input
+            .instances
+            .iter()
+            .filter(|i| i.name != inst.name)
+            .map(offset)
+            .max()
+            .unwrap_or(-1);
+        let discarded_bytes = (most - offset(inst)).max(0);
+        let mut d = Decision::promote(inst, epoch, Change::Restore { discarded_bytes });
         d.down = Some(down);
         return d;
     }
@@ -751,7 +760,12 @@ mod tests {
         );
         i.policy.enabled = false;
         let p = plan(&i);
-        assert_eq!(p.change, Some(Change::Restore));
+        assert_eq!(
+            p.change,
+            Some(Change::Restore {
+                discarded_bytes: 900
+            })
+        );
         assert_eq!(p.promote.as_deref(), Some("cache-0"));
         assert!(p.unlabel.is_empty(), "the master keeps its label");
     }

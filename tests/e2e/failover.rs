@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Chaos, OperatorOptions, ReadySet, TestNs, wait_for};
+use crate::support::{Chaos, Operator, OperatorOptions, ReadySet, TestNs, wait_for};
+use vigil::api::RedisReplicationStatus;
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 const SAMPLE: Duration = Duration::from_secs(3);
@@ -36,6 +37,35 @@ fn spec(down_after_ms: u64) -> serde_json::Value {
     json!({"instances": 3, "failover": {"downAfterMilliseconds": down_after_ms}})
 }
 
+/// Applies `chaos` to the master and waits for the operator to record a replacement.
+async fn replace_master(
+    t: &TestNs,
+    set: &ReadySet,
+    chaos: Chaos,
+) -> (RedisReplicationStatus, String) {
+    t.chaos(&set.master, chaos);
+    let status = t
+        .wait_new_master("cache", &set.master, set.status.epoch, FAILOVER_TIMEOUT)
+        .await;
+    let new = status.current_master.clone().expect("master");
+    (status, new)
+}
+
+/// Waits until `operator` has exited (it aborted at its crash point).
+async fn wait_exited(operator: &mut Operator, what: &str) {
+    wait_for(what, FAILOVER_TIMEOUT, || {
+        let exited = operator.has_exited();
+        async move {
+            if exited {
+                Ok(())
+            } else {
+                Err("still running".to_string())
+            }
+        }
+    })
+    .await;
+}
+
 /// After a failover to `new`: topology on the real processes, one master, data kept.
 async fn assert_recovered(t: &TestNs, new: &str, password: &str, keys: &[String]) {
     t.wait_topology("cache", new, password, FAILOVER_TIMEOUT)
@@ -58,11 +88,7 @@ async fn assert_recovered(t: &TestNs, new: &str, password: &str, keys: &[String]
 async fn master_crash_promotes_a_replica_and_the_old_master_rejoins() {
     let mut t = TestNs::new("crash").await;
     let (set, keys) = ready_with_writes(&mut t, spec(1000)).await;
-    t.chaos(&set.master, Chaos::Crash);
-    let status = t
-        .wait_new_master("cache", &set.master, set.status.epoch, FAILOVER_TIMEOUT)
-        .await;
-    let new = status.current_master.clone().expect("master");
+    let (_, new) = replace_master(&t, &set, Chaos::Crash).await;
     assert_recovered(&t, &new, &set.password, &keys).await;
     let record = t
         .status("cache")
@@ -94,11 +120,7 @@ async fn master_crash_promotes_a_replica_and_the_old_master_rejoins() {
 async fn a_frozen_master_is_replaced_and_demoted_when_it_resumes() {
     let mut t = TestNs::new("freeze").await;
     let (set, keys) = ready_with_writes(&mut t, spec(1000)).await;
-    t.chaos(&set.master, Chaos::Freeze);
-    let status = t
-        .wait_new_master("cache", &set.master, set.status.epoch, FAILOVER_TIMEOUT)
-        .await;
-    let new = status.current_master.clone().expect("master");
+    let (_, new) = replace_master(&t, &set, Chaos::Freeze).await;
     t.chaos(&set.master, Chaos::Resume);
     assert_recovered(&t, &new, &set.password, &keys).await;
     let reasons = t.event_reasons("cache").await;
@@ -143,11 +165,7 @@ async fn deleting_the_master_pod_switches_over_first() {
 async fn an_empty_restarted_master_never_wipes_its_replicas() {
     let mut t = TestNs::new("empty").await;
     let (set, keys) = ready_with_writes(&mut t, spec(60_000)).await;
-    t.chaos(&set.master, Chaos::Crash);
-    let status = t
-        .wait_new_master("cache", &set.master, set.status.epoch, FAILOVER_TIMEOUT)
-        .await;
-    let new = status.current_master.clone().expect("master");
+    let (_, new) = replace_master(&t, &set, Chaos::Crash).await;
     assert_ne!(new, set.master, "the empty instance is not chosen");
     assert_recovered(&t, &new, &set.password, &keys).await;
 }
@@ -194,6 +212,12 @@ async fn with_failover_disabled_the_master_returns_and_replicas_resync() {
         "no replica promoted"
     );
     assert!(status.last_failover.is_none(), "no failover recorded");
+    // Persistence is off: the data is gone, as plain replication does; the operator says so.
+    let reasons = t.event_reasons("cache").await;
+    assert!(
+        reasons.iter().any(|r| r == "MasterRestoredWithLessData"),
+        "{reasons:?}"
+    );
     t.assert_single_master("cache", &set.master, &set.password, SAMPLE)
         .await;
 }
@@ -205,17 +229,8 @@ async fn a_failover_in_one_namespace_leaves_another_untouched() {
     let mut b = TestNs::new("iso-b").await;
     let (set_a, keys_a) = ready_with_writes(&mut a, spec(1000)).await;
     let (set_b, keys_b) = ready_with_writes(&mut b, spec(1000)).await;
-    a.chaos(&set_a.master, Chaos::Crash);
-    let status = a
-        .wait_new_master("cache", &set_a.master, set_a.status.epoch, FAILOVER_TIMEOUT)
-        .await;
-    assert_recovered(
-        &a,
-        &status.current_master.expect("master"),
-        &set_a.password,
-        &keys_a,
-    )
-    .await;
+    let (_, new) = replace_master(&a, &set_a, Chaos::Crash).await;
+    assert_recovered(&a, &new, &set_a.password, &keys_a).await;
     let other = b.status("cache").await.expect("status");
     assert_eq!(other.current_master.as_deref(), Some(set_b.master.as_str()));
     assert_eq!(other.epoch, set_b.status.epoch);
@@ -242,12 +257,8 @@ async fn failover_timing_over_repeated_crashes() {
     ];
     for run in 0..runs {
         let crash = Instant::now();
-        t.chaos(&set.master, Chaos::Crash);
-        let status = t
-            .wait_new_master("cache", &set.master, set.status.epoch, FAILOVER_TIMEOUT)
-            .await;
+        let (status, new) = replace_master(&t, &set, Chaos::Crash).await;
         figures[0].1.push(crash.elapsed());
-        let new = status.current_master.clone().expect("master");
         let new_ip = t.pod_ip(&new).await;
         let survivor = t
             .pod_names("cache")
@@ -315,21 +326,7 @@ async fn operator_killed_at(step: &str) {
         ..OperatorOptions::default()
     });
     t.chaos(&set.master, Chaos::Crash);
-    wait_for(
-        &format!("the operator to die {step}"),
-        FAILOVER_TIMEOUT,
-        || {
-            let exited = doomed.has_exited();
-            async move {
-                if exited {
-                    Ok(())
-                } else {
-                    Err("still running".to_string())
-                }
-            }
-        },
-    )
-    .await;
+    wait_exited(&mut doomed, &format!("the operator to die {step}")).await;
     let mid = t.status("cache").await.expect("status");
     assert_eq!(
         mid.epoch,
@@ -447,19 +444,9 @@ async fn a_standby_operator_takes_over_in_steady_state_and_mid_failover() {
     let mut second = t.spawn_operator(elected("second", Some("after-promote")));
     first.kill();
     t.chaos(&master, Chaos::Crash);
-    wait_for(
+    wait_exited(
+        &mut second,
         "the second operator to lead and die mid-failover",
-        FAILOVER_TIMEOUT,
-        || {
-            let exited = second.has_exited();
-            async move {
-                if exited {
-                    Ok(())
-                } else {
-                    Err("still running".to_string())
-                }
-            }
-        },
     )
     .await;
     let mid = t.status("cache").await.expect("status");
