@@ -80,7 +80,13 @@ struct Memory {
     master_unreachable_since: Option<(String, Instant)>,
     /// The master health last announced with an Event.
     announced: Option<Announced>,
+    /// The generation whose owned objects were last applied, and when.
+    objects_applied: Option<(Option<i64>, Instant)>,
 }
+
+/// Owned objects are re-applied at least this often, repairing drift (a deleted Service), even
+/// when the spec did not change: the reconcile itself runs every probe interval.
+const REAPPLY_OBJECTS: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Announced {
@@ -168,7 +174,10 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     rr.namespace().ok_or(Error::NoNamespace)?;
-    apply::ensure_objects(ctx, rr).await?;
+    if ctx.objects_due(rr) {
+        apply::ensure_objects(ctx, rr).await?;
+        ctx.objects_applied(rr);
+    }
 
     let observed = observe::observe(ctx, rr).await?;
     let previous = rr.status.clone().unwrap_or_default();
@@ -274,6 +283,22 @@ impl Context {
 
     fn key(rr: &RedisReplication) -> (String, String) {
         (rr.namespace().unwrap_or_default(), rr.name_any())
+    }
+
+    fn objects_due(&self, rr: &RedisReplication) -> bool {
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        match memory.get(&Self::key(rr)).and_then(|m| m.objects_applied) {
+            Some((generation, at)) => {
+                generation != rr.metadata.generation || at.elapsed() >= REAPPLY_OBJECTS
+            }
+            None => true,
+        }
+    }
+
+    fn objects_applied(&self, rr: &RedisReplication) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        memory.entry(Self::key(rr)).or_default().objects_applied =
+            Some((rr.metadata.generation, Instant::now()));
     }
 
     fn forget(&self, rr: &RedisReplication) {
