@@ -28,8 +28,15 @@ if [[ ${VIGIL_DEMO_INSIDE:-} != 1 ]]; then
   cargo build --quiet --workspace --bins
   ip netns del "$NETNS" 2>/dev/null || true
   ip netns add "$NETNS"
+  ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" &
+  inner=$!
+  # Pass a stop on to the inner script and wait until its cleanup is done; only then is the
+  # network namespace empty and removable.
+  trap 'kill -TERM "$inner" 2>/dev/null || true' INT TERM
   status=0
-  ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" || status=$?
+  while kill -0 "$inner" 2>/dev/null; do
+    wait "$inner" || status=$?
+  done
   ip netns del "$NETNS" 2>/dev/null || true
   exit "$status"
 fi
