@@ -15,6 +15,32 @@ pub struct ConfInput<'a> {
     pub replica_of: Option<&'a Address>,
     /// The user's settings, already rendered as redis.conf lines.
     pub user_settings: &'a str,
+    /// `min-replicas-to-write` and `min-replicas-max-lag` (they act on the master only).
+    pub min_replicas: MinReplicas,
+}
+
+/// Writes are refused unless this many replicas lag at most `max_lag` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinReplicas {
+    pub to_write: i32,
+    pub max_lag: i32,
+}
+
+impl MinReplicas {
+    pub fn from_spec(spec: &crate::api::FailoverSpec) -> Self {
+        Self {
+            to_write: spec.min_replicas_to_write,
+            max_lag: spec.min_replicas_max_lag,
+        }
+    }
+
+    /// The settings as `(key, value)`, for redis.conf and `CONFIG SET` alike.
+    pub fn settings(&self) -> [(&'static str, String); 2] {
+        [
+            ("min-replicas-to-write", self.to_write.to_string()),
+            ("min-replicas-max-lag", self.max_lag.to_string()),
+        ]
+    }
 }
 
 pub fn render(input: &ConfInput<'_>) -> String {
@@ -50,6 +76,9 @@ pub fn render(input: &ConfInput<'_>) -> String {
         "replica-read-only yes".into(),
         "replica-serve-stale-data yes".into(),
     ];
+    for (key, value) in input.min_replicas.settings() {
+        owned.push(format!("{key} {value}"));
+    }
     if let Some(password) = input.password {
         owned.push(format!("requirepass {}", quote(password)));
         owned.push(format!("masterauth {}", quote(password)));
@@ -85,6 +114,10 @@ mod tests {
             password: Some("p\"w"),
             replica_of,
             user_settings: user,
+            min_replicas: MinReplicas {
+                to_write: 1,
+                max_lag: 10,
+            },
         }
     }
 
@@ -97,6 +130,13 @@ mod tests {
         assert!(conf.contains("\nmasterauth \"p\\\"w\"\n"));
         assert!(conf.contains("\nbind 127.0.0.12\n"));
         assert!(conf.contains("\nreplica-announce-ip 127.0.0.12\n"));
+    }
+
+    #[test]
+    fn min_replicas_settings_are_owned() {
+        let conf = render(&input(None, ""));
+        assert!(conf.contains("\nmin-replicas-to-write 1\n"));
+        assert!(conf.contains("\nmin-replicas-max-lag 10\n"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tracing::warn;
 use super::{Error, Settings};
 use crate::api::{RedisReplication, RedisReplicationStatus};
 use crate::redis::Address;
+use crate::redis_conf::MinReplicas;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Boot {
@@ -40,9 +41,10 @@ pub fn decide_boot(status: Option<&RedisReplicationStatus>, pod: &str, pod_ip: &
     }
 }
 
-/// Reads the status, retrying while the apiserver is unreachable (bounded: after that the
-/// container exits and the kubelet's restart backoff takes over).
-pub async fn fetch_boot(settings: &Settings) -> Result<Boot, Error> {
+/// Reads the replication, retrying while the apiserver is unreachable (bounded: after that the
+/// container exits and the kubelet's restart backoff takes over). Returns the boot role and the
+/// write guard of the spec.
+pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, MinReplicas), Error> {
     let client = Client::try_default().await.map_err(Error::Client)?;
     let api: Api<RedisReplication> = Api::namespaced(client, &settings.namespace);
     let mut delay = Duration::from_millis(200);
@@ -65,11 +67,8 @@ pub async fn fetch_boot(settings: &Settings) -> Result<Boot, Error> {
             }
         }
     };
-    Ok(decide_boot(
-        rr.status.as_ref(),
-        &settings.pod_name,
-        &settings.pod_ip,
-    ))
+    let boot = decide_boot(rr.status.as_ref(), &settings.pod_name, &settings.pod_ip);
+    Ok((boot, MinReplicas::from_spec(&rr.spec.failover)))
 }
 
 #[cfg(test)]

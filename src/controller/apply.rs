@@ -14,11 +14,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
+use super::observe::Observation;
 use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan};
 use super::{Context, Error};
 use crate::api::{RedisReplication, RedisReplicationStatus};
 use crate::crash_point::crash_point;
 use crate::redis::{Address, InstanceClient};
+use crate::redis_conf::MinReplicas;
 use crate::resources::{self, FIELD_MANAGER, RoleLabel, instance_pod};
 
 /// Server-side applies every object the replication owns besides its pods.
@@ -32,6 +34,30 @@ pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), 
     apply(ctx, &ns, &resources::master_service(rr)).await?;
     apply(ctx, &ns, &resources::replicas_service(rr)).await?;
     ensure_auth_secret(ctx, rr, &ns).await
+}
+
+/// Settings that follow the spec without a restart: `CONFIG SET` on every reachable instance.
+/// A failure is logged and retried at the next re-apply; it never blocks a failover.
+pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &Observation) {
+    let settings = MinReplicas::from_spec(&rr.spec.failover).settings();
+    for inst in observed.instances.iter().filter(|i| i.redis.is_some()) {
+        let Some(address) = inst.address() else {
+            continue;
+        };
+        let result = async {
+            let mut client =
+                InstanceClient::connect(&address, observed.password.as_deref(), ctx.probe_timeout)
+                    .await?;
+            for (key, value) in &settings {
+                client.config_set(key, value).await?;
+            }
+            Ok::<_, crate::redis::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(instance = %inst.name, error = %e, "cannot apply live settings");
+        }
+    }
 }
 
 /// The generated password is made once; an existing Secret is never rewritten.

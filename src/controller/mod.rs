@@ -84,8 +84,12 @@ struct Memory {
     objects_applied: Option<(Option<i64>, Instant)>,
 }
 
-/// Owned objects are re-applied at least this often, repairing drift (a deleted Service), even
-/// when the spec did not change: the reconcile itself runs every probe interval.
+/// How long bootstrap waits for every instance to answer before choosing among those that do.
+const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
+
+/// Owned objects and live settings are re-applied at least this often, repairing drift (a
+/// deleted Service, a restarted instance), even when the spec did not change: the reconcile
+/// itself runs every probe interval.
 const REAPPLY_OBJECTS: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -174,12 +178,16 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     rr.namespace().ok_or(Error::NoNamespace)?;
-    if ctx.objects_due(rr) {
+    let objects_due = ctx.objects_due(rr);
+    if objects_due {
         apply::ensure_objects(ctx, rr).await?;
-        ctx.objects_applied(rr);
     }
 
     let observed = observe::observe(ctx, rr).await?;
+    if objects_due {
+        apply::sync_live_config(ctx, rr, &observed).await;
+        ctx.objects_applied(rr);
+    }
     let previous = rr.status.clone().unwrap_or_default();
     let recorded = RecordedRoles {
         current_master: previous.current_master.clone(),
@@ -197,6 +205,11 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             ),
             master_unreachable_for: ctx.master_unreachable_for(rr, &recorded, &observed.instances),
             cooldown_remaining: cooldown_remaining(&previous, now, ctx.failover_cooldown),
+            bootstrap_grace_over: rr
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= BOOTSTRAP_GRACE),
         },
         recorded,
         instances: observed.instances.clone(),

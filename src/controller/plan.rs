@@ -55,6 +55,9 @@ pub struct FailoverPolicy {
     pub master_unreachable_for: Option<Duration>,
     /// Set while a previous failover is too recent for another one (rate limit).
     pub cooldown_remaining: Option<Duration>,
+    /// The first master is chosen once every desired instance answers, or after this grace
+    /// (some instance may never come up): so the choice compares all the data there is.
+    pub bootstrap_grace_over: bool,
 }
 
 impl Default for FailoverPolicy {
@@ -64,6 +67,7 @@ impl Default for FailoverPolicy {
             down_after: Duration::from_secs(5),
             master_unreachable_for: None,
             cooldown_remaining: None,
+            bootstrap_grace_over: false,
         }
     }
 }
@@ -265,6 +269,15 @@ impl Decision {
 fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
     let recorded = &input.recorded;
     let Some(name) = recorded.current_master.as_deref() else {
+        let all_answer = (0..input.desired_instances).all(|o| {
+            input
+                .instances
+                .iter()
+                .any(|i| i.ordinal == o && !i.deleting && i.redis.is_some())
+        });
+        if !all_answer && !input.policy.bootstrap_grace_over {
+            return Decision::default();
+        }
         return match best_candidate(input, leaving, None) {
             Some(first) => Decision::promote(first, recorded.epoch, Change::Bootstrap),
             None => Decision::default(),
@@ -629,7 +642,7 @@ mod tests {
 
     #[test]
     fn bootstrap_records_intent_then_promotes_lowest_ordinal_among_equals() {
-        let p = plan(&input(
+        let mut i = input(
             3,
             RecordedRoles::default(),
             vec![
@@ -637,7 +650,9 @@ mod tests {
                 inst(1, fenced(0), None),
                 inst(2, None, None),
             ],
-        ));
+        );
+        i.policy.bootstrap_grace_over = true;
+        let p = plan(&i);
         let intent = p.intent.expect("intent");
         assert_eq!(
             (intent.master.as_str(), intent.epoch, intent.promotes),
@@ -652,6 +667,23 @@ mod tests {
             names(&["cache-1"]),
             "the unreachable pod is left alone"
         );
+    }
+
+    #[test]
+    fn bootstrap_waits_for_every_instance_until_the_grace_is_over() {
+        let early = input(
+            3,
+            RecordedRoles::default(),
+            vec![inst(1, fenced(0), None), inst(2, fenced(0), None)],
+        );
+        let p = plan(&early);
+        assert_eq!(
+            (p.master, p.promote),
+            (MasterState::AwaitingBootstrap, None)
+        );
+        let mut late = early;
+        late.policy.bootstrap_grace_over = true;
+        assert_eq!(plan(&late).promote.as_deref(), Some("cache-1"));
     }
 
     #[test]

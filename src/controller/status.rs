@@ -253,7 +253,10 @@ mod tests {
             desired_instances: 3,
             recorded,
             instances: instances.clone(),
-            policy: Default::default(),
+            policy: crate::controller::plan::FailoverPolicy {
+                bootstrap_grace_over: true,
+                ..Default::default()
+            },
         });
         build(
             &StatusInput {

@@ -84,6 +84,33 @@ async fn three_instances_replicate_and_services_follow_roles() {
         .await;
     t.wait_endpoints("cache-replicas", replica_ips).await;
 
+    // spec.failover.minReplicasToWrite follows the spec live, on the real master.
+    let guard = |ip: &str| {
+        t.redis_cli(
+            ip,
+            Some(&password),
+            &["CONFIG", "GET", "min-replicas-to-write"],
+        )
+    };
+    assert!(guard(&master_ip).ends_with("\n0"), "{}", guard(&master_ip));
+    t.replications()
+        .patch(
+            "cache",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"failover": {"minReplicasToWrite": 1}}})),
+        )
+        .await
+        .expect("patch minReplicasToWrite");
+    wait_for(
+        "min-replicas-to-write 1 on the master",
+        Duration::from_secs(30),
+        || async {
+            let v = guard(&master_ip);
+            if v.ends_with("\n1") { Ok(()) } else { Err(v) }
+        },
+    )
+    .await;
+
     let printed = t.kubectl(&["get", "redisreplication", "cache", "-n", &t.name]);
     let table = String::from_utf8_lossy(&printed.stdout);
     for column in ["INSTANCES", "READY", "MASTER", "PHASE", "AGE"] {
