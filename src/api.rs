@@ -105,6 +105,13 @@ pub struct RedisReplicationSpec {
     #[schemars(extend("maxProperties" = 256))]
     #[x_kube(validation = kube::core::Rule::new(owned_keys_rule()).message(kube::core::Message::Expression(owned_keys_message())).reason(kube::core::Reason::FieldValueForbidden))]
     pub config: BTreeMap<String, String>,
+
+    /// The master name clients ask the operator's Sentinel endpoint for (`SENTINEL
+    /// get-master-addr-by-name <name>`); `<namespace>.<name>` by default. Must be unique among
+    /// the replications the operator watches: a name claimed twice is answered for neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9._-]+$"))]
+    pub sentinel_master_name: Option<String>,
 }
 
 /// Image pull policy, as in a Pod's container.

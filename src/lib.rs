@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod controller;
 pub mod crash_point;
+pub mod discovery;
 pub mod leader;
 pub mod metrics;
 pub mod redis;

@@ -78,6 +78,31 @@ struct OperatorArgs {
     lease_renew_interval_ms: u64,
     #[arg(long, env = "VIGIL_LEASE_RETRY_INTERVAL_MS", default_value_t = 1000)]
     lease_retry_interval_ms: u64,
+    /// Address of the Sentinel-compatible discovery endpoint, served by every replica.
+    #[arg(long, default_value = "0.0.0.0:26379", env = "VIGIL_SENTINEL_ADDR")]
+    sentinel_addr: String,
+    /// File holding the password Sentinel clients must AUTH with (default: no password).
+    #[arg(
+        long,
+        env = "VIGIL_SENTINEL_PASSWORD_FILE",
+        conflicts_with = "sentinel_password"
+    )]
+    sentinel_password_file: Option<PathBuf>,
+    /// The password Sentinel clients must AUTH with; --sentinel-password-file keeps it out of
+    /// the process's arguments and environment.
+    #[arg(long, env = "VIGIL_SENTINEL_PASSWORD", hide_env_values = true)]
+    sentinel_password: Option<String>,
+    /// Seconds a Sentinel connection may stay silent before it is closed (subscribers never
+    /// are).
+    #[arg(
+        long,
+        env = "VIGIL_SENTINEL_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 300
+    )]
+    sentinel_idle_timeout_seconds: u64,
+    /// Sentinel connections served at once; more are refused.
+    #[arg(long, env = "VIGIL_SENTINEL_MAX_CONNECTIONS", default_value_t = 1024)]
+    sentinel_max_connections: usize,
 }
 
 #[derive(clap::Args)]
@@ -174,8 +199,20 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         .context("building a Kubernetes client (KUBECONFIG or in-cluster)")?;
     let metrics = Metrics::new();
     serve_health(&args.health_addr, metrics.clone()).await?;
+    let sentinel = vigil::discovery::start(
+        client.clone(),
+        vigil::discovery::Settings {
+            addr: args.sentinel_addr.clone(),
+            namespace: args.namespace.clone(),
+            password: sentinel_password(&args)?,
+            idle_timeout: Duration::from_secs(args.sentinel_idle_timeout_seconds),
+            max_connections: args.sentinel_max_connections,
+        },
+    )
+    .await?;
+    tracing::info!(addr = %sentinel, "Sentinel discovery endpoint listening");
 
-    // Every replica serves health and metrics; only the Lease holder acts.
+    // Every replica serves health, metrics and discovery; only the Lease holder acts.
     let leadership = if args.leader_election {
         let settings = LeaseSettings {
             namespace: args.leader_election_namespace.clone(),
@@ -220,6 +257,23 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     }
     tracing::info!("vigil operator stopped");
     Ok(())
+}
+
+/// The Sentinel password from its file (trailing newline dropped) or its flag; none if unset.
+fn sentinel_password(args: &OperatorArgs) -> anyhow::Result<Option<String>> {
+    let Some(path) = &args.sentinel_password_file else {
+        return Ok(args.sentinel_password.clone().filter(|p| !p.is_empty()));
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the Sentinel password from {}", path.display()))?;
+    let password = text.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the Sentinel password file {} is empty; put the password in it or drop \
+         --sentinel-password-file",
+        path.display()
+    );
+    Ok(Some(password.to_string()))
 }
 
 async fn serve_health(addr: &str, metrics: Metrics) -> anyhow::Result<()> {

@@ -50,5 +50,7 @@ export VIGIL_E2E_KUBELET_STATE=$KUBELET_STATE
 export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
 REDIS_CLI=$(command -v redis-cli)
 export REDIS_CLI
+# The Sentinel clients tools.sh installed (python-redis, go-failover).
+export VIGIL_E2E_CLIENTS=${VIGIL_CACHE:-$HOME/.cache/vigil}/bin/current
 # --nocapture: the scenarios print measurements (failover timing) worth keeping in the log.
 cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" --nocapture "$@"

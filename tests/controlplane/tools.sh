@@ -13,6 +13,9 @@
 # Tools: etcd, kube-apiserver, kube-controller-manager, kubectl, helm (built from their Go
 # modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and iptables, redis-server,
 # redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
+# Sentinel clients for the discovery tests: python-redis (redis-py from PyPI in a venv, pinned)
+# and go-failover (tests/clients/go-failover built against its pinned go-redis, keyed by a hash
+# of its sources); their modules are fetched here, on the host, as the tests run offline.
 # The Go module cache and build cache stay in Go's default places (~/go, ~/.cache/go-build).
 #
 # Idempotent: a tool whose versioned binary exists is reused ("cached"). Quiet apart from one
@@ -29,6 +32,9 @@ set -euo pipefail
 ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
+REDIS_PY_VERSION=8.1.0
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
 BIN=$VIGIL_CACHE/bin
@@ -268,6 +274,40 @@ if port_busy 6379; then
   fi
 fi
 for t in redis-server redis-cli redis-sentinel; do link "$t" "$(command -v "$t")"; done
+
+# ---------------------------------------------------------------- Sentinel clients
+# redis-py: a venv per version; the `complete` marker is written last, so an interrupted install
+# never looks cached. The wrapper runs the venv's python whatever path it is called by.
+py_venv=$BIN/python-redis-$REDIS_PY_VERSION
+if [[ -f $py_venv/complete ]]; then
+  echo "redis-py $REDIS_PY_VERSION: cached"
+else
+  echo "redis-py $REDIS_PY_VERSION: installing..."
+  t0=$(now)
+  log=$BUILD/redis-py.log
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    [[ $(id -u) -eq 0 ]] || { echo "redis-py: python3-venv is missing and apt-get needs root" >&2; exit 1; }
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; } >"$log" 2>&1 \
+      || fail "python3-venv" "$log"
+  fi
+  rm -rf "$py_venv"
+  { python3 -m venv "$py_venv/venv" && "$py_venv/venv/bin/pip" install -q "redis==$REDIS_PY_VERSION"; } \
+    >"$log" 2>&1 || fail "redis-py $REDIS_PY_VERSION" "$log"
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$py_venv/venv/bin/python" >"$py_venv/python-redis"
+  chmod +x "$py_venv/python-redis"
+  touch "$py_venv/complete"
+  echo "redis-py $REDIS_PY_VERSION: installed in $(( $(now) - t0 ))s"
+fi
+link python-redis "$py_venv/python-redis"
+
+GO_CLIENT=$ROOT/tests/clients/go-failover
+go_client_hash=$(cat "$GO_CLIENT"/go.mod "$GO_CLIENT"/go.sum "$GO_CLIENT"/*.go | sha256sum | cut -c1-16)
+go-failover_build() {
+  local out=$PWD
+  (cd "$GO_CLIENT" && go build -trimpath -ldflags="-s -w" -o "$out/go-failover" .)
+  install_bin go-failover go-failover "$go_client_hash"
+}
+go_tool go-failover "$go_client_hash"
 
 # ---------------------------------------------------------------- wait for kubernetes
 if [[ -n $K8S_PID ]]; then

@@ -100,6 +100,22 @@ async fn master_crash_promotes_a_replica_and_the_old_master_rejoins() {
         (set.master.as_str(), new.as_str())
     );
     assert_eq!(record.kind, "Failover");
+    let metrics = t.metrics();
+    for series in [
+        format!(
+            "vigil_failovers_total{{namespace=\"{}\",name=\"cache\"}} 1",
+            t.name
+        ),
+        format!(
+            "vigil_instance_role{{namespace=\"{}\",name=\"cache\",instance=\"{new}\",role=\"master\"}} 1",
+            t.name
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in /metrics:\n{metrics}"
+        );
+    }
     let reasons = t.event_reasons("cache").await;
     for reason in [
         "FailoverStarted",

@@ -119,6 +119,10 @@ pub struct OperatorOptions<'a> {
 /// A running operator process, killed when dropped.
 pub struct Operator {
     child: Child,
+    /// Port of its Sentinel discovery endpoint on 127.0.0.1.
+    pub sentinel_port: u16,
+    /// Port of its /healthz, /readyz and /metrics on 127.0.0.1.
+    pub health_port: u16,
 }
 
 impl Operator {
@@ -137,6 +141,14 @@ impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A port free on 127.0.0.1 now (operators of parallel tests each need their own).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// An iptables rule removed when dropped.
@@ -184,6 +196,32 @@ impl TestNs {
         self.operator = None;
     }
 
+    /// The Sentinel port of the operator `start_operator` started.
+    pub fn sentinel_port(&self) -> u16 {
+        self.operator
+            .as_ref()
+            .expect("start_operator first")
+            .sentinel_port
+    }
+
+    /// The text of the `start_operator` operator's /metrics (plain HTTP/1.0 over a socket).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let port = self
+            .operator
+            .as_ref()
+            .expect("start_operator first")
+            .health_port;
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .expect("request /metrics");
+        let mut body = String::new();
+        stream.read_to_string(&mut body).expect("read /metrics");
+        body
+    }
+
     /// Starts an operator for this namespace with options; it is killed when the handle drops.
     pub fn spawn_operator(&self, opts: OperatorOptions<'_>) -> Operator {
         let tag = opts.tag.unwrap_or("operator");
@@ -195,12 +233,16 @@ impl TestNs {
             .expect("operator log");
         let mut kubeconfig = self.env.operator_kubeconfig.clone();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        let sentinel_port = free_port();
+        let health_port = free_port();
         cmd.args([
             "operator",
             "--namespace",
             &self.name,
             "--health-addr",
-            "127.0.0.1:0",
+            &format!("127.0.0.1:{health_port}"),
+            "--sentinel-addr",
+            &format!("127.0.0.1:{sentinel_port}"),
         ]);
         if opts.leader_election {
             cmd.args([
@@ -237,7 +279,11 @@ impl TestNs {
             .stderr(log)
             .spawn()
             .expect("start operator");
-        Operator { child }
+        Operator {
+            child,
+            sentinel_port,
+            health_port,
+        }
     }
 
     /// Rejects the TCP connections that processes of `uid` open to `ip:6379`, until dropped: a

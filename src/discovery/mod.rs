@@ -1,0 +1,109 @@
+//! Sentinel-compatible discovery (DESIGN §6): every replica of the operator, leader or not,
+//! answers the Sentinel protocol from a watched cache of `RedisReplication` statuses, so clients
+//! written for Redis Sentinel find the master, and hear of a new one, with no sentinel pods.
+//!
+//! `catalog` derives what Sentinel would say from each status, `watch` keeps it current,
+//! `commands` answers requests, `resp` is the wire format and `server` the connections.
+
+mod catalog;
+mod commands;
+mod glob;
+mod resp;
+mod server;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use kube::Client;
+use rand::Rng;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use catalog::{Catalog, Event};
+
+/// Events a subscriber may fall behind by before it is disconnected.
+const EVENT_BACKLOG: usize = 1024;
+
+/// Bounds of one request: Sentinel commands are short, so these only stop abuse.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+const MAX_REQUEST_ARGS: usize = 64;
+
+/// Settings of the endpoint.
+pub struct Settings {
+    /// `host:port` to listen on.
+    pub addr: String,
+    /// Watch one namespace, or all of them (the operator's scope).
+    pub namespace: Option<String>,
+    /// Clients must AUTH with this before anything but AUTH, HELLO, PING and QUIT.
+    pub password: Option<String>,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr} for Sentinel discovery (change --sentinel-addr): {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the watch and every connection.
+struct Shared {
+    catalog: RwLock<Catalog>,
+    events: broadcast::Sender<Arc<Event>>,
+    password: Option<String>,
+    run_id: String,
+}
+
+impl Shared {
+    fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Listens on `settings.addr`, then serves and watches in the background. Returns the bound
+/// address.
+pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Error> {
+    let bind_error = |source| Error::Bind {
+        addr: settings.addr.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&settings.addr)
+        .await
+        .map_err(bind_error)?;
+    let local = listener.local_addr().map_err(bind_error)?;
+    let shared = Arc::new(Shared {
+        catalog: RwLock::default(),
+        events: broadcast::channel(EVENT_BACKLOG).0,
+        password: settings.password,
+        run_id: run_id(),
+    });
+    let limits = server::Limits {
+        max_connections: settings.max_connections.max(1),
+        idle_timeout: settings.idle_timeout,
+        request: resp::RequestLimits {
+            max_bytes: MAX_REQUEST_BYTES,
+            max_args: MAX_REQUEST_ARGS,
+        },
+    };
+    tokio::spawn(watch::run(client, settings.namespace, shared.clone()));
+    tokio::spawn(server::serve(listener, shared, limits));
+    Ok(local)
+}
+
+/// A Sentinel run id: 40 hex digits, new for each process.
+fn run_id() -> String {
+    let mut rng = rand::rng();
+    (0..40)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).unwrap_or('0'))
+        .collect()
+}
