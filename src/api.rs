@@ -106,12 +106,64 @@ pub struct RedisReplicationSpec {
     #[x_kube(validation = kube::core::Rule::new(owned_keys_rule()).message(kube::core::Message::Expression(owned_keys_message())).reason(kube::core::Reason::FieldValueForbidden))]
     pub config: BTreeMap<String, String>,
 
+    /// A PersistentVolumeClaim per instance for `/data`, kept across pod replacement. Absent:
+    /// an emptyDir, which survives container restarts but not pod deletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
+    /// What Redis writes to `/data`: `None`, `Rdb` snapshots, or an `Aof` log. Default: `Rdb` with
+    /// `storage`, `None` without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+
     /// The master name clients ask the operator's Sentinel endpoint for (`SENTINEL
     /// get-master-addr-by-name <name>`); `<namespace>.<name>` by default. Must be unique among
     /// the replications the operator watches: a name claimed twice is answered for neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub sentinel_master_name: Option<String>,
+}
+
+/// The volume of each instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size, a Kubernetes quantity such as `1Gi`.
+    #[x_kube(validation = kube::core::Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("size must be a positive quantity such as 1Gi"))]
+    pub size: String,
+    /// StorageClass of the claims; the cluster's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Whether the claims go with the RedisReplication (`Delete`) or stay (`Retain`).
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// What happens to the claims when the RedisReplication is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Retention {
+    #[default]
+    Delete,
+    Retain,
+}
+
+/// Persistence mode of every instance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Persistence {
+    None,
+    Rdb,
+    Aof,
+}
+
+impl RedisReplicationSpec {
+    /// The persistence in effect: the spec's, else `Rdb` with storage and `None` without.
+    pub fn effective_persistence(&self) -> Persistence {
+        self.persistence.unwrap_or(if self.storage.is_some() {
+            Persistence::Rdb
+        } else {
+            Persistence::None
+        })
+    }
 }
 
 /// Image pull policy, as in a Pod's container.

@@ -3,6 +3,7 @@
 //! Layout: defaults first, the user's settings next (they may override defaults), the settings
 //! vigil owns last (redis.conf keeps the last value of a key, so ours always win).
 
+use crate::api::Persistence;
 use crate::redis::{Address, FENCE_HOST, FENCE_PORT, REDIS_PORT};
 
 /// What an instance's configuration depends on.
@@ -17,6 +18,7 @@ pub struct ConfInput<'a> {
     pub user_settings: &'a str,
     /// `min-replicas-to-write` and `min-replicas-max-lag` (they act on the master only).
     pub min_replicas: MinReplicas,
+    pub persistence: Persistence,
 }
 
 /// Writes are refused unless this many replicas lag at most `max_lag` seconds.
@@ -48,13 +50,16 @@ pub fn render(input: &ConfInput<'_>) -> String {
     out.push_str("# Defaults (spec.config may override)\n");
     // A diskless full sync starts at once: after a failover the returning old master is usually
     // the only instance that needs one, and Redis's default 5 s wait only delays its rejoin.
-    for line in [
-        "save \"\"",
-        "appendonly no",
+    let persistence: &[&str] = match input.persistence {
+        Persistence::None => &["save \"\"", "appendonly no"],
+        Persistence::Rdb => &["save 3600 1 300 100 60 10000", "appendonly no"],
+        Persistence::Aof => &["save \"\"", "appendonly yes", "appendfsync everysec"],
+    };
+    for line in persistence.iter().chain(&[
         "repl-diskless-sync yes",
         "repl-diskless-sync-delay 0",
         "maxmemory-policy noeviction",
-    ] {
+    ]) {
         out.push_str(line);
         out.push('\n');
     }
@@ -118,6 +123,7 @@ mod tests {
                 to_write: 1,
                 max_lag: 10,
             },
+            persistence: Persistence::None,
         }
     }
 
@@ -130,6 +136,16 @@ mod tests {
         assert!(conf.contains("\nmasterauth \"p\\\"w\"\n"));
         assert!(conf.contains("\nbind 127.0.0.12\n"));
         assert!(conf.contains("\nreplica-announce-ip 127.0.0.12\n"));
+    }
+
+    #[test]
+    fn persistence_modes_render_their_defaults() {
+        let mut i = input(None, "");
+        assert!(render(&i).contains("\nsave \"\"\nappendonly no\n"));
+        i.persistence = Persistence::Rdb;
+        assert!(render(&i).contains("\nsave 3600 1 300 100 60 10000\nappendonly no\n"));
+        i.persistence = Persistence::Aof;
+        assert!(render(&i).contains("\nappendonly yes\nappendfsync everysec\n"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use kube::{Api, Client};
 use tracing::warn;
 
 use super::{Error, Settings};
-use crate::api::{RedisReplication, RedisReplicationStatus};
+use crate::api::{Persistence, RedisReplication, RedisReplicationStatus};
 use crate::redis::Address;
 use crate::redis_conf::MinReplicas;
 
@@ -41,10 +41,17 @@ pub fn decide_boot(status: Option<&RedisReplicationStatus>, pod: &str, pod_ip: &
     }
 }
 
+/// What the spec says about how an instance runs, read at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct SpecSettings {
+    pub min_replicas: MinReplicas,
+    pub persistence: Persistence,
+}
+
 /// Reads the replication, retrying while the apiserver is unreachable (bounded: after that the
 /// container exits and the kubelet's restart backoff takes over). Returns the boot role and the
-/// write guard of the spec.
-pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, MinReplicas), Error> {
+/// spec's settings.
+pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, SpecSettings), Error> {
     let client = Client::try_default().await.map_err(Error::Client)?;
     let api: Api<RedisReplication> = Api::namespaced(client, &settings.namespace);
     let mut delay = Duration::from_millis(200);
@@ -68,7 +75,11 @@ pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, MinReplicas), Erro
         }
     };
     let boot = decide_boot(rr.status.as_ref(), &settings.pod_name, &settings.pod_ip);
-    Ok((boot, MinReplicas::from_spec(&rr.spec.failover)))
+    let spec = SpecSettings {
+        min_replicas: MinReplicas::from_spec(&rr.spec.failover),
+        persistence: rr.spec.effective_persistence(),
+    };
+    Ok((boot, spec))
 }
 
 #[cfg(test)]

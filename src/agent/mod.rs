@@ -74,7 +74,7 @@ impl Settings {
 pub async fn run(settings: Settings) -> Result<i32, Error> {
     let span = info_span!("agent", pod = %settings.pod_name);
     let _guard = span.enter();
-    let (boot, min_replicas) = boot::fetch_boot(&settings).await?;
+    let (boot, spec) = boot::fetch_boot(&settings).await?;
     info!(?boot, "boot role decided");
 
     let user_settings = match std::fs::read_to_string(&settings.user_config) {
@@ -97,7 +97,8 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
             Boot::Fenced { .. } => None,
         },
         user_settings: &user_settings,
-        min_replicas,
+        min_replicas: spec.min_replicas,
+        persistence: spec.persistence,
     });
     let conf_path = settings.run_dir.join("redis.conf");
     write_private(&conf_path, &conf)?;

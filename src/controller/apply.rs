@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -58,6 +58,25 @@ pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &O
             tracing::warn!(instance = %inst.name, error = %e, "cannot apply live settings");
         }
     }
+}
+
+/// A claim is created once and then left alone: its data outlives pods, and a later change of
+/// `storage` must not fail the pod it serves (resizing is not done here).
+async fn ensure_claim(ctx: &Context, ns: &str, claim: &PersistentVolumeClaim) -> Result<(), Error> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    let name = claim.name_any();
+    let exists = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| {
+            Error::kube(format!("reading PersistentVolumeClaim {ns}/{name}"), source)
+        })?
+        .is_some();
+    if !exists {
+        apply(ctx, ns, claim).await?;
+        info!(claim = %name, "created the instance's claim");
+    }
+    Ok(())
 }
 
 /// The generated password is made once; an existing Secret is never rewritten.
@@ -156,6 +175,9 @@ pub async fn execute(
         .await;
     }
     for ordinal in &plan.create {
+        if let Some(claim) = resources::instance_claim(rr, *ordinal) {
+            ensure_claim(ctx, &ns, &claim).await?;
+        }
         let pod = instance_pod(rr, *ordinal, None);
         info!(pod = %pod.name_any(), "creating instance");
         apply(ctx, &ns, &pod).await?;

@@ -7,6 +7,7 @@ mod names;
 mod pod;
 mod rbac;
 mod services;
+mod storage;
 
 pub use auth::{PASSWORD_KEY, auth_secret, password_selector};
 pub use config::{CONFIG_KEY, config_map};
@@ -14,6 +15,7 @@ pub use names::*;
 pub use pod::{AGENT_PORT, RoleLabel, instance_pod};
 pub use rbac::{instance_role, instance_role_binding, instance_service_account};
 pub use services::{headless_service, master_service, replicas_service};
+pub use storage::instance_claim;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};

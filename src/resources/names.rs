@@ -41,6 +41,11 @@ pub fn pod_ordinal(replication: &str, pod: &str) -> Option<u32> {
         .ok()
 }
 
+/// The claim of an instance, named as a StatefulSet would name it.
+pub fn claim_name(pod: &str) -> String {
+    format!("data-{pod}")
+}
+
 pub fn headless_service_name(replication: &str) -> String {
     format!("{replication}-headless")
 }

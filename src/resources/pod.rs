@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodSecurityContext, PodSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod,
+    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    INSTANCE_LABEL, ROLE_LABEL, config_map_name, headless_service_name, instance_account_name,
-    owned_meta, password_selector, pod_name,
+    INSTANCE_LABEL, ROLE_LABEL, claim_name, config_map_name, headless_service_name,
+    instance_account_name, owned_meta, password_selector, pod_name,
 };
 use crate::api::RedisReplication;
 use crate::redis::REDIS_PORT;
@@ -81,11 +82,7 @@ pub fn instance_pod(rr: &RedisReplication, ordinal: u32, role: Option<RoleLabel>
             }),
             containers: vec![server_container(rr)],
             volumes: Some(vec![
-                Volume {
-                    name: "data".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Volume::default()
-                },
+                data_volume(rr, ordinal),
                 Volume {
                     name: "run".into(),
                     empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -103,6 +100,26 @@ pub fn instance_pod(rr: &RedisReplication, ordinal: u32, role: Option<RoleLabel>
             ..PodSpec::default()
         }),
         status: None,
+    }
+}
+
+/// `/data`: the instance's claim with `storage`, else an emptyDir (kept across container
+/// restarts, not pod deletion).
+fn data_volume(rr: &RedisReplication, ordinal: u32) -> Volume {
+    match &rr.spec.storage {
+        Some(_) => Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim_name(&pod_name(&rr.name_any(), ordinal)),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        },
+        None => Volume {
+            name: "data".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
     }
 }
 
@@ -248,6 +265,30 @@ mod tests {
             .as_ref()
             .and_then(|v| v.secret_key_ref.as_ref());
         assert_eq!(secret.map(|s| s.name.as_str()), Some("cache-auth"));
+    }
+
+    #[test]
+    fn storage_puts_data_on_the_instance_claim() {
+        let rr = replication(json!({"instances": 2, "storage": {"size": "1Gi"}}));
+        let spec = instance_pod(&rr, 1, None).spec.expect("spec");
+        let data = spec
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "data")
+            .expect("data");
+        assert_eq!(
+            data.persistent_volume_claim.expect("claim").claim_name,
+            "data-cache-1"
+        );
+        let plain = replication(json!({"instances": 1}));
+        let spec = instance_pod(&plain, 0, None).spec.expect("spec");
+        assert!(
+            spec.volumes
+                .expect("volumes")
+                .iter()
+                .any(|v| v.name == "data" && v.empty_dir.is_some())
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod discovery;
 mod failover;
+mod storage;
 mod support;
 
 use std::collections::BTreeSet;
@@ -317,6 +318,14 @@ async fn invalid_specs_are_rejected_naming_the_field() {
             "spec.auth.existingSecret",
         ),
         (json!({"instances": "three"}), "spec.instances"),
+        (
+            json!({"instances": 1, "storage": {"size": "lots"}}),
+            "size must be a positive quantity",
+        ),
+        (
+            json!({"instances": 1, "persistence": "Sometimes"}),
+            "spec.persistence",
+        ),
     ];
     for (spec, expected) in cases {
         let rr: RedisReplication = serde_json::from_value(json!({

@@ -1,0 +1,69 @@
+//! Storage and persistence: with `storage`, an instance's data is on its own claim and survives
+//! the deletion of its pod.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::support::{TestNs, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_keeps_the_data_when_the_pod_is_deleted() {
+    let mut t = TestNs::new("storage").await;
+    t.start_operator();
+    t.create_replication("cache", json!({"instances": 1, "storage": {"size": "1Gi"}}))
+        .await;
+    let status = t.wait_ready("cache", 1, Duration::from_secs(120)).await;
+    let pod = status.current_master.expect("master");
+    let ip = t.pod_ip(&pod).await;
+    let password = t.password("cache").await;
+    for i in 0..100 {
+        let key = format!("durable:{i}");
+        assert_eq!(
+            t.redis_cli(&ip, Some(&password), &["SET", &key, &i.to_string()]),
+            "OK"
+        );
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(t.admin.clone(), &t.name);
+    let claim = claims
+        .get(&format!("data-{pod}"))
+        .await
+        .expect("the instance's claim");
+    assert!(
+        claim
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "RedisReplication"),
+        "deleted with the replication by default"
+    );
+
+    let old_uid = t.pods().get(&pod).await.expect("pod").uid();
+    t.delete_pod(&pod).await;
+    wait_for(
+        &format!("{pod} recreated"),
+        Duration::from_secs(90),
+        || async {
+            match t.pods().get(&pod).await {
+                Ok(p) if p.uid() != old_uid => Ok(()),
+                Ok(_) => Err("old pod still there".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
+    t.wait_ready("cache", 1, Duration::from_secs(90)).await;
+    let ip = t.pod_ip(&pod).await;
+    assert_eq!(t.redis_cli(&ip, Some(&password), &["DBSIZE"]), "100");
+    assert_eq!(
+        t.redis_cli(&ip, Some(&password), &["GET", "durable:42"]),
+        "42"
+    );
+    let uid = claims
+        .get(&format!("data-{pod}"))
+        .await
+        .expect("claim")
+        .uid();
+    assert_eq!(uid, claim.uid(), "the same claim, not a new one");
+}
