@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::json;
 use support::{ReadySet, TestNs, wait_for};
 use vigil::api::RedisReplication;
@@ -210,21 +210,7 @@ async fn a_deleted_replica_comes_back_as_a_replica_with_the_data() {
         .into_iter()
         .find(|p| *p != master)
         .expect("a replica");
-    let old_uid = t.pods().get(&victim).await.expect("pod").uid();
-    t.delete_pod(&victim).await;
-
-    wait_for(
-        &format!("{victim} recreated"),
-        Duration::from_secs(60),
-        || async {
-            match t.pods().get(&victim).await {
-                Ok(p) if p.uid() != old_uid => Ok(()),
-                Ok(_) => Err("old pod still there".into()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await;
+    t.delete_pod_and_wait_replaced(&victim).await;
     let status = t.wait_ready("cache", 3, READY_TIMEOUT).await;
     assert_eq!(status.current_master.as_deref(), Some(master.as_str()));
     let ip = t.pod_ip(&victim).await;

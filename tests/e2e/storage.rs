@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::support::{TestNs, wait_for};
+use crate::support::TestNs;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_keeps_the_data_when_the_pod_is_deleted() {
@@ -39,20 +39,7 @@ async fn storage_keeps_the_data_when_the_pod_is_deleted() {
         "deleted with the replication by default"
     );
 
-    let old_uid = t.pods().get(&pod).await.expect("pod").uid();
-    t.delete_pod(&pod).await;
-    wait_for(
-        &format!("{pod} recreated"),
-        Duration::from_secs(90),
-        || async {
-            match t.pods().get(&pod).await {
-                Ok(p) if p.uid() != old_uid => Ok(()),
-                Ok(_) => Err("old pod still there".into()),
-                Err(e) => Err(e.to_string()),
-            }
-        },
-    )
-    .await;
+    t.delete_pod_and_wait_replaced(&pod).await;
     t.wait_ready("cache", 1, Duration::from_secs(90)).await;
     let ip = t.pod_ip(&pod).await;
     assert_eq!(t.redis_cli(&ip, Some(&password), &["DBSIZE"]), "100");

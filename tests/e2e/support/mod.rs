@@ -459,6 +459,24 @@ impl TestNs {
         .await
     }
 
+    /// Deletes the pod and waits until the operator has created a new one of the same name.
+    pub async fn delete_pod_and_wait_replaced(&self, pod: &str) {
+        let old_uid = self.pods().get(pod).await.expect("pod").uid();
+        self.delete_pod(pod).await;
+        wait_for(
+            &format!("{pod} recreated"),
+            Duration::from_secs(90),
+            || async {
+                match self.pods().get(pod).await {
+                    Ok(p) if p.uid() != old_uid => Ok(()),
+                    Ok(_) => Err("old pod still there".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+        .await;
+    }
+
     pub async fn delete_pod(&self, pod: &str) {
         self.pods()
             .delete(pod, &DeleteParams::default())
