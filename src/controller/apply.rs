@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -60,25 +60,6 @@ pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &O
     }
 }
 
-/// A claim is created once and then left alone: its data outlives pods, and a later change of
-/// `storage` must not fail the pod it serves (resizing is not done here).
-async fn ensure_claim(ctx: &Context, ns: &str, claim: &PersistentVolumeClaim) -> Result<(), Error> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-    let name = claim.name_any();
-    let exists = api
-        .get_opt(&name)
-        .await
-        .map_err(|source| {
-            Error::kube(format!("reading PersistentVolumeClaim {ns}/{name}"), source)
-        })?
-        .is_some();
-    if !exists {
-        apply(ctx, ns, claim).await?;
-        info!(claim = %name, "created the instance's claim");
-    }
-    Ok(())
-}
-
 /// The generated password is made once; an existing Secret is never rewritten.
 async fn ensure_auth_secret(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<(), Error> {
     let password: String = rand::rng()
@@ -86,19 +67,33 @@ async fn ensure_auth_secret(ctx: &Context, rr: &RedisReplication, ns: &str) -> R
         .take(32)
         .map(char::from)
         .collect();
-    let Some(secret) = resources::auth_secret(rr, &password) else {
-        return Ok(());
-    };
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let name = secret.name_any();
+    if let Some(secret) = resources::auth_secret(rr, &password) {
+        create_if_absent(ctx, ns, &secret).await?;
+    }
+    Ok(())
+}
+
+/// Applies `obj` only if no object of its name exists: for what is made once and then left
+/// alone (a generated password; a claim, whose data outlives pods and which a later change of
+/// `storage` must not fail).
+async fn create_if_absent<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.name_any();
     let exists = api
         .get_opt(&name)
         .await
-        .map_err(|source| Error::kube(format!("reading Secret {ns}/{name}"), source))?
+        .map_err(|source| Error::kube(format!("reading {} {ns}/{name}", K::kind(&())), source))?
         .is_some();
     if !exists {
-        apply::<Secret>(ctx, ns, &secret).await?;
-        info!(secret = %name, "generated auth secret");
+        apply(ctx, ns, obj).await?;
+        info!(kind = %K::kind(&()), name = %name, "created");
     }
     Ok(())
 }
@@ -176,7 +171,7 @@ pub async fn execute(
     }
     for ordinal in &plan.create {
         if let Some(claim) = resources::instance_claim(rr, *ordinal) {
-            ensure_claim(ctx, &ns, &claim).await?;
+            create_if_absent(ctx, &ns, &claim).await?;
         }
         let pod = instance_pod(rr, *ordinal, None);
         info!(pod = %pod.name_any(), "creating instance");
@@ -256,59 +251,8 @@ pub async fn execute(
         crash_point("after-master-label");
     }
 
-    if let MasterState::Acting {
-        name: master_name,
-        address: master,
-    } = &plan.master
-    {
-        let mut rewired = Vec::new();
-        for name in &plan.rewire {
-            let was_master = target
-                .instance(name)?
-                .redis
-                .as_ref()
-                .is_some_and(|r| r.is_master());
-            let mut client = target.client(ctx, name).await?;
-            client.replicate_from(master).await?;
-            info!(instance = %name, master = %master, "rewired replica");
-            crash_point("after-rewire");
-            if was_master {
-                // Rule 6: a returning old master follows the current one, loses its clients,
-                // and the writes it took while cut off are counted, not kept.
-                client.disconnect_clients().await?;
-                let old = target.instance(name)?.redis.clone();
-                let discarded = match (old, target.client(ctx, master_name).await) {
-                    (Some(old), Ok(mut m)) => m
-                        .replication_info()
-                        .await
-                        .ok()
-                        .and_then(|n| old.writes_after_split(&n)),
-                    _ => None,
-                };
-                ctx.event(
-                    rr,
-                    EventType::Warning,
-                    "InstanceRejoined",
-                    "Demote",
-                    format!(
-                        "former master {name} now replicates from {master_name}; {} bytes of writes it took after the failover are discarded",
-                        discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
-                    ),
-                )
-                .await;
-            }
-            rewired.push(name.as_str());
-        }
-        if !rewired.is_empty() {
-            ctx.event(
-                rr,
-                EventType::Normal,
-                "ReplicasReconfigured",
-                "Rewire",
-                format!("{} now replicate from {master_name}", rewired.join(", ")),
-            )
-            .await;
-        }
+    if let MasterState::Acting { name, address } = &plan.master {
+        rewire(ctx, target, plan, name, address).await?;
     }
     for name in &plan.label_replicas {
         set_role_label(ctx, target, name, Some(RoleLabel::Replica)).await?;
@@ -331,6 +275,67 @@ pub async fn execute(
         .await;
     }
     Ok(current)
+}
+
+/// Points every instance of `plan.rewire` at the master. Rule 6: a returning old master also
+/// loses its clients, and the writes it took while cut off are counted, not kept.
+async fn rewire(
+    ctx: &Context,
+    target: &Target<'_>,
+    plan: &Plan,
+    master_name: &str,
+    master: &Address,
+) -> Result<(), Error> {
+    let rr = target.rr;
+    for name in &plan.rewire {
+        let old_master = target
+            .instance(name)?
+            .redis
+            .clone()
+            .filter(|r| r.is_master());
+        let mut client = target.client(ctx, name).await?;
+        client.replicate_from(master).await?;
+        info!(instance = %name, master = %master, "rewired replica");
+        crash_point("after-rewire");
+        let Some(old) = old_master else {
+            continue;
+        };
+        client.disconnect_clients().await?;
+        let discarded = match target.client(ctx, master_name).await {
+            Ok(mut m) => m
+                .replication_info()
+                .await
+                .ok()
+                .and_then(|new| old.writes_after_split(&new)),
+            Err(_) => None,
+        };
+        ctx.event(
+            rr,
+            EventType::Warning,
+            "InstanceRejoined",
+            "Demote",
+            format!(
+                "former master {name} now replicates from {master_name}; {} bytes of writes it \
+                 took after the failover are discarded",
+                discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
+            ),
+        )
+        .await;
+    }
+    if !plan.rewire.is_empty() {
+        ctx.event(
+            rr,
+            EventType::Normal,
+            "ReplicasReconfigured",
+            "Rewire",
+            format!(
+                "{} now replicate from {master_name}",
+                plan.rewire.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 fn is_failover(plan: &Plan) -> bool {
@@ -375,8 +380,8 @@ async fn switch_over(
     let mut old = target.client(ctx, from).await?;
     old.failover_to(to, SWITCHOVER_TIMEOUT).await?;
     let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
+    let mut new = InstanceClient::connect(to, target.password, ctx.probe_timeout).await?;
     loop {
-        let mut new = InstanceClient::connect(to, target.password, ctx.probe_timeout).await?;
         if new.replication_info().await?.is_master() {
             info!(from = %from, to = %to, "switchover completed");
             return Ok(());
@@ -407,7 +412,13 @@ async fn record_intent(
             "targetMaster": intent.promotes.then_some(&intent.master),
         }
     });
-    let updated = write_status(ctx, rr, patch).await?;
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let updated = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| status_error(&ns, &name, source))?;
     info!(master = %intent.master, epoch = intent.epoch, "recorded master intent");
     Ok(updated)
 }
@@ -435,19 +446,6 @@ fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
         kube::Error::Api(s) if s.code == 409 => Error::StatusConflict(format!("{ns}/{name}")),
         _ => Error::kube(format!("writing status of {ns}/{name}"), source),
     }
-}
-
-async fn write_status(
-    ctx: &Context,
-    rr: &RedisReplication,
-    patch: serde_json::Value,
-) -> Result<RedisReplication, Error> {
-    let ns = rr.namespace().unwrap_or_default();
-    let name = rr.name_any();
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| status_error(&ns, &name, source))
 }
 
 /// `REPLICAOF NO ONE`, then check with `INFO replication` that it took.

@@ -80,8 +80,9 @@ struct Memory {
     master_unreachable_since: Option<(String, Instant)>,
     /// The master health last announced with an Event.
     announced: Option<Announced>,
-    /// The generation whose owned objects were last applied, and when.
-    objects_applied: Option<(Option<i64>, Instant)>,
+    /// The generation whose owned objects were last applied, when, and the password read then
+    /// (kept, so the every-second probes do not read the Secret every time).
+    objects_applied: Option<(Option<i64>, Instant, Option<String>)>,
 }
 
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
@@ -178,23 +179,22 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     rr.namespace().ok_or(Error::NoNamespace)?;
-    let objects_due = ctx.objects_due(rr);
-    if objects_due {
-        apply::ensure_objects(ctx, rr).await?;
-    }
+    let applied = ctx.applied_password(rr);
+    let password = match &applied {
+        Some(password) => password.clone(),
+        None => {
+            apply::ensure_objects(ctx, rr).await?;
+            observe::read_password(ctx, rr).await?
+        }
+    };
 
-    let observed = observe::observe(ctx, rr).await?;
-    if objects_due {
+    let observed = observe::observe(ctx, rr, password).await?;
+    if applied.is_none() {
         apply::sync_live_config(ctx, rr, &observed).await;
-        ctx.objects_applied(rr);
+        ctx.objects_applied(rr, observed.password.clone());
     }
     let previous = rr.status.clone().unwrap_or_default();
-    let recorded = RecordedRoles {
-        current_master: previous.current_master.clone(),
-        master_address: previous.master_address.clone(),
-        epoch: previous.epoch,
-        target_master: previous.target_master.clone(),
-    };
+    let recorded = RecordedRoles::from(&previous);
     let now = Timestamp::now();
     let input = PlanInput {
         desired_instances: u32::try_from(rr.spec.instances.max(1)).unwrap_or(1),
@@ -212,14 +212,14 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
                 .is_none_or(|t| now.duration_since(t.0).unsigned_abs() >= BOOTSTRAP_GRACE),
         },
         recorded,
-        instances: observed.instances.clone(),
+        instances: observed.instances,
     };
     let plan = plan::plan(&input);
     ctx.announce_master_health(rr, &plan).await;
 
     let target = apply::Target {
         rr,
-        instances: &observed.instances,
+        instances: &input.instances,
         password: observed.password.as_deref(),
     };
     let started = Instant::now();
@@ -231,7 +231,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             previous: &previous,
             generation: rr.metadata.generation,
             desired_instances: input.desired_instances,
-            instances: &observed.instances,
+            instances: &input.instances,
             now: Timestamp::now(),
             failover,
         },
@@ -298,20 +298,29 @@ impl Context {
         (rr.namespace().unwrap_or_default(), rr.name_any())
     }
 
-    fn objects_due(&self, rr: &RedisReplication) -> bool {
-        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        match memory.get(&Self::key(rr)).and_then(|m| m.objects_applied) {
-            Some((generation, at)) => {
-                generation != rr.metadata.generation || at.elapsed() >= REAPPLY_OBJECTS
-            }
-            None => true,
-        }
+    /// Runs `f` on what is remembered of `rr`.
+    fn remember<T>(&self, rr: &RedisReplication, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.entry(Self::key(rr)).or_default())
     }
 
-    fn objects_applied(&self, rr: &RedisReplication) {
-        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        memory.entry(Self::key(rr)).or_default().objects_applied =
-            Some((rr.metadata.generation, Instant::now()));
+    /// The password when owned objects were last applied, unless a re-apply is due (the spec
+    /// changed or `REAPPLY_OBJECTS` passed): then `None`, and the caller applies and re-reads.
+    fn applied_password(&self, rr: &RedisReplication) -> Option<Option<String>> {
+        self.remember(rr, |m| match &m.objects_applied {
+            Some((generation, at, password))
+                if *generation == rr.metadata.generation && at.elapsed() < REAPPLY_OBJECTS =>
+            {
+                Some(password.clone())
+            }
+            _ => None,
+        })
+    }
+
+    fn objects_applied(&self, rr: &RedisReplication, password: Option<String>) {
+        self.remember(rr, |m| {
+            m.objects_applied = Some((rr.metadata.generation, Instant::now(), password));
+        });
     }
 
     fn forget(&self, rr: &RedisReplication) {
@@ -333,21 +342,21 @@ impl Context {
         let answered = instances
             .iter()
             .any(|i| &i.name == master && i.redis.as_ref().is_some_and(|r| r.is_master()));
-        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = memory.entry(Self::key(rr)).or_default();
-        if answered {
-            entry.master_unreachable_since = None;
-            return None;
-        }
-        let since = match &entry.master_unreachable_since {
-            Some((name, since)) if name == master => *since,
-            _ => {
-                let now = Instant::now();
-                entry.master_unreachable_since = Some((master.clone(), now));
-                now
+        self.remember(rr, |entry| {
+            if answered {
+                entry.master_unreachable_since = None;
+                return None;
             }
-        };
-        Some(since.elapsed())
+            let since = match &entry.master_unreachable_since {
+                Some((name, since)) if name == master => *since,
+                _ => {
+                    let now = Instant::now();
+                    entry.master_unreachable_since = Some((master.clone(), now));
+                    now
+                }
+            };
+            Some(since.elapsed())
+        })
     }
 
     /// Events on transitions only: MasterDown (+sdown), MasterObjectivelyDown (+odown).
@@ -357,11 +366,7 @@ impl Context {
             Some(MasterDown::Objective { .. }) => Some(Announced::Objective),
             _ => None,
         };
-        let before = {
-            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = memory.entry(Self::key(rr)).or_default();
-            std::mem::replace(&mut entry.announced, now)
-        };
+        let before = self.remember(rr, |m| std::mem::replace(&mut m.announced, now));
         if now == before {
             return;
         }

@@ -23,10 +23,14 @@ pub struct Observation {
     pub password: Option<String>,
 }
 
-pub async fn observe(ctx: &Context, rr: &RedisReplication) -> Result<Observation, Error> {
+/// Pods and their instances' replication state; `password` is what `read_password` returned.
+pub async fn observe(
+    ctx: &Context,
+    rr: &RedisReplication,
+    password: Option<String>,
+) -> Result<Observation, Error> {
     let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
-    let password = read_password(ctx, rr, &namespace).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let listed = pods
         .list(&ListParams::default().labels(&pods_selector(&name)))
@@ -114,11 +118,10 @@ async fn probe(
     }
 }
 
-async fn read_password(
-    ctx: &Context,
-    rr: &RedisReplication,
-    namespace: &str,
-) -> Result<Option<String>, Error> {
+/// The instances' password from its Secret; `None` when auth is disabled.
+pub async fn read_password(ctx: &Context, rr: &RedisReplication) -> Result<Option<String>, Error> {
+    let namespace = rr.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
     let Some((secret_name, key)) = password_selector(rr) else {
         return Ok(None);
     };

@@ -45,6 +45,17 @@ pub struct RecordedRoles {
     pub target_master: Option<String>,
 }
 
+impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
+    fn from(status: &crate::api::RedisReplicationStatus) -> Self {
+        Self {
+            current_master: status.current_master.clone(),
+            master_address: status.master_address.clone(),
+            epoch: status.epoch,
+            target_master: status.target_master.clone(),
+        }
+    }
+}
+
 /// The failover settings and the timing facts the operator measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailoverPolicy {

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{Chaos, Operator, OperatorOptions, ReadySet, TestNs, wait_for};
+use crate::support::{
+    Chaos, FAILOVER_COOLDOWN, Operator, OperatorOptions, ReadySet, TestNs, wait_for,
+};
+use k8s_openapi::jiff;
 use vigil::api::RedisReplicationStatus;
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -300,9 +303,22 @@ async fn failover_timing_over_repeated_crashes() {
         set.master_ip = new_ip;
         set.master = new;
         set.status = status;
-        // The operator rate-limits failovers of one replication; wait out its cooldown.
+        // The operator rate-limits failovers of one replication; wait out its cooldown,
+        // counted from the failover the status records.
         t.wait_ready("cache", 3, FAILOVER_TIMEOUT).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        wait_for(
+            "the failover cooldown to pass",
+            FAILOVER_TIMEOUT,
+            || async {
+                let record = t.status("cache").await.and_then(|s| s.last_failover);
+                let elapsed = record.map(|r| r.time.0.duration_until(jiff::Timestamp::now()));
+                match elapsed {
+                    Some(e) if e.unsigned_abs() > FAILOVER_COOLDOWN => Ok(()),
+                    other => Err(format!("since the last failover: {other:?}")),
+                }
+            },
+        )
+        .await;
     }
     eprintln!("failover timing over {runs} runs (downAfter 1000 ms, probe interval 1000 ms):");
     for (what, samples) in &mut figures {

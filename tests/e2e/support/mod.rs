@@ -3,8 +3,6 @@
 //! the environment. Each test gets its own namespace (enforcing the `restricted` Pod Security
 //! Standard) and its own operator process, authenticated as the chart's ServiceAccount.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -93,6 +91,9 @@ pub struct ReadySet {
     pub master_ip: String,
     pub password: String,
 }
+
+/// The failover rate limit of the operators the tests start.
+pub const FAILOVER_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// A namespace of one test, with its own operator.
 pub struct TestNs {
@@ -274,7 +275,10 @@ impl TestNs {
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,vigil=debug")
             // Short enough for repeated failovers of one set in a test.
-            .env("VIGIL_FAILOVER_COOLDOWN_SECONDS", "2")
+            .env(
+                "VIGIL_FAILOVER_COOLDOWN_SECONDS",
+                FAILOVER_COOLDOWN.as_secs().to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
