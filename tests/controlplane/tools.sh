@@ -245,8 +245,9 @@ debian_missing() {
   for b in "${DEBIAN_BINARIES[@]}"; do command -v "$b" >/dev/null || return 0; done
   return 1
 }
+redis_version() { redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'; }
 if ! debian_missing; then
-  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), iptables (Debian): cached"
+  echo "redis $(redis_version), iptables (Debian): cached"
 else
   echo "redis, iptables (Debian): installing..."
   t0=$(now)
@@ -264,7 +265,7 @@ else
   fi
   [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
   stop_debian_redis
-  echo "redis $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') (Debian): installed in $(( $(now) - t0 ))s"
+  echo "redis $(redis_version) (Debian): installed in $(( $(now) - t0 ))s"
 fi
 if port_busy 6379; then
   stop_debian_redis

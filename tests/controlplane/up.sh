@@ -87,10 +87,23 @@ for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT"; do
 done
 
 # ---------------------------------------------------------------- PKI (generated once)
+# have NAME: $PKI/NAME.crt and $PKI/NAME.key both exist.
+have() { [[ -s $PKI/$1.crt && -s $PKI/$1.key ]]; }
+# new_ca NAME CN STALE...: self-signed CA NAME unless present; a new CA first deletes the STALE
+# files (certificates the old one signed).
+new_ca() {
+  local name=$1 cn=$2; shift 2
+  have "$name" && return 0
+  rm -f "$@"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.crt" \
+    -days 3650 -sha256 -subj "/CN=$cn" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+}
 # [CA=name] sign NAME SUBJ EXTENSIONS: key + cert signed by $CA (default: ca), unless present.
 sign() {
   local name=$1 subj=$2 ext=$3
-  [[ -s $PKI/$name.crt && -s $PKI/$name.key ]] && return 0
+  have "$name" && return 0
   openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
   printf '%s\n' "$ext" >"$PKI/$name.ext"
@@ -101,13 +114,7 @@ sign() {
 }
 (
   umask 077
-  if [[ ! -s $PKI/ca.crt || ! -s $PKI/ca.key ]]; then
-    rm -f "$PKI"/*.crt "$PKI"/*.key
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -out "$PKI/ca.crt" \
-      -days 3650 -sha256 -subj "/CN=vigil-local-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-  fi
+  new_ca ca vigil-local-ca "$PKI"/*.crt "$PKI"/*.key
   leaf="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment"
   sign apiserver "/CN=kube-apiserver" "$leaf
@@ -118,13 +125,7 @@ extendedKeyUsage=clientAuth"
   sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf
 extendedKeyUsage=clientAuth"
   # front-proxy (aggregation layer / requestheader authn): a separate CA, as in kubeadm
-  if [[ ! -s $PKI/front-proxy-ca.crt || ! -s $PKI/front-proxy-ca.key ]]; then
-    rm -f "$PKI"/front-proxy-client.*
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/front-proxy-ca.key" \
-      -out "$PKI/front-proxy-ca.crt" -days 3650 -sha256 -subj "/CN=vigil-front-proxy-ca" \
-      -addext "basicConstraints=critical,CA:TRUE" \
-      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-  fi
+  new_ca front-proxy-ca vigil-front-proxy-ca "$PKI"/front-proxy-client.*
   CA=front-proxy-ca sign front-proxy-client "/CN=front-proxy-client" "$leaf
 extendedKeyUsage=clientAuth"
   if [[ ! -s $PKI/sa.key || ! -s $PKI/sa.pub ]]; then

@@ -24,7 +24,6 @@ use crate::action::{Action, Target};
 use crate::command::{self, Program};
 use crate::context::Context;
 use crate::env::{self, EnvList};
-use crate::fieldpath::PodFacts;
 use crate::layout;
 use crate::probe::{self, Settings, Tracker};
 use crate::process::{self, BindMount, Launch};
@@ -165,7 +164,6 @@ struct StartError {
 /// Everything resolved for one start of the process.
 struct Prepared {
     program: Program,
-    env: Vec<(String, String)>,
     mounts: Vec<BindMount>,
     target: Target,
 }
@@ -250,7 +248,7 @@ impl Runner {
             );
             let launch = Launch {
                 program: &prepared.program,
-                env: &prepared.env,
+                env: &prepared.target.env,
                 working_dir: self
                     .container
                     .working_dir
@@ -291,15 +289,13 @@ impl Runner {
             let image_id = format!("vigil-testkubelet://{}", prepared.program.path.display());
             let has_startup_probe = self.container.startup_probe.is_some();
             self.reporter.update(|r| {
+                let previous = std::mem::replace(&mut r.state, State::Running { started_at });
                 if has_run {
                     r.restart_count += 1;
-                    if let State::Terminated(t) =
-                        std::mem::replace(&mut r.state, State::Running { started_at })
-                    {
+                    if let State::Terminated(t) = previous {
                         r.last_state = Some(t);
                     }
                 }
-                r.state = State::Running { started_at };
                 r.container_id = Some(container_id.clone());
                 r.image_id = image_id;
                 r.started = !has_startup_probe;
@@ -403,11 +399,7 @@ impl Runner {
     /// Resolves env, command and mounts against the current pod object and API data.
     async fn prepare(&self) -> Result<Prepared, StartError> {
         let pod = self.pod_rx.borrow().clone();
-        let facts = PodFacts {
-            pod_ip: Some(self.pod.ip.to_string()),
-            host_ip: self.ctx.host_ip.clone(),
-            node_allocatable: self.ctx.node_allocatable.clone(),
-        };
+        let facts = self.ctx.pod_facts(Some(self.pod.ip));
         let config_error = |message: String| StartError {
             reason: "CreateContainerConfigError",
             message,
@@ -447,7 +439,7 @@ impl Runner {
         let target = Target {
             pod_ip: self.pod.ip.to_string(),
             ports: self.container.ports.clone().unwrap_or_default(),
-            env: env.clone(),
+            env,
             static_env,
             working_dir: self.container.working_dir.as_ref().map(PathBuf::from),
             bin_dirs: self.ctx.bin_dirs.clone(),
@@ -457,7 +449,6 @@ impl Runner {
         };
         Ok(Prepared {
             program,
-            env,
             mounts,
             target,
         })
@@ -542,7 +533,7 @@ impl Runner {
                             tracing::warn!(pod = %self.pod.name, container = %self.name(), probe = kind.name(), "probe failed past its threshold: restarting container");
                             let grace = settings.termination_grace.unwrap_or(self.pod.termination_grace);
                             self.reporter.update(|r| r.ready = false);
-                            break RunEnd::Killed(self.terminate(child, pid, grace, false).await);
+                            break RunEnd::Killed(self.terminate(child, &target, grace, false).await);
                         }
                         (probe::Kind::Liveness, true) => {}
                     }
@@ -552,17 +543,17 @@ impl Runner {
                     if let Ok(message) = hook {
                         tracing::warn!(pod = %self.pod.name, container = %self.name(), "postStart hook failed, killing container: {message}");
                         self.reporter.update(|r| r.ready = false);
-                        break RunEnd::Killed(self.terminate(child, pid, self.pod.termination_grace, false).await);
+                        break RunEnd::Killed(self.terminate(child, &target, self.pod.termination_grace, false).await);
                     }
                 }
                 changed = self.stop_rx.changed() => {
                     if changed.is_err() {
-                        break RunEnd::Stopped(self.terminate(child, pid, Duration::ZERO, false).await);
+                        break RunEnd::Stopped(self.terminate(child, &target, Duration::ZERO, false).await);
                     }
                     if let Some(stop) = self.stop_request() {
                         self.reporter.update(|r| r.ready = false);
                         let grace = stop.deadline.saturating_duration_since(Instant::now());
-                        break RunEnd::Stopped(self.terminate(child, pid, grace, stop.pre_stop).await);
+                        break RunEnd::Stopped(self.terminate(child, &target, grace, stop.pre_stop).await);
                     }
                 }
             }
@@ -576,33 +567,26 @@ impl Runner {
     async fn terminate(
         &mut self,
         child: &mut Child,
-        pid: u32,
+        target: &Target,
         grace: Duration,
         pre_stop: bool,
     ) -> ExitStatus {
+        let pid = target.pid;
         let mut deadline = Instant::now() + grace;
         let hook = self
             .container
             .lifecycle
             .as_ref()
-            .and_then(|l| l.pre_stop.clone());
+            .and_then(|l| l.pre_stop.as_ref());
         if let (true, Some(hook)) = (pre_stop, hook) {
-            let target = self
-                .prepare()
-                .await
-                .ok()
-                .map(|p| Target { pid, ..p.target });
-            if let Some(target) = target {
-                let budget = deadline.saturating_duration_since(Instant::now());
-                let action = Action::from_hook(&hook);
-                tokio::select! {
-                    result = action.run(&target, budget) => {
-                        if let Err(e) = result {
-                            tracing::warn!(container = %self.name(), "preStop hook failed: {e}");
-                        }
+            let action = Action::from_hook(hook);
+            tokio::select! {
+                result = action.run(target, grace) => {
+                    if let Err(e) = result {
+                        tracing::warn!(container = %self.name(), "preStop hook failed: {e}");
                     }
-                    status = child.wait() => return status.unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL)),
                 }
+                status = child.wait() => return status.unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL)),
             }
         }
         process::signal_pid(pid, libc::SIGTERM);

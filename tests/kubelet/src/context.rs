@@ -1,6 +1,7 @@
 //! Settings and shared state every pod worker needs.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Client;
 
+use crate::fieldpath::PodFacts;
 use crate::ipam::Ipam;
 use crate::layout::Layout;
 
@@ -36,5 +38,14 @@ impl Context {
     /// holding it; the map itself is still consistent, so keep going.
     pub fn ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
         self.ipam.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The downward API facts of a pod with address `pod_ip` on this node.
+    pub fn pod_facts(&self, pod_ip: Option<Ipv4Addr>) -> PodFacts {
+        PodFacts {
+            pod_ip: pod_ip.map(|ip| ip.to_string()),
+            host_ip: self.host_ip.clone(),
+            node_allocatable: self.node_allocatable.clone(),
+        }
     }
 }

@@ -329,14 +329,6 @@ fn qos_class(pod: &Pod) -> String {
     .into()
 }
 
-fn not_ready_names(records: &[Record]) -> Vec<&str> {
-    records
-        .iter()
-        .filter(|r| !r.ready)
-        .map(|r| r.name.as_str())
-        .collect()
-}
-
 /// The `pods/status` strategic merge patch body for the current state.
 pub fn build(view: &PodView<'_>, conditions: &mut Conditions, now: Timestamp) -> Value {
     let pod = view.pod;
@@ -382,9 +374,14 @@ pub fn build(view: &PodView<'_>, conditions: &mut Conditions, now: Timestamp) ->
     });
 
     // Sidecars count for readiness like main containers.
-    let sidecars: Vec<Record> = view.init.iter().filter(|r| r.sidecar).cloned().collect();
-    let mut unready = not_ready_names(&sidecars);
-    unready.extend(not_ready_names(view.main));
+    let unready: Vec<&str> = view
+        .init
+        .iter()
+        .filter(|r| r.sidecar)
+        .chain(view.main)
+        .filter(|r| !r.ready)
+        .map(|r| r.name.as_str())
+        .collect();
     let containers_ready = unready.is_empty() && view.initialized && !terminal;
     let (cr_reason, cr_message) = if terminal {
         (Some("PodCompleted"), None)

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, ResourceExt};
@@ -19,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::container::{Outcome, PodInfo, Reporter, Role, Runner, Stop};
 use crate::context::Context;
-use crate::fieldpath::PodFacts;
 use crate::layout;
 use crate::status::{self, Conditions, PodView, Record, State, Termination};
 use crate::volumes::{MountTable, PodVolumes};
@@ -274,8 +273,9 @@ impl Worker {
             }
             return;
         }
-        let spec = pod.spec.clone().unwrap_or_default();
-        let inits = spec.init_containers.clone().unwrap_or_default();
+        let no_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
         while !self.initialized {
             // Wait for the current init container: a regular one until it completed (see
             // on_runner_done), a sidecar until it has started.
@@ -349,7 +349,7 @@ impl Worker {
                 }
             }
         }
-        let facts = self.facts();
+        let facts = self.ctx.pod_facts(self.ip);
         match self.volumes.setup(pod, &facts).await {
             Ok(()) => {
                 self.mounts = Some(Arc::new(self.volumes.table()));
@@ -377,14 +377,6 @@ impl Worker {
             }
         }
         self.dirty.notify_one();
-    }
-
-    fn facts(&self) -> PodFacts {
-        PodFacts {
-            pod_ip: self.ip.map(|ip| ip.to_string()),
-            host_ip: self.ctx.host_ip.clone(),
-            node_allocatable: self.ctx.node_allocatable.clone(),
-        }
     }
 
     fn start_runner(&mut self, role: Role, index: usize, container: Container) {
@@ -445,7 +437,7 @@ impl Worker {
         if self.mounts.is_some() && !self.finished && self.last_refresh.elapsed() >= VOLUME_REFRESH
         {
             let pod = self.pod();
-            let facts = self.facts();
+            let facts = self.ctx.pod_facts(self.ip);
             self.volumes.refresh(&pod, &facts).await;
             self.last_refresh = Instant::now();
         }
@@ -465,24 +457,18 @@ impl Worker {
 
     /// Deletion seen: stop every container with the pod's grace period, running preStop hooks.
     fn begin_termination(&mut self, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0) as u64;
-        let deadline = Instant::now() + Duration::from_secs(grace);
+        let grace = match pod.metadata.deletion_grace_period_seconds {
+            Some(secs) => Duration::from_secs(secs.max(0) as u64),
+            None => self.termination_grace(pod),
+        };
+        let deadline = Instant::now() + grace;
         let current = *self.stop_tx.borrow();
         // A second, shorter delete moves the deadline earlier; a longer one never extends it.
         if current.is_some_and(|s| s.deadline <= deadline) {
             return;
         }
         if !self.terminating {
-            tracing::info!(pod = %self.name, namespace = %self.namespace, grace, "pod deleted: stopping containers");
+            tracing::info!(pod = %self.name, namespace = %self.namespace, grace = grace.as_secs(), "pod deleted: stopping containers");
         }
         self.terminating = true;
         self.stop_tx.send_replace(Some(Stop {
