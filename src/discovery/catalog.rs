@@ -11,6 +11,10 @@ use crate::redis::Address;
 /// Namespace and name of a `RedisReplication`.
 pub type ObjectKey = (String, String);
 
+pub fn key(rr: &RedisReplication) -> ObjectKey {
+    (rr.namespace().unwrap_or_default(), rr.name_any())
+}
+
 /// The Sentinel master name of a replication: `spec.sentinelMasterName`, else
 /// `<namespace>.<name>`.
 pub fn master_name(rr: &RedisReplication) -> Option<String> {
@@ -176,7 +180,7 @@ impl MasterView {
     }
 }
 
-/// Every watched replication's view, and the index by master name.
+/// Every watched replication's view.
 #[derive(Default)]
 pub struct Catalog {
     views: BTreeMap<ObjectKey, MasterView>,
@@ -186,13 +190,13 @@ impl Catalog {
     /// Records the latest state of `rr`; returns the events to publish. Events of a name that
     /// two replications claim are not published: that name is answered for neither.
     pub fn apply(&mut self, rr: &RedisReplication) -> Vec<Event> {
-        let key = (rr.namespace().unwrap_or_default(), rr.name_any());
+        let key = key(rr);
         let Some((view, events)) = MasterView::observe(rr, self.views.get(&key)) else {
             return Vec::new();
         };
         let name = view.name.clone();
         self.views.insert(key, view);
-        if self.claimants(&name).len() > 1 {
+        if self.sole_claimant(&name).is_none() {
             return Vec::new();
         }
         events
@@ -207,44 +211,50 @@ impl Catalog {
         self.views.retain(|k, _| keys.contains(k));
     }
 
-    fn claimants(&self, name: &str) -> Vec<&ObjectKey> {
-        self.views
-            .iter()
-            .filter(|(_, v)| v.name == name)
-            .map(|(k, _)| k)
-            .collect()
+    /// The view of the only replication that claims `name`.
+    fn sole_claimant(&self, name: &str) -> Option<&MasterView> {
+        let mut claimed = self.views.values().filter(|v| v.name == name);
+        let view = claimed.next()?;
+        claimed.next().is_none().then_some(view)
+    }
+
+    /// The claimants of each master name.
+    fn by_name(&self) -> BTreeMap<&str, Vec<(&ObjectKey, &MasterView)>> {
+        let mut by_name: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for (key, view) in &self.views {
+            by_name.entry(&view.name).or_default().push((key, view));
+        }
+        by_name
     }
 
     /// The master called `name` and its address, when exactly one replication claims the name
     /// and a master is known.
     pub fn get(&self, name: &str) -> Option<(&MasterView, &Address)> {
-        let mut claimed = self.views.values().filter(|v| v.name == name);
-        let view = claimed.next()?;
-        if claimed.next().is_some() {
-            return None;
-        }
+        let view = self.sole_claimant(name)?;
         Some((view, view.master.as_ref()?))
     }
 
     /// Every master that `get` answers for, by name.
     pub fn masters(&self) -> Vec<(&MasterView, &Address)> {
-        let mut names: Vec<&str> = self.views.values().map(|v| v.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        names.into_iter().filter_map(|n| self.get(n)).collect()
+        self.by_name()
+            .into_values()
+            .filter_map(|claimants| match claimants[..] {
+                [(_, view)] => Some((view, view.master.as_ref()?)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Master names claimed by more than one replication, with the claimants.
     pub fn collisions(&self) -> BTreeMap<String, Vec<ObjectKey>> {
-        let mut by_name: BTreeMap<String, Vec<ObjectKey>> = BTreeMap::new();
-        for (key, view) in &self.views {
-            by_name
-                .entry(view.name.clone())
-                .or_default()
-                .push(key.clone());
-        }
-        by_name.retain(|_, keys| keys.len() > 1);
-        by_name
+        self.by_name()
+            .into_iter()
+            .filter(|(_, claimants)| claimants.len() > 1)
+            .map(|(name, claimants)| {
+                let keys = claimants.into_iter().map(|(k, _)| k.clone()).collect();
+                (name.to_string(), keys)
+            })
+            .collect()
     }
 }
 

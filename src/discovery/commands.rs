@@ -302,58 +302,49 @@ impl Session {
         }
     }
 
-    fn count(&self) -> Reply {
-        Reply::Int(i64::try_from(self.channels.len() + self.patterns.len()).unwrap_or(i64::MAX))
+    /// The channels (SUBSCRIBE, UNSUBSCRIBE) or the patterns (PSUBSCRIBE, PUNSUBSCRIBE).
+    fn subscriptions(&mut self, command: &str) -> &mut BTreeSet<Bytes> {
+        match command {
+            "psubscribe" | "punsubscribe" => &mut self.patterns,
+            _ => &mut self.channels,
+        }
+    }
+
+    /// The reply confirming one (un)subscription, with the count after it.
+    fn confirmation(&self, command: &str, target: Reply) -> Reply {
+        let count = self.channels.len() + self.patterns.len();
+        Reply::Push(vec![
+            Reply::bulk(command.to_string()),
+            target,
+            Reply::Int(i64::try_from(count).unwrap_or(i64::MAX)),
+        ])
     }
 
     fn subscribe(&mut self, command: &str, targets: &[Bytes]) -> Vec<Reply> {
         targets
             .iter()
             .map(|target| {
-                let set = match command {
-                    "psubscribe" => &mut self.patterns,
-                    _ => &mut self.channels,
-                };
-                set.insert(target.clone());
-                Reply::Push(vec![
-                    Reply::bulk(command.to_string()),
-                    Reply::Bulk(target.clone()),
-                    self.count(),
-                ])
+                self.subscriptions(command).insert(target.clone());
+                self.confirmation(command, Reply::Bulk(target.clone()))
             })
             .collect()
     }
 
     /// Without arguments, from everything; with none to leave, one reply with a null target.
     fn unsubscribe(&mut self, command: &str, targets: &[Bytes]) -> Vec<Reply> {
-        let set = match command {
-            "punsubscribe" => &mut self.patterns,
-            _ => &mut self.channels,
-        };
         let targets: Vec<Bytes> = if targets.is_empty() {
-            set.iter().cloned().collect()
+            self.subscriptions(command).iter().cloned().collect()
         } else {
             targets.to_vec()
         };
         if targets.is_empty() {
-            return vec![Reply::Push(vec![
-                Reply::bulk(command.to_string()),
-                Reply::Null,
-                self.count(),
-            ])];
+            return vec![self.confirmation(command, Reply::Null)];
         }
         targets
             .into_iter()
             .map(|target| {
-                match command {
-                    "punsubscribe" => self.patterns.remove(&target),
-                    _ => self.channels.remove(&target),
-                };
-                Reply::Push(vec![
-                    Reply::bulk(command.to_string()),
-                    Reply::Bulk(target),
-                    self.count(),
-                ])
+                self.subscriptions(command).remove(&target);
+                self.confirmation(command, Reply::Bulk(target))
             })
             .collect()
     }
@@ -565,12 +556,13 @@ mod tests {
         catalog
     }
 
-    fn run(
+    /// Runs `line` (arguments separated by single spaces).
+    fn execute(
         session: &mut Session,
         catalog: &Catalog,
         password: Option<&str>,
         line: &str,
-    ) -> Vec<Reply> {
+    ) -> (Vec<Reply>, After) {
         let args: Vec<Bytes> = line
             .split(' ')
             .map(|a| Bytes::from(a.to_string()))
@@ -580,7 +572,16 @@ mod tests {
             password,
             run_id: "0123",
         };
-        session.execute(&args, &ctx).0
+        session.execute(&args, &ctx)
+    }
+
+    fn run(
+        session: &mut Session,
+        catalog: &Catalog,
+        password: Option<&str>,
+        line: &str,
+    ) -> Vec<Reply> {
+        execute(session, catalog, password, line).0
     }
 
     fn one(session: &mut Session, catalog: &Catalog, line: &str) -> Reply {
@@ -854,13 +855,8 @@ mod tests {
         ] {
             assert_eq!(one(&mut s, &c, line), expected, "{line}");
         }
-        let ctx = Context {
-            catalog: &c,
-            password: None,
-            run_id: "0123",
-        };
         assert_eq!(
-            s.execute(&[Bytes::from("QUIT")], &ctx),
+            execute(&mut s, &c, None, "QUIT"),
             (vec![Reply::ok()], After::Close)
         );
     }

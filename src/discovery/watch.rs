@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tracing::{info, warn};
 
 use super::Shared;
-use super::catalog::ObjectKey;
+use super::catalog::{ObjectKey, key};
 use crate::api::RedisReplication;
 
 /// Runs until the process stops; watch errors are retried with backoff.
@@ -47,10 +47,6 @@ pub async fn run(client: Client, namespace: Option<String>, shared: Arc<Shared>)
         }
         report_collisions(&shared, &mut collisions);
     }
-}
-
-fn key(rr: &RedisReplication) -> ObjectKey {
-    (rr.namespace().unwrap_or_default(), rr.name_any())
 }
 
 fn apply(shared: &Shared, rr: &RedisReplication) {

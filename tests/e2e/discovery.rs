@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -21,7 +20,8 @@ use tokio::net::TcpStream;
 use crate::support::{Chaos, OperatorOptions, TestNs, wait_for};
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
-/// A subscriber hears `+switch-master` at most this long after the new master is recorded.
+/// A subscriber hears `+switch-master` at most this long after the test sees the new master
+/// recorded.
 const SWITCH_BOUND: Duration = Duration::from_secs(5);
 
 /// Where tools.sh installed the clients (`python-redis`, `go-failover`).
@@ -162,11 +162,7 @@ async fn discovery_answers_redis_cli_from_the_replication_status() {
     let port = t.sentinel_port();
     let name = format!("{}.cache", t.name);
     let expected = format!("{}\n6379", set.master_ip);
-    wait_for("the master by name", Duration::from_secs(30), || async {
-        let got = sentinel_cli(&t, port, &["SENTINEL", "get-master-addr-by-name", &name]);
-        if got == expected { Ok(()) } else { Err(got) }
-    })
-    .await;
+    wait_answer(&t, port, &name, &expected).await;
 
     // Unknown: the null array, exactly as Sentinel writes it.
     assert_eq!(
@@ -189,14 +185,8 @@ async fn discovery_answers_redis_cli_from_the_replication_status() {
     assert_eq!(master.get("flags").map(String::as_str), Some("master"));
     assert_eq!(master.get("num-slaves").map(String::as_str), Some("2"));
     let replicas = sentinel_cli(&t, port, &["SENTINEL", "replicas", &name]);
-    for pod in t.pod_names("cache").await {
-        if pod != set.master {
-            let ip = t.pod_ip(&pod).await;
-            assert!(
-                replicas.contains(&format!("{ip}:6379")),
-                "{ip} in {replicas}"
-            );
-        }
+    for addr in replica_addresses(&t, "cache", &set.master).await {
+        assert!(replicas.contains(&addr), "{addr} in {replicas}");
     }
     let lines: Vec<&str> = replicas.lines().collect();
     let flags: Vec<&str> = lines
@@ -220,11 +210,15 @@ async fn discovery_answers_redis_cli_from_the_replication_status() {
     let other_ip = t
         .pod_ip(other.current_master.as_deref().expect("master"))
         .await;
-    let by_name = |n: &str| sentinel_cli(&t, port, &["SENTINEL", "get-master-addr-by-name", n]);
     wait_answer(&t, port, "shared", &format!("{other_ip}\n6379")).await;
-    set_master_name(&t, "cache", json!("shared")).await;
+    t.patch_spec("cache", json!({"sentinelMasterName": "shared"}))
+        .await;
     wait_answer(&t, port, "shared", "").await;
-    assert_eq!(by_name(&name), "", "the default name no longer applies");
+    assert_eq!(
+        master_addr(&t, port, &name),
+        "",
+        "the default name no longer applies"
+    );
     let log = t.env.artifacts.join(format!("{}-operator.log", t.name));
     wait_for(
         "the collision in the log",
@@ -239,9 +233,10 @@ async fn discovery_answers_redis_cli_from_the_replication_status() {
         },
     )
     .await;
-    set_master_name(&t, "cache", serde_json::Value::Null).await;
+    t.patch_spec("cache", json!({"sentinelMasterName": null}))
+        .await;
     wait_answer(&t, port, "shared", &format!("{other_ip}\n6379")).await;
-    assert_eq!(by_name(&name), expected);
+    assert_eq!(master_addr(&t, port, &name), expected);
 
     // The schema refuses names a Sentinel message could not carry.
     let bad = t
@@ -263,29 +258,33 @@ async fn discovery_answers_redis_cli_from_the_replication_status() {
     );
 }
 
+/// `SENTINEL get-master-addr-by-name` through redis-cli: host and port on two lines, or empty.
+fn master_addr(t: &TestNs, port: u16, name: &str) -> String {
+    sentinel_cli(t, port, &["SENTINEL", "get-master-addr-by-name", name])
+}
+
 /// Waits until redis-cli gets `want` for the master called `name`.
 async fn wait_answer(t: &TestNs, port: u16, name: &str, want: &str) {
     wait_for(
         &format!("{name} to answer {want:?}"),
         Duration::from_secs(30),
         || async {
-            let got = sentinel_cli(t, port, &["SENTINEL", "get-master-addr-by-name", name]);
+            let got = master_addr(t, port, name);
             if got == want { Ok(()) } else { Err(got) }
         },
     )
     .await;
 }
 
-/// Sets (or with null, removes) `spec.sentinelMasterName` of `replication`.
-async fn set_master_name(t: &TestNs, replication: &str, value: serde_json::Value) {
-    t.replications()
-        .patch(
-            replication,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"sentinelMasterName": value}})),
-        )
-        .await
-        .expect("patch sentinelMasterName");
+/// `ip:6379` of every pod of `replication` but `master`.
+async fn replica_addresses(t: &TestNs, replication: &str, master: &str) -> BTreeSet<String> {
+    let mut addresses = BTreeSet::new();
+    for pod in t.pod_names(replication).await {
+        if pod != master {
+            addresses.insert(format!("{}:6379", t.pod_ip(&pod).await));
+        }
+    }
+    addresses
 }
 
 /// A client library under test, as installed by tools.sh.
@@ -371,7 +370,7 @@ async fn a_client_follows_a_master_crash(prefix: &str, library: Library) {
     let status = t
         .wait_new_master("cache", &old, status.epoch, FAILOVER_TIMEOUT)
         .await;
-    let recorded = crash.elapsed();
+    let seen = crash.elapsed();
     let new = status.current_master.clone().expect("master");
     let new_ip = t.pod_ip(&new).await;
     let (heard, payload) = subscriber
@@ -418,8 +417,9 @@ async fn a_client_follows_a_master_crash(prefix: &str, library: Library) {
         .map(|(at, _, _)| *at)
         .expect("writes after");
     eprintln!(
-        "{prefix}: crash -> new master recorded {recorded:?}, -> +switch-master heard {:?}, \
-         -> first write on the new master {:?}; writes: {} ok, {} failed; no write for {:?}",
+        "{prefix}: crash -> new master seen in the status (polled) {seen:?}, -> +switch-master \
+         heard {:?}, -> first write on the new master {:?}; writes: {} ok, {} failed; no write \
+         for {:?}",
         heard.saturating_duration_since(crash),
         first_new.saturating_duration_since(crash),
         oks.len(),
@@ -437,12 +437,7 @@ async fn a_client_follows_a_master_crash(prefix: &str, library: Library) {
     t.wait_topology("cache", &new, &password, FAILOVER_TIMEOUT)
         .await;
     t.wait_ready("cache", 3, FAILOVER_TIMEOUT).await;
-    let mut replicas = BTreeSet::new();
-    for pod in t.pod_names("cache").await {
-        if pod != new {
-            replicas.insert(format!("{}:6379", t.pod_ip(&pod).await));
-        }
-    }
+    let replicas = replica_addresses(&t, "cache", &new).await;
     let read = library
         .command(port, &name, &password, "read")
         .output()

@@ -95,14 +95,8 @@ async fn three_instances_replicate_and_services_follow_roles() {
         )
     };
     assert!(guard(&master_ip).ends_with("\n0"), "{}", guard(&master_ip));
-    t.replications()
-        .patch(
-            "cache",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"failover": {"minReplicasToWrite": 1}}})),
-        )
-        .await
-        .expect("patch minReplicasToWrite");
+    t.patch_spec("cache", json!({"failover": {"minReplicasToWrite": 1}}))
+        .await;
     wait_for(
         "min-replicas-to-write 1 on the master",
         Duration::from_secs(30),
@@ -143,7 +137,7 @@ async fn scaling_up_and_down_keeps_replication() {
     );
 
     for (instances, expected_pods) in [(5, 5usize), (2, 2usize)] {
-        t.set_instances("cache", instances).await;
+        t.patch_spec("cache", json!({"instances": instances})).await;
         let status = t.wait_ready("cache", instances, READY_TIMEOUT).await;
         assert_eq!(
             status.current_master.as_deref(),

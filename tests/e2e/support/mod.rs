@@ -344,15 +344,16 @@ impl TestNs {
             .expect("create RedisReplication");
     }
 
-    pub async fn set_instances(&self, name: &str, instances: i32) {
+    /// Merges `spec` into the replication's spec (a JSON merge patch: `null` removes a field).
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) {
         self.replications()
             .patch(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"instances": instances}})),
+                &Patch::Merge(json!({ "spec": spec })),
             )
             .await
-            .expect("scale RedisReplication");
+            .unwrap_or_else(|e| panic!("patch the spec of {name} with {spec}: {e}"));
     }
 
     pub async fn status(&self, name: &str) -> Option<RedisReplicationStatus> {
