@@ -1,6 +1,7 @@
 //! End-to-end scenarios on the local control plane (real apiserver, controller-manager, redis
 //! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
 
+mod chart;
 mod discovery;
 mod failover;
 mod storage;
