@@ -5,8 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{LocalObjectReference, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -46,6 +50,13 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
     "replica-read-only",
     "slave-read-only",
     "rename-command",
+    "unixsocket",
+    "unixsocketperm",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-replication",
+    "tls-auth-clients",
     "min-replicas-to-write",
     "min-replicas-max-lag",
     "min-slaves-to-write",
@@ -60,6 +71,12 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
     kind = "RedisReplication",
     namespaced,
     status = "RedisReplicationStatus",
+    // The disruption controller reads a PodDisruptionBudget's expected pod count (needed for
+    // `maxUnavailable`) from the scale subresource of the pods' controller, this resource.
+    scale(
+        spec_replicas_path = ".spec.instances",
+        status_replicas_path = ".status.readyInstances"
+    ),
     shortname = "rr",
     category = "vigil",
     printcolumn = r#"{"name":"Instances","type":"integer","jsonPath":".spec.instances"}"#,
@@ -69,6 +86,7 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = tls_transition_rule())]
 pub struct RedisReplicationSpec {
     /// Total number of Redis instances: one master, the others its replicas.
     #[schemars(range(min = 1, max = 64))]
@@ -95,9 +113,21 @@ pub struct RedisReplicationSpec {
     #[serde(default)]
     pub auth: AuthSpec,
 
+    /// TLS for clients and replication: the instances serve TLS only on port 6379 and replicas
+    /// link to their master over TLS. Absent: plain TCP. It cannot be added to or removed from
+    /// an existing RedisReplication (a TLS replica cannot follow a plain master).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
     /// Automatic failover of the master.
     #[serde(default)]
     pub failover: FailoverSpec,
+
+    /// How replicas follow the master: `Star` (every replica follows the master) or `Chain`
+    /// (master -> instance 1 -> instance 2 ..., in ordinal order, kept across failovers; a
+    /// replica whose upstream is unavailable or still syncing follows the master meanwhile).
+    #[serde(default)]
+    pub topology: Topology,
 
     /// Extra redis.conf settings. Keys that vigil owns (such as `port`, `replicaof`,
     /// `requirepass`) are rejected.
@@ -122,6 +152,65 @@ pub struct RedisReplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), pattern(r"^[A-Za-z0-9._-]+$"))]
     pub sentinel_master_name: Option<String>,
+
+    /// Node labels an instance's node must have, as a Pod's `nodeSelector`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the instances tolerate, as a Pod's `tolerations`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod (anti-)affinity of the instances, as a Pod's `affinity`. To keep instances
+    /// on different nodes, use pod anti-affinity on the label
+    /// `app.kubernetes.io/instance: <name>`, which every instance carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How instances spread across zones or nodes, as a Pod's `topologySpreadConstraints`;
+    /// select the instances with `app.kubernetes.io/instance: <name>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the instances' pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// Extra labels on every instance pod. Labels vigil sets (`app.kubernetes.io/name`,
+    /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by` and any `redis.vigil.dev/`
+    /// key) are rejected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = reserved_keys_rule("pod label", &reserved_label_condition()))]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Extra annotations on every instance pod. `redis.vigil.dev/` keys are vigil's and are
+    /// rejected (set `redis.vigil.dev/replica-priority` on a single pod instead).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = reserved_keys_rule("pod annotation", &reserved_prefix_condition()))]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// The `<name>-master` and `<name>-replicas` Services clients connect to.
+    #[serde(default)]
+    pub service: ClientServiceSpec,
+
+    /// A PodDisruptionBudget `<name>` over the instances, limiting how many a drain may evict
+    /// at once. On by default.
+    #[serde(default)]
+    pub pod_disruption_budget: DisruptionBudgetSpec,
+
+    /// A Prometheus exporter (redis_exporter) next to each instance, serving `/metrics` on the
+    /// port `metrics` (9121) of the pod and of the `<name>-headless` Service. Off by default.
+    #[serde(default)]
+    pub exporter: ExporterSpec,
+
+    /// A NetworkPolicy `<name>` that admits traffic to Redis (and the exporter) only from the
+    /// set's own instances, the operator's namespace and `from`. Off by default: it needs a
+    /// network plugin that enforces NetworkPolicies.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
 }
 
 /// The volume of each instance.
@@ -164,6 +253,17 @@ impl RedisReplicationSpec {
             Persistence::None
         })
     }
+}
+
+/// How replicas are wired to the master.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Topology {
+    /// Every replica replicates from the master.
+    #[default]
+    Star,
+    /// Each replica replicates from the previous one, the first from the master: the master
+    /// feeds one replica however many there are.
+    Chain,
 }
 
 /// Image pull policy, as in a Pod's container.
@@ -283,6 +383,9 @@ pub struct RedisReplicationStatus {
     /// Number of instances that are ready.
     #[serde(default)]
     pub ready_instances: i32,
+    /// Number of instances that run the current spec (the rest await the rolling update).
+    #[serde(default)]
+    pub updated_instances: i32,
     /// One entry per instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
@@ -344,6 +447,128 @@ pub struct InstanceStatus {
     pub link_status: Option<String>,
 }
 
+/// Type of the client Services.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// A cluster-internal address (the default).
+    #[default]
+    #[serde(rename = "ClusterIP")]
+    ClusterIp,
+    /// Also a port on every node.
+    NodePort,
+    /// Also an external load balancer, where the cluster provides one.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIp => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// How the client Services are exposed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientServiceSpec {
+    /// `ClusterIP` (default), `NodePort` or `LoadBalancer`. The headless Service stays headless.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Annotations of both client Services, e.g. for a cloud load balancer.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The PodDisruptionBudget of the instances.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget. On by default; turning it off deletes it.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// How many instances a voluntary disruption (a node drain) may take down at once: a
+    /// number (default 1) or a percentage of `instances` such as `50%`. Draining the master
+    /// is a planned switchover.
+    #[serde(default = "default_max_unavailable")]
+    // Not nullable (kube marks optional int-or-strings so): an explicit null is then replaced
+    // by the default instead of reaching the operator as a value it cannot read.
+    #[schemars(extend("nullable" = false))]
+    #[x_kube(validation = kube::core::Rule::new("type(self) == string ? self.matches('^(100|[1-9]?[0-9])%$') : self >= 0").message("maxUnavailable must be a number >= 0 or a percentage from 0% to 100%"))]
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_unavailable: default_max_unavailable(),
+        }
+    }
+}
+
+/// The replication's NetworkPolicy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Create the NetworkPolicy.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The clients allowed to connect, as NetworkPolicy peers (pod and namespace selectors,
+    /// IP blocks). Empty: every pod of the replication's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<NetworkPolicyPeer>,
+}
+
+/// The metrics exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run redis_exporter in every instance pod. Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Image of the exporter; it reads `REDIS_ADDR` and `REDIS_PASSWORD`.
+    #[serde(default = "default_exporter_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// CPU and memory of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ExporterSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            image: default_exporter_image(),
+            resources: None,
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret of type kubernetes.io/tls in the same namespace, as cert-manager writes it:
+    /// `tls.crt` and `tls.key`, the instances' certificate, which must name
+    /// `*.<name>-headless.<namespace>.svc` (the operator verifies that name) and allow client
+    /// use too (replicas present it to their master); `ca.crt`, the CA that signed it.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// Clients must present a certificate signed by that CA (`tls-auth-clients yes`). Off by
+    /// default: clients authenticate with the password.
+    #[serde(default)]
+    pub auth_clients: bool,
+}
+
 fn default_image() -> String {
     DEFAULT_IMAGE.to_string()
 }
@@ -379,6 +604,62 @@ fn owned_keys_message() -> String {
         "\"config key '\" + self.filter(k, k.lowerAscii() in {})[0] + \"' is managed by vigil and cannot be set\"",
         owned_keys_list()
     )
+}
+
+/// The exporter image used when the spec names none.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.67.0";
+
+fn default_exporter_image() -> String {
+    DEFAULT_EXPORTER_IMAGE.to_string()
+}
+
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(1)
+}
+
+/// Label and annotation keys under this prefix are vigil's.
+fn reserved_prefix() -> String {
+    format!("{GROUP}/")
+}
+
+/// CEL: key `k` is under vigil's own prefix.
+fn reserved_prefix_condition() -> String {
+    format!("k.startsWith('{}')", reserved_prefix())
+}
+
+/// CEL: key `k` is a label vigil sets on its pods (its prefix, or one of the common labels).
+fn reserved_label_condition() -> String {
+    let common: Vec<String> = crate::resources::common_labels("")
+        .into_keys()
+        .filter(|k| !k.starts_with(&reserved_prefix()))
+        .map(|k| format!("'{k}'"))
+        .collect();
+    format!(
+        "{} || k in [{}]",
+        reserved_prefix_condition(),
+        common.join(", ")
+    )
+}
+
+/// Rejects map keys matching `condition`, naming the first one (`what` says which map).
+fn reserved_keys_rule(what: &str, condition: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.all(k, !({condition}))"))
+        .message(kube::core::Message::Expression(format!(
+            "\"{what} '\" + self.filter(k, {condition})[0] + \"' is managed by vigil and cannot be set\""
+        )))
+        .reason(kube::core::Reason::FieldValueForbidden)
+}
+
+/// Turning TLS on or off cannot roll: a TLS replica cannot follow a plain master and the other
+/// way round, so the apiserver refuses the change.
+fn tls_transition_rule() -> kube::core::Rule {
+    kube::core::Rule::new("has(self.tls) == has(oldSelf.tls)")
+        .message(
+            "spec.tls cannot be added to or removed from an existing RedisReplication (a TLS \
+             replica cannot follow a plain master); create a new RedisReplication instead",
+        )
+        .field_path(".tls")
+        .reason(kube::core::Reason::FieldValueForbidden)
 }
 
 /// The CRD as YAML, exactly what `vigil crd` prints and `crds/` holds.
@@ -426,5 +707,78 @@ mod tests {
         for key in OWNED_CONFIG_KEYS {
             assert!(rule.contains(&format!("'{key}'")));
         }
+    }
+
+    #[test]
+    fn shape_fields_default_to_a_budget_clusterip_and_no_exporter() {
+        let spec: RedisReplicationSpec =
+            serde_json::from_value(serde_json::json!({"instances": 3})).expect("valid spec");
+        assert!(spec.pod_disruption_budget.enabled);
+        assert_eq!(
+            spec.pod_disruption_budget.max_unavailable,
+            IntOrString::Int(1)
+        );
+        assert_eq!(spec.service.type_, ServiceType::ClusterIp);
+        assert!(!spec.exporter.enabled);
+        assert_eq!(spec.exporter.image, DEFAULT_EXPORTER_IMAGE);
+        let nodeport: ClientServiceSpec =
+            serde_json::from_value(serde_json::json!({"type": "NodePort"})).expect("valid");
+        assert_eq!(nodeport.type_.as_str(), "NodePort");
+        let cluster_ip = serde_json::to_value(ClientServiceSpec::default()).expect("json");
+        assert_eq!(cluster_ip["type"], "ClusterIP");
+    }
+
+    #[test]
+    fn reserved_pod_keys_cover_every_label_vigil_sets() {
+        let labels = reserved_label_condition();
+        for key in crate::resources::common_labels("cache").keys() {
+            assert!(
+                labels.contains(&format!("'{key}'")) || key.starts_with(&reserved_prefix()),
+                "{key}"
+            );
+        }
+        for key in [
+            crate::resources::ROLE_LABEL,
+            crate::resources::INSTANCE_LABEL,
+        ] {
+            assert!(key.starts_with(&reserved_prefix()), "{key}");
+        }
+        let yaml = crd_yaml().expect("crd renders");
+        assert!(yaml.contains("pod label '"));
+        assert!(yaml.contains("pod annotation '"));
+        assert!(yaml.contains("maxUnavailable must be a number >= 0"));
+    }
+
+    #[test]
+    fn crd_refuses_turning_tls_on_or_off() {
+        let yaml = crd_yaml().expect("crd renders");
+        assert!(
+            yaml.contains("rule: has(self.tls) == has(oldSelf.tls)"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("message: spec.tls cannot be added to or removed from"));
+        assert!(yaml.contains("fieldPath: .tls"));
+        let spec: RedisReplicationSpec = serde_json::from_value(
+            serde_json::json!({"instances": 3, "tls": {"secretName": "cache-tls"}}),
+        )
+        .expect("valid spec");
+        let tls = spec.tls.expect("tls");
+        assert_eq!(tls.secret_name, "cache-tls");
+        assert!(
+            !tls.auth_clients,
+            "clients authenticate with the password by default"
+        );
+    }
+
+    #[test]
+    fn crd_has_the_scale_subresource_budgets_need() {
+        let crd = RedisReplication::crd();
+        let scale = crd.spec.versions[0]
+            .subresources
+            .as_ref()
+            .and_then(|s| s.scale.as_ref())
+            .expect("scale subresource");
+        assert_eq!(scale.spec_replicas_path, ".spec.instances");
+        assert_eq!(scale.status_replicas_path, ".status.readyInstances");
     }
 }

@@ -12,3 +12,4 @@ pub mod redis;
 pub mod redis_conf;
 pub mod resources;
 pub mod telemetry;
+pub mod tls;

@@ -65,7 +65,8 @@ struct OperatorArgs {
     /// Act only while holding the Lease, so several replicas can run for high availability.
     #[arg(long, env = "VIGIL_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's own namespace in a cluster).
+    /// The operator's own namespace in a cluster: where its Lease is, and what replications'
+    /// NetworkPolicies admit as the operator.
     #[arg(long, env = "POD_NAMESPACE", default_value = "vigil-system")]
     leader_election_namespace: String,
     /// Name of the Lease; the chart's RBAC allows the release's full name.
@@ -140,6 +141,13 @@ struct AgentArgs {
     /// Seconds a stopping master waits for the operator's switchover before it stops anyway.
     #[arg(long, env = "VIGIL_SWITCHOVER_WAIT_SECONDS", default_value_t = 10)]
     switchover_wait_seconds: u64,
+    /// Directory of the TLS Secret's files (tls.crt, tls.key, ca.crt): serve TLS only and
+    /// replicate over TLS (default: plain TCP).
+    #[arg(long, env = "VIGIL_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// With TLS, clients must present a certificate signed by the CA.
+    #[arg(long, env = "VIGIL_TLS_AUTH_CLIENTS", default_value_t = false, action = clap::ArgAction::Set)]
+    tls_auth_clients: bool,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +194,10 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                 probe_port: args.probe_port,
                 stop_timeout: Duration::from_secs(args.stop_timeout_seconds),
                 switchover_wait: Duration::from_secs(args.switchover_wait_seconds),
+                tls: args.tls_dir.map(|dir| vigil::redis_conf::TlsFiles {
+                    dir,
+                    auth_clients: args.tls_auth_clients,
+                }),
             };
             let code = vigil::agent::run(settings).await?;
             Ok(u8::try_from(code).unwrap_or(1))
@@ -243,6 +255,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             probe_interval: Duration::from_millis(args.probe_interval_ms.max(50)),
             failover_cooldown: Duration::from_secs(args.failover_cooldown_seconds),
             instance: args.instance,
+            operator_namespace: args.leader_election_namespace.clone(),
             metrics,
         },
     );

@@ -3,10 +3,15 @@
 //! The parsing of `INFO replication` is pure so the rest of the code reasons about typed facts.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use ::redis::{AsyncConnectionConfig, RedisConnectionInfo};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::tls::TlsClient;
 
 /// The port every instance listens on.
 pub const REDIS_PORT: u16 = 6379;
@@ -23,6 +28,21 @@ pub enum Error {
         addr: String,
         source: ::redis::RedisError,
     },
+    #[error("cannot reach redis at {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "TLS handshake with redis at {addr} (expecting a certificate for {server_name}) failed: {source}"
+    )]
+    Tls {
+        addr: String,
+        server_name: String,
+        source: std::io::Error,
+    },
+    #[error("redis at {addr} did not complete the connection within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
     #[error("redis at {addr} failed `{command}`: {source}")]
     Command {
         addr: String,
@@ -244,47 +264,119 @@ fn parse_connected_replica(value: &str) -> Result<ConnectedReplica, String> {
     })
 }
 
+/// What connecting to the instances of one replication takes: the password, and with
+/// `spec.tls` the operator's TLS client.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub password: Option<String>,
+    pub tls: Option<TlsClient>,
+}
+
+/// A byte stream a connection runs on: TCP, TLS over TCP, or a unix socket.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
 /// A connection to one instance, with bounded connect and response times.
 pub struct InstanceClient {
-    addr: Address,
+    /// Where it is connected, for errors.
+    addr: String,
     conn: MultiplexedConnection,
+    /// The task that drives `conn`; it stops with the client.
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for InstanceClient {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 impl InstanceClient {
+    /// Connects to instance `pod` at `addr`; with TLS, the instance's certificate must name the
+    /// pod (see [`TlsClient`]).
     pub async fn connect(
+        pod: &str,
         addr: &Address,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let target = addr.to_string();
+        let stream = async {
+            let tcp = TcpStream::connect((addr.host.as_str(), addr.port))
+                .await
+                .map_err(|source| Error::Unreachable {
+                    addr: target.clone(),
+                    source,
+                })?;
+            let Some(tls) = &credentials.tls else {
+                return Ok(Box::new(tcp) as Box<dyn Stream>);
+            };
+            match tls.handshake(pod, tcp).await {
+                Ok(stream) => Ok(Box::new(stream) as Box<dyn Stream>),
+                Err(source) => Err(Error::Tls {
+                    addr: target.clone(),
+                    server_name: tls.server_name(pod),
+                    source,
+                }),
+            }
+        };
+        Self::open(&target, stream, credentials.password.as_deref(), timeout).await
+    }
+
+    /// Connects through the instance's unix socket: the agent's own connections, which work
+    /// whether the instance's port speaks TLS or not.
+    pub async fn connect_local(
+        socket: &Path,
         password: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, Error> {
-        let connect_err = |source| Error::Connect {
-            addr: addr.to_string(),
-            source,
+        let target = socket.display().to_string();
+        let stream = async {
+            match UnixStream::connect(socket).await {
+                Ok(stream) => Ok(Box::new(stream) as Box<dyn Stream>),
+                Err(source) => Err(Error::Unreachable {
+                    addr: target.clone(),
+                    source,
+                }),
+            }
         };
+        Self::open(&target, stream, password, timeout).await
+    }
+
+    /// Opens `stream` and sets the connection up on it (AUTH, client name), all within
+    /// `timeout`; every command then answers within `timeout` too.
+    async fn open(
+        addr: &str,
+        stream: impl Future<Output = Result<Box<dyn Stream>, Error>>,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let mut settings =
             RedisConnectionInfo::default().set_lib_name("vigil", env!("CARGO_PKG_VERSION"));
         if let Some(password) = password {
             settings = settings.set_password(password);
         }
-        let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-            .into_connection_info()
-            .map_err(connect_err)?
-            .set_redis_settings(settings);
-        let client = ::redis::Client::open(info).map_err(connect_err)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(connect_err)?;
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(timeout));
+        let setup = async {
+            MultiplexedConnection::new_with_config(&settings, stream.await?, config)
+                .await
+                .map_err(|source| Error::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        let (conn, driver) =
+            tokio::time::timeout(timeout, setup)
+                .await
+                .map_err(|_| Error::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                })??;
         Ok(Self {
-            addr: addr.clone(),
+            addr: addr.to_string(),
             conn,
+            driver: tokio::spawn(driver),
         })
-    }
-
-    pub fn address(&self) -> &Address {
-        &self.addr
     }
 
     async fn query<T: ::redis::FromRedisValue>(
@@ -295,7 +387,7 @@ impl InstanceClient {
         cmd.query_async(&mut self.conn)
             .await
             .map_err(|source| Error::Command {
-                addr: self.addr.to_string(),
+                addr: self.addr.clone(),
                 command,
                 source,
             })
@@ -311,7 +403,7 @@ impl InstanceClient {
         cmd.arg("replication");
         let text: String = self.query("INFO replication", &cmd).await?;
         ReplicationInfo::parse(&text).map_err(|detail| Error::Unexpected {
-            addr: self.addr.to_string(),
+            addr: self.addr.clone(),
             command: "INFO replication",
             detail,
         })

@@ -3,8 +3,14 @@
 //! Layout: defaults first, the user's settings next (they may override defaults), the settings
 //! vigil owns last (redis.conf keeps the last value of a key, so ours always win).
 
+use std::path::PathBuf;
+
 use crate::api::Persistence;
 use crate::redis::{Address, FENCE_HOST, FENCE_PORT, REDIS_PORT};
+use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY};
+
+/// File name of the instance's unix socket in the agent's run directory.
+pub const UNIX_SOCKET: &str = "redis.sock";
 
 /// What an instance's configuration depends on.
 pub struct ConfInput<'a> {
@@ -19,6 +25,37 @@ pub struct ConfInput<'a> {
     /// `min-replicas-to-write` and `min-replicas-max-lag` (they act on the master only).
     pub min_replicas: MinReplicas,
     pub persistence: Persistence,
+    /// The unix socket the agent's own connections use, whatever the port serves.
+    pub unix_socket: &'a str,
+    /// TLS for clients and replication; `None` serves plain TCP.
+    pub tls: Option<&'a TlsFiles>,
+}
+
+/// TLS from the files of a mounted `kubernetes.io/tls` Secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    /// Clients must present a certificate the CA signed (`tls-auth-clients yes`).
+    pub auth_clients: bool,
+}
+
+impl TlsFiles {
+    /// The port is TLS only: plain TCP is refused, and replicas link to their master over TLS.
+    fn settings(&self) -> Vec<String> {
+        let file = |key| quote(&self.dir.join(key).to_string_lossy());
+        vec![
+            "port 0".into(),
+            format!("tls-port {REDIS_PORT}"),
+            format!("tls-cert-file {}", file(CERT_KEY)),
+            format!("tls-key-file {}", file(PRIVATE_KEY_KEY)),
+            format!("tls-ca-cert-file {}", file(CA_KEY)),
+            "tls-replication yes".into(),
+            format!(
+                "tls-auth-clients {}",
+                if self.auth_clients { "yes" } else { "no" }
+            ),
+        ]
+    }
 }
 
 /// Writes are refused unless this many replicas lag at most `max_lag` seconds.
@@ -69,9 +106,14 @@ pub fn render(input: &ConfInput<'_>) -> String {
         out.push('\n');
     }
     out.push_str("# Owned by vigil\n");
-    let mut owned = vec![
-        format!("bind {}", input.pod_ip),
-        format!("port {REDIS_PORT}"),
+    let mut owned = vec![format!("bind {}", input.pod_ip)];
+    match input.tls {
+        Some(tls) => owned.extend(tls.settings()),
+        None => owned.push(format!("port {REDIS_PORT}")),
+    }
+    owned.extend([
+        format!("unixsocket {}", quote(input.unix_socket)),
+        "unixsocketperm 700".into(),
         "protected-mode no".into(),
         "daemonize no".into(),
         "logfile \"\"".into(),
@@ -80,7 +122,7 @@ pub fn render(input: &ConfInput<'_>) -> String {
         format!("replica-announce-port {REDIS_PORT}"),
         "replica-read-only yes".into(),
         "replica-serve-stale-data yes".into(),
-    ];
+    ]);
     for (key, value) in input.min_replicas.settings() {
         owned.push(format!("{key} {value}"));
     }
@@ -124,6 +166,8 @@ mod tests {
                 max_lag: 10,
             },
             persistence: Persistence::None,
+            unix_socket: "/run/vigil/redis.sock",
+            tls: None,
         }
     }
 
@@ -170,6 +214,46 @@ mod tests {
         let owned = conf.find("bind ").expect("owned");
         assert!(default_save < user_save && user_save < owned);
         assert!(conf.contains("maxmemory \"1gb\"\n#"));
+    }
+
+    #[test]
+    fn without_tls_the_port_is_plain_and_the_agent_has_its_socket() {
+        let conf = render(&input(None, ""));
+        assert!(conf.contains("\nport 6379\n"));
+        assert!(!conf.contains("tls-"));
+        assert!(conf.contains("\nunixsocket \"/run/vigil/redis.sock\"\nunixsocketperm 700\n"));
+    }
+
+    #[test]
+    fn with_tls_the_port_is_tls_only_and_replication_uses_it() {
+        let master = Address::new("127.0.0.10", 6379);
+        let tls = TlsFiles {
+            dir: "/etc/vigil-tls".into(),
+            auth_clients: false,
+        };
+        let mut i = input(Some(&master), "");
+        i.tls = Some(&tls);
+        let conf = render(&i);
+        for line in [
+            "port 0",
+            "tls-port 6379",
+            "tls-cert-file \"/etc/vigil-tls/tls.crt\"",
+            "tls-key-file \"/etc/vigil-tls/tls.key\"",
+            "tls-ca-cert-file \"/etc/vigil-tls/ca.crt\"",
+            "tls-replication yes",
+            "tls-auth-clients no",
+            "unixsocket \"/run/vigil/redis.sock\"",
+            "replicaof 127.0.0.10 6379",
+        ] {
+            assert!(conf.contains(&format!("\n{line}\n")), "{line} in {conf}");
+        }
+        assert!(!conf.contains("\nport 6379\n"));
+        let auth_clients = TlsFiles {
+            auth_clients: true,
+            ..tls.clone()
+        };
+        i.tls = Some(&auth_clients);
+        assert!(render(&i).contains("\ntls-auth-clients yes\n"));
     }
 
     #[test]

@@ -18,6 +18,10 @@ if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
   echo "e2e: building"
   cargo build --quiet --workspace --bins
   cargo test --quiet --features e2e --test e2e --no-run
+  # One run per state directory: a second one waits rather than wiping the first one's cluster.
+  mkdir -p "$(dirname "$STATE")"
+  exec 8>"$STATE.lock"
+  flock 8
   exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
 fi
 

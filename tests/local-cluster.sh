@@ -27,8 +27,7 @@ local_cluster_up() {
 
   echo "local cluster: installing the CRD and the chart's ServiceAccount and RBAC"
   "$KUBECTL" apply --server-side -f "$ROOT/crds/" >/dev/null
-  "$KUBECTL" wait --for=condition=Established --timeout=60s \
-    crd/redisreplications.redis.vigil.dev >/dev/null
+  wait_condition crd/redisreplications.redis.vigil.dev Established
   "$KUBECTL" create namespace vigil-system >/dev/null
   "$HELM" template vigil "$ROOT/charts/vigil" --namespace vigil-system \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
@@ -57,8 +56,21 @@ local_cluster_up() {
     kill -0 "$KUBELET_PID" 2>/dev/null || { tail -n 30 "$ARTIFACTS/kubelet.log" >&2; return 1; }
     sleep 0.5
   done
-  "$KUBECTL" wait --for=condition=Ready --timeout=60s node/vigil-node >/dev/null
+  wait_condition node/vigil-node Ready
   export KUBECONFIG KUBECTL HELM OPERATOR_KUBECONFIG KUBELET_STATE ARTIFACTS
+}
+
+# wait_condition OBJECT TYPE: waits (60 s at most) for condition TYPE of OBJECT to be True.
+# (`kubectl wait` fails at once, instead of waiting, while the object has no conditions yet.)
+wait_condition() {
+  local got
+  for _ in $(seq 1 240); do
+    got=$("$KUBECTL" get "$1" -o "jsonpath={.status.conditions[?(@.type==\"$2\")].status}" 2>/dev/null) || true
+    [[ $got == True ]] && return 0
+    sleep 0.25
+  done
+  echo "local cluster: $1 is not $2 after 60s (last: ${got:-no condition})" >&2
+  return 1
 }
 
 local_cluster_down() {

@@ -5,7 +5,7 @@ mod boot;
 mod probes;
 mod supervise;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tracing::{info, info_span};
@@ -13,8 +13,7 @@ use tracing::{info, info_span};
 pub use boot::{Boot, decide_boot};
 pub use probes::{Health, liveness, readiness};
 
-use crate::redis::{Address, REDIS_PORT};
-use crate::redis_conf::{ConfInput, render};
+use crate::redis_conf::{ConfInput, TlsFiles, UNIX_SOCKET, render};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,11 +61,14 @@ pub struct Settings {
     pub stop_timeout: Duration,
     /// How long a stopping master waits for the operator's switchover.
     pub switchover_wait: Duration,
+    /// TLS for clients and replication (`spec.tls`), from the mounted Secret.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Settings {
-    fn address(&self) -> Address {
-        Address::new(self.pod_ip.clone(), REDIS_PORT)
+    /// The unix socket of the agent's own connections to Redis.
+    fn socket(&self) -> PathBuf {
+        self.run_dir.join(UNIX_SOCKET)
     }
 }
 
@@ -99,6 +101,8 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
         user_settings: &user_settings,
         min_replicas: spec.min_replicas,
         persistence: spec.persistence,
+        unix_socket: &settings.socket().to_string_lossy(),
+        tls: settings.tls.as_ref(),
     });
     let conf_path = settings.run_dir.join("redis.conf");
     write_private(&conf_path, &conf)?;
@@ -110,14 +114,14 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
             addr: probe_addr.clone(),
             source,
         })?;
-    let health = Health::new(settings.address(), settings.password.clone());
+    let health = Health::new(settings.socket(), settings.password.clone());
     tokio::spawn(probes::serve(listener, health));
 
     supervise::run_server(&settings, &conf_path).await
 }
 
 /// The config holds the password: readable by the agent's user only.
-fn write_private(path: &std::path::Path, content: &str) -> Result<(), Error> {
+fn write_private(path: &Path, content: &str) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |action, source| Error::Io {

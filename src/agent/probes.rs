@@ -1,6 +1,7 @@
 //! The agent's probe server. Liveness: Redis answers. Readiness: a master is writable; a replica
 //! is linked and not in a full sync; a fenced instance is not ready.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,23 +9,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
-use crate::redis::{Address, InstanceClient, ReplicationInfo, Role};
+use crate::redis::{InstanceClient, ReplicationInfo, Role};
 
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
 #[derive(Clone)]
 pub struct Health {
-    address: Address,
+    /// Redis's unix socket.
+    socket: PathBuf,
     password: Option<String>,
 }
 
 impl Health {
-    pub fn new(address: Address, password: Option<String>) -> Self {
-        Self { address, password }
+    pub fn new(socket: PathBuf, password: Option<String>) -> Self {
+        Self { socket, password }
     }
 
     async fn client(&self) -> Result<InstanceClient, crate::redis::Error> {
-        InstanceClient::connect(&self.address, self.password.as_deref(), PROBE_TIMEOUT).await
+        InstanceClient::connect_local(&self.socket, self.password.as_deref(), PROBE_TIMEOUT).await
     }
 }
 
@@ -99,7 +101,7 @@ pub fn readiness(info: &ReplicationInfo) -> (StatusCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::{FENCE_HOST, FENCE_PORT};
+    use crate::redis::{Address, FENCE_HOST, FENCE_PORT};
 
     fn replica(host: &str, port: u16, link_up: bool, syncing: bool) -> ReplicationInfo {
         let role = Role::Replica {

@@ -81,10 +81,10 @@ async fn stop(child: &mut Child, settings: &Settings, binary: &Path) -> Result<i
 }
 
 async fn await_switchover(settings: &Settings) {
-    let address = settings.address();
+    let socket = settings.socket();
     let password = settings.password.as_deref();
     let role = || async {
-        let mut client = InstanceClient::connect(&address, password, PROBE_TIMEOUT).await?;
+        let mut client = InstanceClient::connect_local(&socket, password, PROBE_TIMEOUT).await?;
         client.replication_info().await
     };
     match role().await {

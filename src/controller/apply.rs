@@ -1,10 +1,11 @@
 //! Carrying out a plan, in the order the safety rules need: stray master labels first, intent
 //! written before any instance is touched, promotion verified before the master label moves.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
@@ -15,13 +16,16 @@ use serde_json::json;
 use tracing::info;
 
 use super::observe::Observation;
-use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan};
+use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Rewire};
 use super::{Context, Error};
 use crate::api::{RedisReplication, RedisReplicationStatus};
 use crate::crash_point::crash_point;
-use crate::redis::{Address, InstanceClient};
+use crate::redis::{Address, Credentials, InstanceClient};
 use crate::redis_conf::MinReplicas;
-use crate::resources::{self, FIELD_MANAGER, RoleLabel, instance_pod};
+use crate::resources::{
+    self, CONFIG_ANNOTATION, FIELD_MANAGER, ROLE_LABEL, RoleLabel, SWITCHOVER_ANNOTATION,
+    instance_pod,
+};
 
 /// Server-side applies every object the replication owns besides its pods.
 pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), Error> {
@@ -33,31 +37,162 @@ pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), 
     apply(ctx, &ns, &resources::headless_service(rr)).await?;
     apply(ctx, &ns, &resources::master_service(rr)).await?;
     apply(ctx, &ns, &resources::replicas_service(rr)).await?;
+    let name = rr.name_any();
+    ensure_optional(
+        ctx,
+        rr,
+        &ns,
+        &resources::disruption_budget_name(&name),
+        resources::pod_disruption_budget(rr),
+    )
+    .await?;
+    ensure_optional(
+        ctx,
+        rr,
+        &ns,
+        &resources::network_policy_name(&name),
+        resources::network_policy(rr, &ctx.operator_namespace),
+    )
+    .await?;
     ensure_auth_secret(ctx, rr, &ns).await
 }
 
-/// Settings that follow the spec without a restart: `CONFIG SET` on every reachable instance.
-/// A failure is logged and retried at the next re-apply; it never blocks a failover.
-pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &Observation) {
+/// An object the spec may turn off (the PodDisruptionBudget, the NetworkPolicy): applied while
+/// `desired` is `Some`; once off, ours is deleted (one of the same name that someone else owns
+/// is left alone).
+async fn ensure_optional<K>(
+    ctx: &Context,
+    rr: &RedisReplication,
+    ns: &str,
+    name: &str,
+    desired: Option<K>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Some(obj) = desired {
+        return apply(ctx, ns, &obj).await.map(drop);
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let kind = K::kind(&());
+    let context = |verb: &str| format!("{verb} {kind} {ns}/{name}");
+    let existing = api
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::kube(context("reading"), source))?;
+    let Some(obj) = existing.filter(|o| {
+        o.owner_references()
+            .iter()
+            .any(|r| r.controller == Some(true) && Some(&r.uid) == rr.uid().as_ref())
+    }) else {
+        return Ok(());
+    };
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: obj.uid(),
+            ..Preconditions::default()
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {
+            info!(kind = %kind, name = %name, "disabled, deleted");
+            Ok(())
+        }
+        // Gone or replaced meanwhile: nothing of ours left to delete.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(source) => Err(Error::kube(context("deleting"), source)),
+    }
+}
+
+/// Settings that follow the spec without a restart, with `CONFIG SET` on every reachable
+/// instance: the failover settings, and a changed `config` where Redis takes it live (the pod
+/// then records it, and is no longer outdated). A `config` that cannot go live (a key removed, a
+/// setting Redis only reads at start) leaves the instance to the rolling update. A failure is
+/// logged and retried at the next re-apply; it never blocks a failover.
+pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &mut Observation) {
     let settings = MinReplicas::from_spec(&rr.spec.failover).settings();
-    for inst in observed.instances.iter().filter(|i| i.redis.is_some()) {
+    let ns = rr.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    for inst in observed.instances.iter_mut().filter(|i| i.redis.is_some()) {
         let Some(address) = inst.address() else {
             continue;
         };
+        let changes = match inst
+            .config_outdated
+            .then(|| live_config_changes(observed.configs.get(&inst.name), &rr.spec.config))
+        {
+            Some(Err(why)) => {
+                info!(instance = %inst.name, why, "config cannot change live; the rolling update replaces the instance");
+                None
+            }
+            Some(Ok(changes)) => Some(changes),
+            None => None,
+        };
         let result = async {
-            let mut client =
-                InstanceClient::connect(&address, observed.password.as_deref(), ctx.probe_timeout)
-                    .await?;
+            let mut client = InstanceClient::connect(
+                &inst.name,
+                &address,
+                &observed.credentials,
+                ctx.probe_timeout,
+            )
+            .await?;
             for (key, value) in &settings {
                 client.config_set(key, value).await?;
             }
-            Ok::<_, crate::redis::Error>(())
+            for (key, value) in changes.iter().flatten() {
+                client.config_set(key, value).await?;
+            }
+            Ok::<_, crate::redis::Error>(changes.is_some())
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(instance = %inst.name, error = %e, "cannot apply live settings");
+        match result {
+            Ok(true) => {
+                let patch = json!({"metadata": {"annotations": {
+                    CONFIG_ANNOTATION: resources::config_annotation(rr)
+                }}});
+                match pods
+                    .patch(&inst.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    Ok(_) => {
+                        inst.config_outdated = false;
+                        info!(instance = %inst.name, "config applied live");
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %inst.name, error = %e, "cannot record the live config")
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::info!(instance = %inst.name, error = %e, "config not applied live; the rolling update replaces the instance");
+            }
         }
     }
+}
+
+/// The `CONFIG SET`s that take an instance from the `config` it runs (as its pod records it) to
+/// `wanted`, or why that cannot be done live.
+fn live_config_changes<'a>(
+    running: Option<&BTreeMap<String, String>>,
+    wanted: &'a BTreeMap<String, String>,
+) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let running = running.ok_or("the config it runs is not recorded")?;
+    if let Some(removed) = running.keys().find(|k| !wanted.contains_key(*k)) {
+        return Err(format!(
+            "config key {removed} was removed, which only a restart undoes"
+        ));
+    }
+    Ok(wanted
+        .iter()
+        .filter(|(k, v)| running.get(*k) != Some(*v))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect())
 }
 
 /// The generated password is made once; an existing Secret is never rewritten.
@@ -121,7 +256,7 @@ where
 pub struct Target<'a> {
     pub rr: &'a RedisReplication,
     pub instances: &'a [ObservedInstance],
-    pub password: Option<&'a str>,
+    pub credentials: &'a Credentials,
 }
 
 impl Target<'_> {
@@ -140,7 +275,7 @@ impl Target<'_> {
 
     async fn client(&self, ctx: &Context, name: &str) -> Result<InstanceClient, Error> {
         let address = self.address(name)?;
-        Ok(InstanceClient::connect(&address, self.password, ctx.probe_timeout).await?)
+        Ok(InstanceClient::connect(name, &address, self.credentials, ctx.probe_timeout).await?)
     }
 }
 
@@ -173,7 +308,7 @@ pub async fn execute(
         if let Some(claim) = resources::instance_claim(rr, *ordinal) {
             create_if_absent(ctx, &ns, &claim).await?;
         }
-        let pod = instance_pod(rr, *ordinal, None);
+        let pod = instance_pod(rr, *ordinal);
         info!(pod = %pod.name_any(), "creating instance");
         apply(ctx, &ns, &pod).await?;
     }
@@ -197,7 +332,8 @@ pub async fn execute(
     if let Some(intent) = &plan.intent {
         current = record_intent(ctx, rr, intent).await?;
         crash_point("after-intent");
-        if let Some(Change::Failover { from, .. } | Change::Switchover { from }) = &plan.change {
+        if let Some(Change::Failover { from, .. } | Change::Switchover { from, .. }) = &plan.change
+        {
             ctx.event(
                 rr,
                 EventType::Warning,
@@ -217,8 +353,13 @@ pub async fn execute(
     if let Some(name) = &plan.promote {
         let address = target.address(name)?;
         match &plan.switchover_from {
-            Some(from) => switch_over(ctx, target, from, &address).await?,
-            None => promote(&address, target.password, ctx).await?,
+            Some(from) => {
+                if let Err(e) = switch_over(ctx, target, from, name).await {
+                    roll_back_switchover(ctx, target, &current, from, plan).await;
+                    return Err(e);
+                }
+            }
+            None => promote(ctx, target, name).await?,
         }
         crash_point("after-promote");
         if let Some(Change::Restore { discarded_bytes }) = plan.change
@@ -251,8 +392,8 @@ pub async fn execute(
         crash_point("after-master-label");
     }
 
-    if let MasterState::Acting { name, address } = &plan.master {
-        rewire(ctx, target, plan, name, address).await?;
+    if let MasterState::Acting { name, .. } = &plan.master {
+        rewire(ctx, target, plan, name).await?;
     }
     for name in &plan.label_replicas {
         set_role_label(ctx, target, name, Some(RoleLabel::Replica)).await?;
@@ -274,28 +415,138 @@ pub async fn execute(
         )
         .await;
     }
+    if let Some(updated) = settle_request(ctx, rr, plan).await? {
+        current = updated;
+    }
+    if let Some(name) = &plan.roll {
+        roll(ctx, target, name).await?;
+    }
     Ok(current)
 }
 
-/// Points every instance of `plan.rewire` at the master. Rule 6: a returning old master also
+/// Deletes an outdated instance for the rolling update; the next rounds recreate it from the
+/// current spec and wait until it is in sync before the next one goes.
+async fn roll(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let rr = target.rr;
+    let ns = rr.namespace().unwrap_or_default();
+    let outdated = target.instances.iter().filter(|i| i.outdated()).count();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    pods.delete(name, &DeleteParams::default())
+        .await
+        .map_err(|source| Error::kube(format!("deleting pod {ns}/{name}"), source))?;
+    info!(pod = %name, outdated, "replacing instance (rolling update)");
+    ctx.pod_event(
+        rr,
+        EventType::Normal,
+        name,
+        "RollingUpdate",
+        "Replace",
+        format!(
+            "replacing {name} to apply the current spec ({} of {} instances updated)",
+            target.instances.len() - outdated,
+            target.instances.len()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// A switchover request that is done or can never be done is removed from the replication, so
+/// the annotation always means "pending"; a rejected one says why in an Event. Returns the
+/// replication as patched, whose resourceVersion the final status write needs.
+async fn settle_request(
+    ctx: &Context,
+    rr: &RedisReplication,
+    plan: &Plan,
+) -> Result<Option<RedisReplication>, Error> {
+    let why = match &plan.request {
+        Some(RequestOutcome::Done) => None,
+        Some(RequestOutcome::Rejected(why)) => Some(why),
+        Some(RequestOutcome::Waiting(_)) | None => return Ok(None),
+    };
+    if let Some(why) = why {
+        ctx.event(
+            rr,
+            EventType::Warning,
+            "SwitchoverRejected",
+            "Switchover",
+            format!("{SWITCHOVER_ANNOTATION} ignored: {why}"),
+        )
+        .await;
+    }
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(Some)
+        .map_err(|source| {
+            Error::kube(
+                format!("removing the {SWITCHOVER_ANNOTATION} annotation of {ns}/{name}"),
+                source,
+            )
+        })
+}
+
+/// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
+/// again: the status goes back to it, at the epoch the attempt used, so no one follows a
+/// master that never was.
+async fn roll_back_switchover(
+    ctx: &Context,
+    target: &Target<'_>,
+    recorded: &RedisReplication,
+    from: &str,
+    plan: &Plan,
+) {
+    let (Some(intent), Ok(address)) = (&plan.intent, target.address(from)) else {
+        return;
+    };
+    let back = Intent {
+        master: from.to_string(),
+        address,
+        epoch: intent.epoch,
+        promotes: false,
+    };
+    let note = match record_intent(ctx, recorded, &back).await {
+        Ok(_) => format!(
+            "switchover to {} failed; {from} stays the master",
+            intent.master
+        ),
+        Err(e) => format!(
+            "switchover to {} failed and the status could not be rolled back ({e}); the next \
+             round resolves it",
+            intent.master
+        ),
+    };
+    ctx.event(
+        recorded,
+        EventType::Warning,
+        "SwitchoverFailed",
+        "Switchover",
+        note,
+    )
+    .await;
+}
+
+/// Points every instance of `plan.rewire` at its upstream. Rule 6: a returning old master also
 /// loses its clients, and the writes it took while cut off are counted, not kept.
 async fn rewire(
     ctx: &Context,
     target: &Target<'_>,
     plan: &Plan,
     master_name: &str,
-    master: &Address,
 ) -> Result<(), Error> {
     let rr = target.rr;
-    for name in &plan.rewire {
+    for Rewire { name, upstream } in &plan.rewire {
         let old_master = target
             .instance(name)?
             .redis
             .clone()
             .filter(|r| r.is_master());
         let mut client = target.client(ctx, name).await?;
-        client.replicate_from(master).await?;
-        info!(instance = %name, master = %master, "rewired replica");
+        client.replicate_from(upstream).await?;
+        info!(instance = %name, upstream = %upstream, "rewired replica");
         crash_point("after-rewire");
         let Some(old) = old_master else {
             continue;
@@ -323,15 +574,24 @@ async fn rewire(
         .await;
     }
     if !plan.rewire.is_empty() {
+        let moves: Vec<String> = plan
+            .rewire
+            .iter()
+            .map(|r| {
+                let upstream = target
+                    .instances
+                    .iter()
+                    .find(|i| i.address().as_ref() == Some(&r.upstream))
+                    .map_or_else(|| r.upstream.to_string(), |i| i.name.clone());
+                format!("{} follows {upstream}", r.name)
+            })
+            .collect();
         ctx.event(
             rr,
             EventType::Normal,
             "ReplicasReconfigured",
             "Rewire",
-            format!(
-                "{} now replicate from {master_name}",
-                plan.rewire.join(", ")
-            ),
+            moves.join(", "),
         )
         .await;
     }
@@ -348,7 +608,7 @@ fn is_failover(plan: &Plan) -> bool {
 fn describe(change: &Option<Change>) -> String {
     match change {
         Some(Change::Failover { reason, .. }) => format!("failover: {reason}"),
-        Some(Change::Switchover { from }) => format!("switchover: pod {from} is being deleted"),
+        Some(Change::Switchover { reason, .. }) => format!("switchover: {reason}"),
         Some(Change::Bootstrap) => "bootstrap".into(),
         Some(Change::Restore { .. }) => "the master restarted; failover is disabled".into(),
         Some(Change::Resume) => "resuming an interrupted promotion".into(),
@@ -356,15 +616,25 @@ fn describe(change: &Option<Change>) -> String {
     }
 }
 
+/// A merge patch of the label alone: the rest of the pod may predate the current spec (and
+/// most of a pod's spec cannot change).
 async fn set_role_label(
     ctx: &Context,
     target: &Target<'_>,
     name: &str,
     label: Option<RoleLabel>,
 ) -> Result<(), Error> {
-    let inst = target.instance(name)?;
+    target.instance(name)?;
     let ns = target.rr.namespace().unwrap_or_default();
-    apply(ctx, &ns, &instance_pod(target.rr, inst.ordinal, label)).await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"metadata": {"labels": {ROLE_LABEL: label.map(RoleLabel::as_str)}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    pods.patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::kube(format!("labelling pod {ns}/{name}"), source))?;
     info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
     Ok(())
 }
@@ -375,12 +645,13 @@ async fn switch_over(
     ctx: &Context,
     target: &Target<'_>,
     from: &str,
-    to: &Address,
+    to: &str,
 ) -> Result<(), Error> {
     let mut old = target.client(ctx, from).await?;
-    old.failover_to(to, SWITCHOVER_TIMEOUT).await?;
+    old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
+        .await?;
     let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
-    let mut new = InstanceClient::connect(to, target.password, ctx.probe_timeout).await?;
+    let mut new = target.client(ctx, to).await?;
     loop {
         if new.replication_info().await?.is_master() {
             info!(from = %from, to = %to, "switchover completed");
@@ -449,14 +720,14 @@ fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
 }
 
 /// `REPLICAOF NO ONE`, then check with `INFO replication` that it took.
-async fn promote(address: &Address, password: Option<&str>, ctx: &Context) -> Result<(), Error> {
-    let mut client = InstanceClient::connect(address, password, ctx.probe_timeout).await?;
+async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let mut client = target.client(ctx, name).await?;
     client.promote().await?;
     let info = client.replication_info().await?;
     if !info.is_master() {
-        return Err(Error::PromotionNotVerified(address.to_string()));
+        return Err(Error::PromotionNotVerified(name.to_string()));
     }
-    info!(instance = %address, "promoted to master");
+    info!(instance = %name, "promoted to master");
     Ok(())
 }
 
@@ -470,12 +741,46 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish(rr, type_, reason, action, note, None).await;
+    }
+
+    /// An Event on the replication about one of its pods: Events that differ only in their note
+    /// are merged into one series, so each pod's gets its own.
+    pub async fn pod_event(
+        &self,
+        rr: &RedisReplication,
+        type_: EventType,
+        pod: &str,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let related = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.into()),
+            namespace: rr.namespace(),
+            ..ObjectReference::default()
+        };
+        self.publish(rr, type_, reason, action, note, Some(related))
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        rr: &RedisReplication,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        secondary: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: None,
+            secondary,
         };
         if let Err(e) = self.recorder.publish(&event, &rr.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "could not publish event");

@@ -23,7 +23,9 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{FailoverRecord, Phase, RedisReplication};
 use crate::metrics::Metrics;
-use plan::{Change, FailoverPolicy, MasterDown, PlanInput, RecordedRoles};
+use crate::redis::Credentials;
+use crate::resources::SWITCHOVER_ANNOTATION;
+use plan::{Change, FailoverPolicy, MasterDown, ObservedInstance, PlanInput, RecordedRoles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -35,10 +37,15 @@ pub enum Error {
     },
     #[error(transparent)]
     Redis(#[from] crate::redis::Error),
-    #[error("Secret {secret} has no key {key}: create it or fix spec.auth.existingSecret")]
-    MissingSecret { secret: String, key: String },
-    #[error("key {key} of Secret {secret} is not valid UTF-8")]
-    InvalidSecret { secret: String, key: String },
+    #[error("Secret {secret} or its key {key} is missing: create it or fix {field}")]
+    MissingSecret {
+        secret: String,
+        key: String,
+        /// The spec field naming the Secret.
+        field: &'static str,
+    },
+    #[error("Secret {secret} cannot be used: {problem}")]
+    InvalidSecret { secret: String, problem: String },
     #[error("status of {0} changed while planning; replanning from the newer state")]
     StatusConflict(String),
     #[error("instance {0} disappeared while acting on it")]
@@ -68,6 +75,8 @@ pub struct Context {
     pub probe_interval: Duration,
     /// Rate limit: the least time between two failovers of one replication.
     pub failover_cooldown: Duration,
+    /// Admitted by the replications' NetworkPolicies, as the operator's.
+    pub operator_namespace: String,
     pub metrics: Metrics,
     memory: Mutex<HashMap<(String, String), Memory>>,
 }
@@ -80,9 +89,23 @@ struct Memory {
     master_unreachable_since: Option<(String, Instant)>,
     /// The master health last announced with an Event.
     announced: Option<Announced>,
-    /// The generation whose owned objects were last applied, when, and the password read then
-    /// (kept, so the every-second probes do not read the Secret every time).
-    objects_applied: Option<(Option<i64>, Instant, Option<String>)>,
+    /// The generation whose owned objects were last applied, when, and the credentials read then
+    /// (kept, so the every-second probes do not read the Secrets every time).
+    objects_applied: Option<(Option<i64>, Instant, Credentials)>,
+    /// The stuck pods last announced with an Event, and why (pod -> reason).
+    pod_problems: HashMap<String, String>,
+    /// Why a Secret the spec names (password, TLS) cannot be used, as last announced (reason,
+    /// message).
+    secret_problem: Option<(&'static str, String)>,
+}
+
+/// The condition reason of an unusable Secret (password or TLS).
+fn secret_problem(error: &Error) -> Option<(&'static str, String)> {
+    match error {
+        Error::MissingSecret { .. } => Some(("SecretMissing", error.to_string())),
+        Error::InvalidSecret { .. } => Some(("SecretInvalid", error.to_string())),
+        _ => None,
+    }
 }
 
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
@@ -108,6 +131,8 @@ pub struct Settings {
     pub failover_cooldown: Duration,
     /// Identity in Events.
     pub instance: String,
+    /// The operator's own namespace.
+    pub operator_namespace: String,
     pub metrics: Metrics,
 }
 
@@ -140,6 +165,7 @@ pub async fn run(client: Client, settings: Settings) {
         probe_timeout: settings.probe_timeout,
         probe_interval: settings.probe_interval,
         failover_cooldown: settings.failover_cooldown,
+        operator_namespace: settings.operator_namespace,
         metrics: settings.metrics,
         memory: Mutex::default(),
     });
@@ -179,19 +205,45 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         return Ok(Action::await_change());
     }
     rr.namespace().ok_or(Error::NoNamespace)?;
-    let applied = ctx.applied_password(rr);
-    let password = match &applied {
-        Some(password) => password.clone(),
+    let applied = ctx.applied_credentials(rr);
+    let credentials = match &applied {
+        Some(credentials) => credentials.clone(),
         None => {
             apply::ensure_objects(ctx, rr).await?;
-            observe::read_password(ctx, rr).await?
+            let read = observe::read_credentials(ctx, rr).await;
+            ctx.announce_secret_problem(rr, read.as_ref().err()).await;
+            match read {
+                Ok(credentials) => credentials,
+                // The instances still run with the password they had: keep watching them.
+                Err(Error::MissingSecret { .. } | Error::InvalidSecret { .. })
+                    if ctx.known_credentials(rr).is_some() =>
+                {
+                    ctx.known_credentials(rr).unwrap_or_default()
+                }
+                Err(e @ (Error::MissingSecret { .. } | Error::InvalidSecret { .. })) => {
+                    let previous = rr.status.clone().unwrap_or_default();
+                    let (reason, _) = secret_problem(&e).unwrap_or_default();
+                    let status = status::blocked(
+                        &previous,
+                        rr.metadata.generation,
+                        Timestamp::now(),
+                        reason,
+                        &e.to_string(),
+                    );
+                    if status != previous {
+                        apply::write_final_status(ctx, rr, &status).await?;
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
+                Err(e) => return Err(e),
+            }
         }
     };
 
-    let observed = observe::observe(ctx, rr, password).await?;
+    let mut observed = observe::observe(ctx, rr, credentials).await?;
     if applied.is_none() {
-        apply::sync_live_config(ctx, rr, &observed).await;
-        ctx.objects_applied(rr, observed.password.clone());
+        apply::sync_live_config(ctx, rr, &mut observed).await;
+        ctx.objects_applied(rr, observed.credentials.clone());
     }
     let previous = rr.status.clone().unwrap_or_default();
     let recorded = RecordedRoles::from(&previous);
@@ -213,14 +265,17 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         },
         recorded,
         instances: observed.instances,
+        topology: rr.spec.topology,
+        switchover_to: rr.annotations().get(SWITCHOVER_ANNOTATION).cloned(),
     };
     let plan = plan::plan(&input);
     ctx.announce_master_health(rr, &plan).await;
+    ctx.announce_pod_problems(rr, &input.instances).await;
 
     let target = apply::Target {
         rr,
         instances: &input.instances,
-        password: observed.password.as_deref(),
+        credentials: &observed.credentials,
     };
     let started = Instant::now();
     let latest = apply::execute(ctx, &target, &plan).await?;
@@ -234,6 +289,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             instances: &input.instances,
             now: Timestamp::now(),
             failover,
+            secret_problem: ctx.secret_problem(rr),
         },
         &plan,
     );
@@ -304,22 +360,22 @@ impl Context {
         f(memory.entry(Self::key(rr)).or_default())
     }
 
-    /// The password when owned objects were last applied, unless a re-apply is due (the spec
+    /// The credentials when owned objects were last applied, unless a re-apply is due (the spec
     /// changed or `REAPPLY_OBJECTS` passed): then `None`, and the caller applies and re-reads.
-    fn applied_password(&self, rr: &RedisReplication) -> Option<Option<String>> {
+    fn applied_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
         self.remember(rr, |m| match &m.objects_applied {
-            Some((generation, at, password))
+            Some((generation, at, credentials))
                 if *generation == rr.metadata.generation && at.elapsed() < REAPPLY_OBJECTS =>
             {
-                Some(password.clone())
+                Some(credentials.clone())
             }
             _ => None,
         })
     }
 
-    fn objects_applied(&self, rr: &RedisReplication, password: Option<String>) {
+    fn objects_applied(&self, rr: &RedisReplication, credentials: Credentials) {
         self.remember(rr, |m| {
-            m.objects_applied = Some((rr.metadata.generation, Instant::now(), password));
+            m.objects_applied = Some((rr.metadata.generation, Instant::now(), credentials));
         });
     }
 
@@ -396,6 +452,59 @@ impl Context {
         }
     }
 
+    /// The credentials in use before a Secret became unusable, if any.
+    fn known_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
+        self.remember(rr, |m| {
+            m.objects_applied.as_ref().map(|(_, _, c)| c.clone())
+        })
+    }
+
+    fn secret_problem(&self, rr: &RedisReplication) -> Option<(&'static str, String)> {
+        self.remember(rr, |m| m.secret_problem.clone())
+    }
+
+    /// Remembers whether the Secrets are usable, with a Warning Event when one stops being.
+    async fn announce_secret_problem(&self, rr: &RedisReplication, error: Option<&Error>) {
+        let now = error.and_then(secret_problem);
+        let before = self.remember(rr, |m| {
+            std::mem::replace(&mut m.secret_problem, now.clone())
+        });
+        if let Some((reason, message)) = now
+            && before.as_ref().map(|(r, _)| r) != Some(&reason)
+        {
+            warn!(reason, message = %message, "Secret unusable");
+            self.event(rr, EventType::Warning, reason, "ReadSecret", message)
+                .await;
+        }
+    }
+
+    /// A Warning Event when a pod becomes stuck or is stuck for another reason.
+    async fn announce_pod_problems(&self, rr: &RedisReplication, instances: &[ObservedInstance]) {
+        let now: HashMap<String, String> = instances
+            .iter()
+            .filter_map(|i| Some((i.name.clone(), i.problem.as_ref()?.reason.clone())))
+            .collect();
+        let before = self.remember(rr, |m| std::mem::replace(&mut m.pod_problems, now.clone()));
+        for inst in instances {
+            let Some(problem) = &inst.problem else {
+                continue;
+            };
+            if before.get(&inst.name) == Some(&problem.reason) {
+                continue;
+            }
+            warn!(pod = %inst.name, reason = %problem.reason, message = %problem.message, "instance cannot run");
+            self.pod_event(
+                rr,
+                EventType::Warning,
+                &inst.name,
+                "InstanceFailing",
+                "Observe",
+                format!("{}: {}: {}", inst.name, problem.reason, problem.message),
+            )
+            .await;
+        }
+    }
+
     /// The record of a failover or switchover this plan completes.
     fn failover_record(
         input: &PlanInput,
@@ -405,9 +514,7 @@ impl Context {
         let intent = plan.intent.as_ref()?;
         let (kind, from, reason) = match plan.change.as_ref()? {
             Change::Failover { from, reason } => ("Failover", from, reason.clone()),
-            Change::Switchover { from } => {
-                ("Switchover", from, format!("pod {from} is being deleted"))
-            }
+            Change::Switchover { from, reason } => ("Switchover", from, reason.clone()),
             _ => return None,
         };
         let duration = input.policy.master_unreachable_for.unwrap_or_default() + acting_took;

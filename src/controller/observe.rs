@@ -1,6 +1,7 @@
 //! Observing a `RedisReplication`: its pods as Kubernetes sees them and its instances as Redis
 //! reports them. Unreachable instances are facts, not errors.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -9,25 +10,30 @@ use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tracing::debug;
 
-use super::plan::ObservedInstance;
+use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
-use crate::redis::InstanceClient;
+use crate::redis::{Credentials, InstanceClient};
 use crate::resources::{
-    DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel, password_selector, pod_ordinal,
-    pods_selector,
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel,
+    SPEC_HASH_ANNOTATION, config_annotation, instance_domain, instance_pod_spec, password_selector,
+    pod_ordinal, pods_selector, spec_hash,
 };
+use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY, TlsClient};
 
 pub struct Observation {
     pub instances: Vec<ObservedInstance>,
-    pub password: Option<String>,
+    pub credentials: Credentials,
+    /// The `config` each pod records its Redis runs with (pod name -> settings).
+    pub configs: HashMap<String, BTreeMap<String, String>>,
 }
 
-/// Pods and their instances' replication state; `password` is what `read_password` returned.
+/// Pods and their instances' replication state; `credentials` are what `read_credentials`
+/// returned.
 pub async fn observe(
     ctx: &Context,
     rr: &RedisReplication,
-    password: Option<String>,
+    credentials: Credentials,
 ) -> Result<Observation, Error> {
     let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
@@ -37,19 +43,27 @@ pub async fn observe(
         .await
         .map_err(|source| Error::kube(format!("listing pods of {namespace}/{name}"), source))?;
     let uid = rr.uid();
-    let mut instances: Vec<ObservedInstance> = listed
+    let owned: Vec<Pod> = listed
         .into_iter()
         .filter(|pod| {
             pod.owner_references()
                 .iter()
                 .any(|o| Some(&o.uid) == uid.as_ref())
         })
-        .filter_map(|pod| pod_facts(&name, &pod))
         .collect();
+    let configs = owned
+        .iter()
+        .filter_map(|pod| {
+            let recorded = pod.annotations().get(CONFIG_ANNOTATION)?;
+            Some((pod.name_any(), serde_json::from_str(recorded).ok()?))
+        })
+        .collect();
+    let mut instances: Vec<ObservedInstance> =
+        owned.iter().filter_map(|pod| pod_facts(rr, pod)).collect();
     instances.sort_by_key(|i| i.ordinal);
     let probes = instances.iter().map(|i| async {
         let started = std::time::Instant::now();
-        let info = probe(i, password.as_deref(), ctx.probe_timeout).await;
+        let info = probe(i, &credentials, ctx.probe_timeout).await;
         let up = info.is_some();
         ctx.metrics
             .probe(&namespace, &name, &i.name, started.elapsed(), up);
@@ -61,13 +75,15 @@ pub async fn observe(
     }
     Ok(Observation {
         instances,
-        password,
+        credentials,
+        configs,
     })
 }
 
-fn pod_facts(replication: &str, pod: &Pod) -> Option<ObservedInstance> {
+fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
     let name = pod.name_any();
-    let ordinal = pod_ordinal(replication, &name)?;
+    let ordinal = pod_ordinal(&rr.name_any(), &name)?;
+    let annotation = |key: &str| pod.annotations().get(key).map(String::as_str);
     let status = pod.status.as_ref();
     let ip = status
         .and_then(|s| s.pod_ip.clone())
@@ -88,24 +104,70 @@ fn pod_facts(replication: &str, pod: &Pod) -> Option<ObservedInstance> {
             .get(ROLE_LABEL)
             .and_then(|l| RoleLabel::parse(l)),
         redis: None,
-        priority: pod
-            .annotations()
-            .get(PRIORITY_ANNOTATION)
+        priority: annotation(PRIORITY_ANNOTATION)
             .and_then(|p| p.parse().ok())
             .unwrap_or(DEFAULT_PRIORITY),
+        spec_outdated: annotation(SPEC_HASH_ANNOTATION)
+            != Some(spec_hash(&instance_pod_spec(rr, ordinal)).as_str()),
+        config_outdated: annotation(CONFIG_ANNOTATION) != Some(config_annotation(rr).as_str()),
+        problem: pod_problem(pod),
     })
+}
+
+/// Container waiting reasons that do not resolve without a change (of the spec, a Secret, the
+/// image registry, ...).
+const STUCK_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+    "CrashLoopBackOff",
+];
+
+/// Why a pod cannot run, as Kubernetes reports it: the scheduler cannot place it (an unbound
+/// claim, a node selector nothing matches, ...), or a container is stuck.
+fn pod_problem(pod: &Pod) -> Option<PodProblem> {
+    let status = pod.status.as_ref()?;
+    let unschedulable = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable"));
+    if let Some(c) = unschedulable {
+        return Some(PodProblem {
+            reason: "Unschedulable".into(),
+            message: c.message.clone().unwrap_or_default(),
+        });
+    }
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter_map(|c| c.state.as_ref()?.waiting.as_ref())
+        .find(|w| {
+            w.reason
+                .as_deref()
+                .is_some_and(|r| STUCK_REASONS.contains(&r))
+        })
+        .map(|w| PodProblem {
+            reason: w.reason.clone().unwrap_or_default(),
+            message: w.message.clone().unwrap_or_default(),
+        })
 }
 
 async fn probe(
     inst: &ObservedInstance,
-    password: Option<&str>,
+    credentials: &Credentials,
     timeout: Duration,
 ) -> Option<crate::redis::ReplicationInfo> {
     // A pod being deleted still runs until it stops: a terminating master must be seen, so the
     // planner can switch over before it goes.
     let address = inst.address()?;
     let result = async {
-        let mut client = InstanceClient::connect(&address, password, timeout).await?;
+        let mut client =
+            InstanceClient::connect(&inst.name, &address, credentials, timeout).await?;
         client.replication_info().await
     }
     .await;
@@ -118,34 +180,122 @@ async fn probe(
     }
 }
 
-/// The instances' password from its Secret; `None` when auth is disabled.
-pub async fn read_password(ctx: &Context, rr: &RedisReplication) -> Result<Option<String>, Error> {
+/// What connecting to the instances takes, from the Secrets the spec names: the password (none
+/// when auth is disabled) and, with `spec.tls`, the CA and certificate of the TLS client.
+pub async fn read_credentials(ctx: &Context, rr: &RedisReplication) -> Result<Credentials, Error> {
     let namespace = rr.namespace().unwrap_or_default();
-    let namespace = namespace.as_str();
-    let Some((secret_name, key)) = password_selector(rr) else {
-        return Ok(None);
+    let password = match password_selector(rr) {
+        None => None,
+        Some((secret_name, key)) => {
+            const FIELD: &str = "spec.auth.existingSecret";
+            let secret = read_secret(ctx, &namespace, &secret_name, &key, FIELD).await?;
+            let value = secret_value(&secret, &secret_name, &key, FIELD)?;
+            let password = String::from_utf8(value.to_vec()).map_err(|_| Error::InvalidSecret {
+                secret: secret_name,
+                problem: format!("key {key} is not valid UTF-8"),
+            })?;
+            Some(password)
+        }
     };
+    let tls = match &rr.spec.tls {
+        None => None,
+        Some(tls) => {
+            const FIELD: &str = "spec.tls.secretName";
+            let name = &tls.secret_name;
+            let secret = read_secret(ctx, &namespace, name, CA_KEY, FIELD).await?;
+            let value = |key| secret_value(&secret, name, key, FIELD);
+            let domain = instance_domain(&rr.name_any(), &namespace);
+            let client = TlsClient::new(
+                value(CA_KEY)?,
+                value(CERT_KEY)?,
+                value(PRIVATE_KEY_KEY)?,
+                domain,
+            )
+            .map_err(|e| Error::InvalidSecret {
+                secret: name.clone(),
+                problem: e.to_string(),
+            })?;
+            Some(client)
+        }
+    };
+    Ok(Credentials { password, tls })
+}
+
+/// Secret `name`, which `field` of the spec names; its absence is reported as the absence of
+/// the first `key` needed from it.
+async fn read_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    field: &'static str,
+) -> Result<Secret, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = secrets
-        .get_opt(&secret_name)
+    secrets
+        .get_opt(name)
         .await
-        .map_err(|source| Error::kube(format!("reading Secret {namespace}/{secret_name}"), source))?
+        .map_err(|source| Error::kube(format!("reading Secret {namespace}/{name}"), source))?
         .ok_or_else(|| Error::MissingSecret {
-            secret: secret_name.clone(),
-            key: key.clone(),
-        })?;
-    let value = secret
+            secret: name.to_string(),
+            key: key.to_string(),
+            field,
+        })
+}
+
+fn secret_value<'a>(
+    secret: &'a Secret,
+    name: &str,
+    key: &str,
+    field: &'static str,
+) -> Result<&'a [u8], Error> {
+    secret
         .data
         .as_ref()
-        .and_then(|d| d.get(&key))
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.as_slice())
         .ok_or_else(|| Error::MissingSecret {
-            secret: secret_name.clone(),
-            key: key.clone(),
-        })?;
-    String::from_utf8(value.0.clone())
-        .map(Some)
-        .map_err(|_| Error::InvalidSecret {
-            secret: secret_name,
-            key,
+            secret: name.to_string(),
+            key: key.to_string(),
+            field,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "cache-0"}, "status": status}))
+            .expect("pod")
+    }
+
+    #[test]
+    fn stuck_pods_are_told_from_starting_ones() {
+        let unschedulable = pod(
+            json!({"conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "pod has unbound immediate PersistentVolumeClaims"}]}),
+        );
+        let problem = pod_problem(&unschedulable).expect("problem");
+        assert_eq!(problem.reason, "Unschedulable");
+        assert!(problem.message.contains("PersistentVolumeClaims"));
+
+        let waiting = |reason: &str| {
+            pod(
+                json!({"containerStatuses": [{"name": "redis", "image": "x", "imageID": "",
+                "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": "m"}}}]}),
+            )
+        };
+        assert_eq!(
+            pod_problem(&waiting("ImagePullBackOff")).map(|p| p.reason),
+            Some("ImagePullBackOff".into())
+        );
+        assert_eq!(
+            pod_problem(&waiting("ContainerCreating")),
+            None,
+            "still starting"
+        );
+        assert_eq!(pod_problem(&pod(json!({}))), None);
+    }
 }

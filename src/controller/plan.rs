@@ -8,6 +8,7 @@
 use std::cmp::Reverse;
 use std::time::Duration;
 
+use crate::api::Topology;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo, Role};
 use crate::resources::RoleLabel;
 
@@ -26,9 +27,29 @@ pub struct ObservedInstance {
     pub redis: Option<ReplicationInfo>,
     /// Replica priority (annotation); lower is preferred, 0 never promoted (as Sentinel's).
     pub priority: u32,
+    /// The pod was built from an older spec (image, resources, ...): only a new pod applies it.
+    pub spec_outdated: bool,
+    /// The instance runs an older `config` that could not be applied live.
+    pub config_outdated: bool,
+    /// Why the pod cannot run, when Kubernetes says it cannot (for status and Events).
+    pub problem: Option<PodProblem>,
+}
+
+/// A pod that will not run until something changes: unschedulable, its image or configuration
+/// unusable, or crash-looping.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodProblem {
+    /// Kubernetes' reason (`Unschedulable`, `ImagePullBackOff`, `CrashLoopBackOff`, ...).
+    pub reason: String,
+    pub message: String,
 }
 
 impl ObservedInstance {
+    /// The rolling update must replace this instance.
+    pub fn outdated(&self) -> bool {
+        self.spec_outdated || self.config_outdated
+    }
+
     pub fn address(&self) -> Option<Address> {
         self.ip
             .as_ref()
@@ -90,6 +111,9 @@ pub struct PlanInput {
     pub recorded: RecordedRoles,
     pub instances: Vec<ObservedInstance>,
     pub policy: FailoverPolicy,
+    pub topology: Topology,
+    /// The instance the user asked to make master (annotation `redis.vigil.dev/switchover-to`).
+    pub switchover_to: Option<String>,
 }
 
 /// The master decision that must be written to status before any instance is touched.
@@ -109,8 +133,9 @@ pub enum Change {
     Bootstrap,
     /// The recorded master failed; `from` is replaced.
     Failover { from: String, reason: String },
-    /// The recorded master's pod is being deleted: hand over without losing writes.
-    Switchover { from: String },
+    /// Planned: the master hands over without losing writes (its pod is being deleted, a
+    /// scale-down or rolling update removes it, or the user asked).
+    Switchover { from: String, reason: String },
     /// Failover is disabled and the recorded master restarted: it is master again, and replicas
     /// that held more resync from it, losing `discarded_bytes` (plain replication's hazard).
     Restore { discarded_bytes: i64 },
@@ -165,10 +190,32 @@ pub struct Plan {
     pub promote: Option<String>,
     /// Labelled master once the promotion is verified.
     pub label_master: Option<String>,
-    /// Must `REPLICAOF` the master (a demoted master also loses its clients).
-    pub rewire: Vec<String>,
+    /// Must `REPLICAOF` their upstream (a demoted master also loses its clients).
+    pub rewire: Vec<Rewire>,
     /// Labelled replica, after they follow the master (rule 6).
     pub label_replicas: Vec<String>,
+    /// What becomes of the user's switchover request.
+    pub request: Option<RequestOutcome>,
+    /// Deleted for the rolling update (recreated from the current spec by a later round).
+    pub roll: Option<String>,
+}
+
+/// A replica to point at its upstream: the master, or its predecessor in a chain.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rewire {
+    pub name: String,
+    pub upstream: Address,
+}
+
+/// What becomes of a switchover the user asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RequestOutcome {
+    /// Carried out this round, or already true: the request is done.
+    Done,
+    /// It can never be carried out as asked: dropped, with this reason.
+    Rejected(String),
+    /// It waits (for the target to be synced, ...): why.
+    Waiting(String),
 }
 
 pub fn plan(input: &PlanInput) -> Plan {
@@ -188,8 +235,11 @@ pub fn plan(input: &PlanInput) -> Plan {
         label_master: None,
         rewire: Vec::new(),
         label_replicas: Vec::new(),
+        request: decision.request,
+        roll: None,
     };
     plan_roles(input, &mut plan);
+    plan.roll = plan_roll(input, &plan);
     plan
 }
 
@@ -207,8 +257,8 @@ fn plan_membership(input: &PlanInput) -> (Vec<u32>, Vec<String>, Option<String>)
         }
         if Some(inst.name.as_str()) == master {
             blocked = Some(format!(
-                "scaling down to {} instances would remove the master {}; \
-                 only replicas are removed until a switchover moves the master",
+                "scaling down to {} instances removes the master {}: it hands over to a synced \
+                 replica first",
                 input.desired_instances, inst.name
             ));
         } else {
@@ -226,6 +276,7 @@ struct Decision {
     intent: Option<Intent>,
     switchover_from: Option<String>,
     promote: Option<String>,
+    request: Option<RequestOutcome>,
 }
 
 impl Decision {
@@ -289,7 +340,7 @@ fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
         if !all_answer && !input.policy.bootstrap_grace_over {
             return Decision::default();
         }
-        return match best_candidate(input, leaving, None) {
+        return match best_candidate(input, leaving, None, |_| true) {
             Some(first) => Decision::promote(first, recorded.epoch, Change::Bootstrap),
             None => Decision::default(),
         };
@@ -310,28 +361,52 @@ fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
     }
 }
 
-/// The master answers as master. If its pod is being deleted, hand over first (rule 7).
+/// The master answers as master. It hands over first (rule 7) when its pod is being deleted, a
+/// scale-down removes it, the user asked, or only it is left for the rolling update.
 fn acting_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String]) -> Decision {
     let recorded = &input.recorded;
-    if inst.deleting && input.policy.enabled {
-        let synced = best_candidate(input, leaving, Some(&inst.name)).filter(|c| {
-            c.redis
-                .as_ref()
-                .is_some_and(ReplicationInfo::is_synced_replica)
-        });
-        if let Some(target) = synced {
-            let mut d = Decision::promote(
-                target,
-                recorded.epoch,
-                Change::Switchover {
-                    from: inst.name.clone(),
-                },
-            );
-            d.switchover_from = Some(inst.name.clone());
-            return d;
-        }
+    let forced = if inst.deleting && input.policy.enabled {
+        Some(format!("pod {} is being deleted", inst.name))
+    } else if inst.ordinal >= input.desired_instances {
+        Some(format!(
+            "scaling down to {} instances removes {}",
+            input.desired_instances, inst.name
+        ))
+    } else {
+        None
+    };
+    let mut request = None;
+    let handover = match forced {
+        Some(reason) => switchover_candidate(input, leaving, inst).map(|t| (t, reason)),
+        None => match input.switchover_to.as_deref() {
+            Some(wanted) => match judge_request(input, inst, leaving, wanted) {
+                Ok(target) => {
+                    request = Some(RequestOutcome::Done);
+                    Some((target, format!("the user asked for {wanted}")))
+                }
+                Err(outcome) => {
+                    request = Some(outcome);
+                    None
+                }
+            },
+            None => rolling_handover(input, inst, leaving),
+        },
+    };
+    if let Some((target, reason)) = handover {
+        let mut d = Decision::promote(
+            target,
+            recorded.epoch,
+            Change::Switchover {
+                from: inst.name.clone(),
+                reason,
+            },
+        );
+        d.switchover_from = Some(inst.name.clone());
+        d.request = request;
+        return d;
     }
     let mut d = Decision::acting(inst);
+    d.request = request;
     // The master pod may have come back with a new IP: record where it is now.
     if let Some(MasterState::Acting { address, .. }) = &d.master
         && recorded.master_address.as_deref() != Some(&address.to_string())
@@ -344,6 +419,108 @@ fn acting_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String])
         });
     }
     d
+}
+
+/// `FAILOVER TO` needs a replica linked to the master itself: the best synced one, preferring
+/// instances already on the current spec.
+fn switchover_candidate<'a>(
+    input: &'a PlanInput,
+    leaving: &[String],
+    master: &ObservedInstance,
+) -> Option<&'a ObservedInstance> {
+    let master_address = master.address()?;
+    let eligible = |i: &ObservedInstance| {
+        i.redis
+            .as_ref()
+            .is_some_and(|r| r.is_synced_replica() && r.following() == Some(&master_address))
+    };
+    best_candidate(input, leaving, Some(&master.name), |i| {
+        eligible(i) && !i.outdated()
+    })
+    .or_else(|| best_candidate(input, leaving, Some(&master.name), eligible))
+}
+
+/// Whether the user's switchover to `wanted` can happen now: the target, or what becomes of
+/// the request.
+fn judge_request<'a>(
+    input: &'a PlanInput,
+    master: &ObservedInstance,
+    leaving: &[String],
+    wanted: &str,
+) -> Result<&'a ObservedInstance, RequestOutcome> {
+    if wanted == master.name {
+        return Err(RequestOutcome::Done);
+    }
+    let Some(target) = input.instances.iter().find(|i| i.name == wanted) else {
+        return Err(RequestOutcome::Rejected(format!(
+            "{wanted} is not an instance of this replication"
+        )));
+    };
+    if leaving.contains(&target.name) || target.ordinal >= input.desired_instances {
+        return Err(RequestOutcome::Rejected(format!(
+            "{wanted} is removed by the scale-down"
+        )));
+    }
+    if target.priority == 0 {
+        return Err(RequestOutcome::Rejected(format!(
+            "{wanted} has replica-priority 0 and is never promoted"
+        )));
+    }
+    let linked = master.address().is_some_and(|m| {
+        target
+            .redis
+            .as_ref()
+            .is_some_and(|r| r.is_synced_replica() && r.following() == Some(&m))
+    });
+    if target.deleting || !linked {
+        return Err(RequestOutcome::Waiting(format!(
+            "waiting for {wanted} to be a synced replica of the master {}",
+            master.name
+        )));
+    }
+    Ok(target)
+}
+
+/// Rolling update (rule 8): the master goes last, once every other instance runs the current
+/// spec and the set is settled; it hands over to a synced replica first.
+fn rolling_handover<'a>(
+    input: &'a PlanInput,
+    master: &ObservedInstance,
+    leaving: &[String],
+) -> Option<(&'a ObservedInstance, String)> {
+    let others_current = input
+        .instances
+        .iter()
+        .all(|i| i.name == master.name || !i.outdated());
+    if !master.outdated() || !others_current || !settled(input, master) {
+        return None;
+    }
+    let target = switchover_candidate(input, leaving, master)?;
+    Some((
+        target,
+        format!("rolling update: {} runs an older spec", master.name),
+    ))
+}
+
+/// Every desired instance exists, is ready, is not going, and follows its upstream in sync:
+/// the only state in which the rolling update takes an instance away.
+fn settled(input: &PlanInput, master: &ObservedInstance) -> bool {
+    let Some(master_address) = master.address() else {
+        return false;
+    };
+    let complete = input.instances.len() == input.desired_instances as usize
+        && input
+            .instances
+            .iter()
+            .all(|i| i.ordinal < input.desired_instances && !i.deleting && i.pod_ready);
+    let upstreams = upstreams(input, &master.name, &master_address, |_| true);
+    complete
+        && upstreams.len() + 1 == input.instances.len()
+        && upstreams.iter().all(|(inst, upstream)| {
+            inst.redis
+                .as_ref()
+                .is_some_and(|r| r.is_synced_replica() && r.following() == Some(upstream))
+        })
 }
 
 /// The recorded master restarted: it boots fenced and never takes writes on its own (rule 2).
@@ -371,7 +548,7 @@ fn restarted_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[Strin
     if let Some(wait) = input.policy.cooldown_remaining {
         return Decision::unavailable(&inst.name, down, Some(cooldown_message(wait)));
     }
-    let candidate = best_candidate(input, leaving, Some(&inst.name))
+    let candidate = best_candidate(input, leaving, Some(&inst.name), |_| true)
         .filter(|c| offset(c) >= offset(inst))
         .unwrap_or(inst);
     let mut d = Decision::promote(
@@ -412,7 +589,7 @@ fn unreachable_master(
     if let Some(wait) = policy.cooldown_remaining {
         return Decision::unavailable(name, down, Some(cooldown_message(wait)));
     }
-    match best_candidate(input, leaving, Some(name)) {
+    match best_candidate(input, leaving, Some(name), |_| true) {
         Some(target) => {
             let mut d = Decision::promote(
                 target,
@@ -481,17 +658,19 @@ fn offset(inst: &ObservedInstance) -> i64 {
 }
 
 /// Rule 4: the reachable replica with the greatest replication offset, then the preferred
-/// priority, then the lowest ordinal. Never one in a full sync, leaving the set, being deleted,
-/// or with priority 0 (unless nothing else exists at bootstrap).
+/// priority, then the lowest ordinal, among those `also` accepts. Never one in a full sync,
+/// leaving the set, being deleted, or with priority 0 (unless nothing else exists at bootstrap).
 fn best_candidate<'a>(
     input: &'a PlanInput,
     leaving: &[String],
     excluded: Option<&str>,
+    also: impl Fn(&ObservedInstance) -> bool,
 ) -> Option<&'a ObservedInstance> {
     input
         .instances
         .iter()
         .filter(|i| Some(i.name.as_str()) != excluded && !i.deleting && !leaving.contains(&i.name))
+        .filter(|i| i.ordinal < input.desired_instances && also(i))
         .filter(|i| i.ip.is_some() && (i.priority > 0 || excluded.is_none()))
         .filter_map(|i| i.redis.as_ref().map(|r| (i, r)))
         .filter(|(_, r)| {
@@ -507,14 +686,26 @@ fn best_candidate<'a>(
         .map(|(i, _)| i)
 }
 
-/// Who follows the master and which labels pods carry. Removals come first (rule 1); replica
-/// labels only once an instance follows the master (rule 6).
+/// Who follows whom and which labels pods carry. Removals come first (rule 1); replica labels
+/// only once an instance follows its upstream (rule 6).
 fn plan_roles(input: &PlanInput, plan: &mut Plan) {
     let master = match &plan.master {
         MasterState::Acting { name, address } => Some((name.clone(), address.clone())),
         _ => None,
     };
     let recorded = input.recorded.current_master.as_deref();
+    // A switching-over master is made a replica by `FAILOVER` itself; one beyond `instances`
+    // leaves next round.
+    let stays = |i: &ObservedInstance| {
+        !i.deleting
+            && !plan.delete.contains(&i.name)
+            && i.ordinal < input.desired_instances
+            && plan.switchover_from.as_deref() != Some(i.name.as_str())
+    };
+    let upstreams = master
+        .as_ref()
+        .map(|(name, address)| upstreams(input, name, address, stays))
+        .unwrap_or_default();
     for inst in &input.instances {
         let is_master = master.as_ref().is_some_and(|(m, _)| *m == inst.name);
         if is_master {
@@ -524,29 +715,104 @@ fn plan_roles(input: &PlanInput, plan: &mut Plan) {
             continue;
         }
         let labelled_master = inst.role_label == Some(RoleLabel::Master);
-        let Some((_, address)) = &master else {
+        if master.is_none() {
             // No acting master: only the recorded master may keep the master label.
             if labelled_master && Some(inst.name.as_str()) != recorded {
                 plan.unlabel.push(inst.name.clone());
             }
             continue;
-        };
-        let stays = !inst.deleting && !plan.delete.contains(&inst.name);
-        match inst.redis.as_ref().filter(|_| stays) {
-            Some(info) => {
+        }
+        let upstream = upstreams.iter().find(|(i, _)| i.name == inst.name);
+        match (inst.redis.as_ref(), upstream) {
+            (Some(info), Some((_, upstream))) => {
                 if labelled_master {
                     plan.unlabel.push(inst.name.clone());
                 }
-                if info.following() != Some(address) {
-                    plan.rewire.push(inst.name.clone());
+                if info.following() != Some(upstream) {
+                    plan.rewire.push(Rewire {
+                        name: inst.name.clone(),
+                        upstream: upstream.clone(),
+                    });
                 }
                 if inst.role_label != Some(RoleLabel::Replica) {
                     plan.label_replicas.push(inst.name.clone());
                 }
             }
-            None if labelled_master => plan.unlabel.push(inst.name.clone()),
-            None => {}
+            _ if labelled_master => plan.unlabel.push(inst.name.clone()),
+            _ => {}
         }
+    }
+}
+
+/// The upstream of every reachable non-master instance that `stays`: the master (star), or the
+/// previous such instance in ordinal order (chain). A link that is not a synced replica is
+/// skipped, so one broken or syncing instance never cuts the rest of the chain
+/// off the data. The target of a requested switchover follows the master whatever the topology,
+/// as `FAILOVER TO` needs.
+fn upstreams<'a>(
+    input: &'a PlanInput,
+    master: &str,
+    master_address: &Address,
+    stays: impl Fn(&ObservedInstance) -> bool,
+) -> Vec<(&'a ObservedInstance, Address)> {
+    let mut members: Vec<&ObservedInstance> = input
+        .instances
+        .iter()
+        .filter(|i| i.name != master && i.redis.is_some() && stays(i))
+        .collect();
+    members.sort_by_key(|i| i.ordinal);
+    let mut link = master_address.clone();
+    let mut out = Vec::with_capacity(members.len());
+    for inst in members {
+        let direct = input.topology == Topology::Star
+            || input.switchover_to.as_deref() == Some(inst.name.as_str());
+        let upstream = if direct {
+            master_address.clone()
+        } else {
+            link.clone()
+        };
+        // A synced replica serves its own replicas even while it is being moved: they follow
+        // along with a partial resync.
+        let in_sync = inst
+            .redis
+            .as_ref()
+            .is_some_and(ReplicationInfo::is_synced_replica);
+        if let (true, Some(address)) = (in_sync, inst.address()) {
+            link = address;
+        }
+        out.push((inst, upstream));
+    }
+    out
+}
+
+/// Rolling update (rule 8): one outdated replica at a time, the highest ordinal first, only
+/// when nothing else is happening and every instance is ready and in sync. The master goes last
+/// through a switchover (`rolling_handover`); a lone instance is simply replaced.
+fn plan_roll(input: &PlanInput, plan: &Plan) -> Option<String> {
+    let MasterState::Acting { name: master, .. } = &plan.master else {
+        return None;
+    };
+    let quiet = plan.intent.is_none()
+        && plan.change.is_none()
+        && plan.create.is_empty()
+        && plan.delete.is_empty()
+        && plan.unlabel.is_empty()
+        && plan.rewire.is_empty()
+        && plan.label_master.is_none()
+        && plan.label_replicas.is_empty();
+    let master_inst = input.instances.iter().find(|i| &i.name == master)?;
+    if !quiet || !settled(input, master_inst) {
+        return None;
+    }
+    let replica = input
+        .instances
+        .iter()
+        .filter(|i| &i.name != master && i.outdated())
+        .max_by_key(|i| i.ordinal);
+    match replica {
+        Some(r) => Some(r.name.clone()),
+        None if input.instances.len() == 1 && master_inst.outdated() => Some(master.clone()),
+        None => None,
     }
 }
 
@@ -609,6 +875,9 @@ mod tests {
             role_label: label,
             redis,
             priority: 100,
+            spec_outdated: false,
+            config_outdated: false,
+            problem: None,
         }
     }
 
@@ -618,6 +887,8 @@ mod tests {
             recorded,
             instances,
             policy: FailoverPolicy::default(),
+            topology: Topology::Star,
+            switchover_to: None,
         }
     }
 
@@ -628,6 +899,10 @@ mod tests {
             epoch,
             target_master: None,
         }
+    }
+
+    fn rewired(rewire: &[Rewire]) -> Vec<String> {
+        rewire.iter().map(|r| r.name.clone()).collect()
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -672,7 +947,7 @@ mod tests {
         assert_eq!(p.change, Some(Change::Bootstrap));
         assert_eq!(p.promote.as_deref(), Some("cache-0"));
         assert_eq!(p.label_master.as_deref(), Some("cache-0"));
-        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
         assert_eq!(
             p.label_replicas,
             names(&["cache-1"]),
@@ -736,7 +1011,7 @@ mod tests {
                 inst(1, fenced(0), None),
             ],
         ));
-        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
         assert_eq!(p.label_replicas, names(&["cache-1"]));
         assert_eq!(p.promote, None);
     }
@@ -752,7 +1027,7 @@ mod tests {
             ],
         ));
         assert_eq!(p.unlabel, names(&["cache-1"]));
-        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
         assert_eq!(p.label_replicas, names(&["cache-1"]));
         assert_eq!(p.intent, None);
     }
@@ -777,7 +1052,7 @@ mod tests {
             "the old master's label goes first"
         );
         assert_eq!(p.label_master.as_deref(), Some("cache-1"));
-        assert_eq!(p.rewire, names(&["cache-0", "cache-2"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-0", "cache-2"]));
     }
 
     #[test]
@@ -828,7 +1103,7 @@ mod tests {
         assert_eq!(p.intent, None);
         assert_eq!(p.change, Some(Change::Resume));
         assert_eq!(p.promote.as_deref(), Some("cache-1"));
-        assert_eq!(p.rewire, names(&["cache-0"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-0"]));
     }
 
     #[test]
@@ -876,7 +1151,7 @@ mod tests {
         let intent = p.intent.expect("intent");
         assert_eq!((intent.master.as_str(), intent.epoch), ("cache-2", 5));
         assert_eq!(p.unlabel, names(&["cache-0"]));
-        assert_eq!(p.rewire, names(&["cache-1"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
         assert_eq!(p.label_master.as_deref(), Some("cache-2"));
     }
 
@@ -1000,7 +1275,8 @@ mod tests {
         assert_eq!(
             p.change,
             Some(Change::Switchover {
-                from: "cache-0".into()
+                from: "cache-0".into(),
+                reason: "pod cache-0 is being deleted".into(),
             })
         );
         assert_eq!(p.switchover_from.as_deref(), Some("cache-0"));
@@ -1008,7 +1284,7 @@ mod tests {
         assert_eq!(p.intent.expect("intent").epoch, 3);
         assert_eq!(p.unlabel, names(&["cache-0"]));
         assert_eq!(
-            p.rewire,
+            rewired(&p.rewire),
             names(&["cache-2"]),
             "the leaving master is not rewired"
         );
@@ -1030,19 +1306,30 @@ mod tests {
     }
 
     #[test]
-    fn scale_down_removes_replicas_but_never_the_master() {
-        let p = plan(&input(
-            1,
-            recorded(2, 1),
-            vec![
-                inst(0, replica_of(2, 5), Some(RoleLabel::Replica)),
-                inst(1, replica_of(2, 5), Some(RoleLabel::Replica)),
-                inst(2, master(5), Some(RoleLabel::Master)),
-            ],
-        ));
+    fn scale_down_removes_replicas_and_the_master_hands_over_first() {
+        let mut behind = replica_of(2, 5).expect("info");
+        behind.role = replica_role(addr(2), Some(3));
+        let instances = vec![
+            inst(0, Some(behind), Some(RoleLabel::Replica)),
+            inst(1, replica_of(2, 5), Some(RoleLabel::Replica)),
+            inst(2, master(5), Some(RoleLabel::Master)),
+        ];
+        let p = plan(&input(1, recorded(2, 1), instances.clone()));
         assert_eq!(p.delete, names(&["cache-1"]));
         assert!(p.scale_down_blocked.expect("blocked").contains("cache-2"));
-        assert!(p.rewire.is_empty());
+        assert_eq!(
+            p.promote, None,
+            "no staying replica is linked yet: the master stays"
+        );
+
+        let mut linked = instances;
+        linked[0].redis = replica_of(2, 5);
+        let p = plan(&input(1, recorded(2, 1), linked));
+        assert_eq!(p.delete, names(&["cache-1"]));
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-2"));
+        assert_eq!(p.unlabel, names(&["cache-2"]));
+        assert!(p.rewire.is_empty(), "FAILOVER itself demotes cache-2");
     }
 
     #[test]
@@ -1066,5 +1353,214 @@ mod tests {
         ));
         assert_eq!(p.delete, names(&["cache-1"]));
         assert_eq!(p.promote.as_deref(), Some("cache-0"));
+    }
+
+    fn upstream_names(p: &Plan) -> Vec<(String, String)> {
+        p.rewire
+            .iter()
+            .map(|r| (r.name.clone(), r.upstream.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn chain_topology_links_each_replica_to_the_previous_one() {
+        let mut i = input(
+            4,
+            recorded(0, 1),
+            vec![
+                inst(0, master(100), Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 100), Some(RoleLabel::Replica)),
+                inst(2, replica_of(0, 100), Some(RoleLabel::Replica)),
+                inst(3, replica_of(0, 100), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.topology = Topology::Chain;
+        let p = plan(&i);
+        assert_eq!(
+            upstream_names(&p),
+            vec![
+                ("cache-2".to_string(), addr(1).to_string()),
+                ("cache-3".to_string(), addr(2).to_string())
+            ]
+        );
+        i.topology = Topology::Star;
+        assert!(
+            plan(&i).rewire.is_empty(),
+            "star: everyone follows the master"
+        );
+    }
+
+    #[test]
+    fn a_broken_or_syncing_link_is_skipped_until_it_is_in_sync() {
+        let mut i = input(
+            3,
+            recorded(0, 1),
+            vec![
+                inst(0, master(100), Some(RoleLabel::Master)),
+                inst(1, None, Some(RoleLabel::Replica)),
+                inst(2, replica_of(1, 80), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.topology = Topology::Chain;
+        assert_eq!(
+            upstream_names(&plan(&i)),
+            vec![("cache-2".to_string(), addr(0).to_string())],
+            "cache-1 is unreachable: cache-2 follows the master"
+        );
+        i.instances[1].redis = fenced(0);
+        i.instances[2].redis = replica_of(0, 100);
+        assert_eq!(
+            upstream_names(&plan(&i)),
+            vec![("cache-1".to_string(), addr(0).to_string())],
+            "cache-1 came back: it syncs from the master, cache-2 stays on the master meanwhile"
+        );
+        i.instances[1].redis = replica_of(0, 100);
+        assert_eq!(
+            upstream_names(&plan(&i)),
+            vec![("cache-2".to_string(), addr(1).to_string())]
+        );
+    }
+
+    #[test]
+    fn after_a_failover_the_chain_is_rebuilt_from_the_new_master() {
+        let mut i = down_master(
+            LONG,
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 700, 6), Some(RoleLabel::Replica)),
+                inst(2, replica_of(1, 690), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.topology = Topology::Chain;
+        let p = plan(&i);
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert!(
+            p.rewire.is_empty(),
+            "cache-2 already follows cache-1, the new head of the chain"
+        );
+    }
+
+    fn steady_three() -> Vec<ObservedInstance> {
+        vec![
+            inst(0, master(100), Some(RoleLabel::Master)),
+            inst(1, replica_of(0, 100), Some(RoleLabel::Replica)),
+            inst(2, replica_of(0, 100), Some(RoleLabel::Replica)),
+        ]
+    }
+
+    #[test]
+    fn a_requested_switchover_goes_to_the_named_synced_replica() {
+        let mut i = input(3, recorded(0, 2), steady_three());
+        i.switchover_to = Some("cache-2".into());
+        let p = plan(&i);
+        assert_eq!(p.promote.as_deref(), Some("cache-2"));
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-0"));
+        assert_eq!(p.intent.as_ref().map(|i| i.epoch), Some(3));
+        assert!(
+            matches!(p.change, Some(Change::Switchover { ref reason, .. }) if reason.contains("user"))
+        );
+        assert_eq!(p.request, Some(RequestOutcome::Done));
+        assert_eq!(p.unlabel, names(&["cache-0"]));
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
+        assert!(p.roll.is_none());
+    }
+
+    #[test]
+    fn a_switchover_request_is_done_rejected_or_waits() {
+        let outcome = |wanted: &str, instances: Vec<ObservedInstance>| {
+            let mut i = input(3, recorded(0, 2), instances);
+            i.switchover_to = Some(wanted.into());
+            let p = plan(&i);
+            assert_eq!(p.promote, None, "{wanted}");
+            p.request.expect("outcome")
+        };
+        assert_eq!(outcome("cache-0", steady_three()), RequestOutcome::Done);
+        assert!(
+            matches!(outcome("cache-7", steady_three()), RequestOutcome::Rejected(w) if w.contains("not an instance"))
+        );
+        let mut never = steady_three();
+        never[2].priority = 0;
+        assert!(
+            matches!(outcome("cache-2", never), RequestOutcome::Rejected(w) if w.contains("priority 0"))
+        );
+        let mut behind = steady_three();
+        behind[2].redis = lost_link_to(0, 50, 2);
+        assert!(
+            matches!(outcome("cache-2", behind), RequestOutcome::Waiting(w) if w.contains("synced"))
+        );
+    }
+
+    #[test]
+    fn in_a_chain_the_switchover_target_first_moves_under_the_master() {
+        let mut i = input(
+            3,
+            recorded(0, 2),
+            vec![
+                inst(0, master(100), Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 100), Some(RoleLabel::Replica)),
+                inst(2, replica_of(1, 100), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.topology = Topology::Chain;
+        i.switchover_to = Some("cache-2".into());
+        let p = plan(&i);
+        assert_eq!(p.promote, None);
+        assert!(matches!(p.request, Some(RequestOutcome::Waiting(_))));
+        assert_eq!(
+            upstream_names(&p),
+            vec![("cache-2".to_string(), addr(0).to_string())]
+        );
+    }
+
+    #[test]
+    fn the_rolling_update_replaces_replicas_highest_first_then_hands_the_master_over() {
+        let mut all = steady_three();
+        for i in &mut all {
+            i.spec_outdated = true;
+        }
+        let p = plan(&input(3, recorded(0, 2), all.clone()));
+        assert_eq!(p.roll.as_deref(), Some("cache-2"));
+        assert_eq!(p.promote, None, "the master goes last");
+
+        let mut replaced = all.clone();
+        replaced[2].spec_outdated = false;
+        replaced[2].redis = lost_link_to(0, 10, 1);
+        replaced[2].pod_ready = false;
+        let p = plan(&input(3, recorded(0, 2), replaced.clone()));
+        assert_eq!(p.roll, None, "the new cache-2 is not in sync yet");
+
+        replaced[2].redis = replica_of(0, 100);
+        replaced[2].pod_ready = true;
+        let p = plan(&input(3, recorded(0, 2), replaced.clone()));
+        assert_eq!(p.roll.as_deref(), Some("cache-1"));
+
+        replaced[1].spec_outdated = false;
+        replaced[1].config_outdated = false;
+        let p = plan(&input(3, recorded(0, 2), replaced.clone()));
+        assert_eq!(p.roll, None);
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-0"));
+        assert!(
+            matches!(p.change, Some(Change::Switchover { ref reason, .. }) if reason.contains("rolling"))
+        );
+    }
+
+    #[test]
+    fn the_rolling_update_waits_while_anything_else_happens() {
+        let mut going = steady_three();
+        going[2].spec_outdated = true;
+        going[1].deleting = true;
+        assert_eq!(plan(&input(3, recorded(0, 2), going)).roll, None);
+        let mut missing = steady_three();
+        missing[1].config_outdated = true;
+        missing.pop();
+        assert_eq!(plan(&input(3, recorded(0, 2), missing)).roll, None);
+        let mut single = vec![inst(0, master(5), Some(RoleLabel::Master))];
+        single[0].spec_outdated = true;
+        assert_eq!(
+            plan(&input(1, recorded(0, 2), single)).roll.as_deref(),
+            Some("cache-0"),
+            "a lone instance can only be replaced"
+        );
     }
 }

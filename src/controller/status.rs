@@ -3,13 +3,17 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use super::plan::{MasterState, ObservedInstance, Plan};
+use super::plan::{MasterState, ObservedInstance, Plan, PodProblem, RequestOutcome};
 use crate::api::{FailoverRecord, InstanceStatus, Phase, RedisReplicationStatus};
 use crate::redis::Role;
 
 pub const READY: &str = "Ready";
 pub const REPLICATING: &str = "Replicating";
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+pub const ROLLING_UPDATE: &str = "RollingUpdate";
+/// False while a pod cannot run (unschedulable, image or configuration unusable, crash-looping).
+pub const INSTANCES_HEALTHY: &str = "InstancesHealthy";
+pub const SWITCHOVER_PENDING: &str = "SwitchoverPending";
 
 /// Inputs of the status besides the plan.
 pub struct StatusInput<'a> {
@@ -20,6 +24,9 @@ pub struct StatusInput<'a> {
     pub now: Timestamp,
     /// The failover this round completed, if any.
     pub failover: Option<FailoverRecord>,
+    /// The password Secret cannot be used (reason, message): the set is not Ready, whatever
+    /// the instances do, until it is fixed.
+    pub secret_problem: Option<(&'static str, String)>,
 }
 
 pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
@@ -78,18 +85,56 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
              {replicas_linked}/{expected_replicas} replicas linked"
         ),
     };
-    set_condition(
-        &mut conditions,
-        READY,
-        all_ready,
-        if all_ready {
-            "AllInstancesReady"
-        } else {
-            phase_reason(phase)
-        },
-        &ready_message,
-        input,
-    );
+    // A stuck pod is the likeliest reason the set is not ready: say so in Ready too.
+    let problems: Vec<(&str, &PodProblem)> = input
+        .instances
+        .iter()
+        .filter_map(|i| Some((i.name.as_str(), i.problem.as_ref()?)))
+        .collect();
+    let problems_message = problems
+        .iter()
+        .map(|(pod, p)| format!("{pod}: {}: {}", p.reason, p.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (ready_reason, ready_message) = match problems.first() {
+        Some((_, first)) if !all_ready => (
+            first.reason.as_str(),
+            format!("{ready_message}; {problems_message}"),
+        ),
+        _ if all_ready => ("AllInstancesReady", ready_message),
+        _ => (phase_reason(phase), ready_message),
+    };
+    match &input.secret_problem {
+        Some((reason, message)) => {
+            set_condition(&mut conditions, READY, false, reason, message, input)
+        }
+        None => set_condition(
+            &mut conditions,
+            READY,
+            all_ready,
+            ready_reason,
+            &ready_message,
+            input,
+        ),
+    }
+    match problems.first() {
+        Some((_, first)) => set_condition(
+            &mut conditions,
+            INSTANCES_HEALTHY,
+            false,
+            &first.reason,
+            &problems_message,
+            input,
+        ),
+        None => set_condition(
+            &mut conditions,
+            INSTANCES_HEALTHY,
+            true,
+            "NoStuckPods",
+            "every pod is scheduled and its container starts",
+            input,
+        ),
+    }
     let replicating = acting && replicas_linked == expected_replicas;
     set_condition(
         &mut conditions,
@@ -114,6 +159,38 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         ),
         None => conditions.retain(|c| c.type_ != SCALE_DOWN_BLOCKED),
     }
+    let updated_instances = input.instances.iter().filter(|i| !i.outdated()).count();
+    if updated_instances < input.instances.len() {
+        let step = match &plan.roll {
+            Some(name) => format!("replacing {name}"),
+            None if plan.change.is_some() => "the master hands over first".into(),
+            None => "waiting for every instance to be ready and in sync".into(),
+        };
+        set_condition(
+            &mut conditions,
+            ROLLING_UPDATE,
+            true,
+            "InstancesOutdated",
+            &format!(
+                "{updated_instances}/{} instances run the current spec; {step}",
+                input.instances.len()
+            ),
+            input,
+        );
+    } else {
+        conditions.retain(|c| c.type_ != ROLLING_UPDATE);
+    }
+    match &plan.request {
+        Some(RequestOutcome::Waiting(why)) => set_condition(
+            &mut conditions,
+            SWITCHOVER_PENDING,
+            true,
+            "TargetNotReady",
+            why,
+            input,
+        ),
+        _ => conditions.retain(|c| c.type_ != SWITCHOVER_PENDING),
+    }
 
     RedisReplicationStatus {
         phase: Some(phase),
@@ -125,12 +202,44 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         // Cleared by the status written after the steps: only an interrupted change leaves it.
         target_master: None,
         ready_instances,
+        updated_instances: updated_instances as i32,
         instances,
         last_failover: input
             .failover
             .clone()
             .or_else(|| previous.last_failover.clone()),
     }
+}
+
+/// The status while nothing can be observed (the password Secret is unusable and no password is
+/// known yet): the previous one, with Ready saying why.
+pub fn blocked(
+    previous: &RedisReplicationStatus,
+    generation: Option<i64>,
+    now: Timestamp,
+    reason: &str,
+    message: &str,
+) -> RedisReplicationStatus {
+    let input = StatusInput {
+        previous,
+        generation,
+        desired_instances: 0,
+        instances: &[],
+        now,
+        failover: None,
+        secret_problem: None,
+    };
+    let mut status = previous.clone();
+    set_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        &input,
+    );
+    status.observed_generation = generation;
+    status
 }
 
 fn phase_reason(phase: Phase) -> &'static str {
@@ -227,6 +336,9 @@ mod tests {
             role_label: None,
             priority: 100,
             redis: Some(ReplicationInfo::fixture(role, offset)),
+            spec_outdated: false,
+            config_outdated: false,
+            problem: None,
         }
     }
 
@@ -257,6 +369,8 @@ mod tests {
                 bootstrap_grace_over: true,
                 ..Default::default()
             },
+            topology: crate::api::Topology::Star,
+            switchover_to: None,
         });
         build(
             &StatusInput {
@@ -266,6 +380,7 @@ mod tests {
                 instances: &instances,
                 now: Timestamp::from_second(1_000).expect("time"),
                 failover: None,
+                secret_problem: None,
             },
             &p,
         )
@@ -331,5 +446,46 @@ mod tests {
         assert_eq!(s.current_master.as_deref(), Some("cache-0"));
         assert_eq!(s.epoch, 1);
         assert_eq!(s.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn a_stuck_pod_is_named_in_ready_and_instances_healthy() {
+        let mut stuck = inst(2, replica(false), 0, false);
+        stuck.problem = Some(PodProblem {
+            reason: "CrashLoopBackOff".into(),
+            message: "back-off 10s restarting failed container".into(),
+        });
+        let s = status_for(
+            vec![
+                inst(0, Role::Master, 100, true),
+                inst(1, replica(true), 100, true),
+                stuck,
+            ],
+            &steady(),
+        );
+        let condition = |t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .cloned()
+                .expect("condition")
+        };
+        let healthy = condition(INSTANCES_HEALTHY);
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str()),
+            ("False", "CrashLoopBackOff")
+        );
+        assert!(
+            healthy
+                .message
+                .starts_with("cache-2: CrashLoopBackOff: back-off")
+        );
+        let ready = condition(READY);
+        assert_eq!(ready.reason, "CrashLoopBackOff");
+        assert!(
+            ready.message.contains("cache-2: CrashLoopBackOff"),
+            "{}",
+            ready.message
+        );
     }
 }

@@ -4,6 +4,8 @@
 mod auth;
 mod config;
 mod names;
+mod network_policy;
+mod pdb;
 mod pod;
 mod rbac;
 mod services;
@@ -12,7 +14,11 @@ mod storage;
 pub use auth::{PASSWORD_KEY, auth_secret, password_selector};
 pub use config::{CONFIG_KEY, config_map};
 pub use names::*;
-pub use pod::{AGENT_PORT, RoleLabel, instance_pod};
+pub use network_policy::network_policy;
+pub use pdb::pod_disruption_budget;
+pub use pod::{
+    AGENT_PORT, RoleLabel, config_annotation, instance_pod, instance_pod_spec, spec_hash,
+};
 pub use rbac::{instance_role, instance_role_binding, instance_service_account};
 pub use services::{headless_service, master_service, replicas_service};
 pub use storage::instance_claim;

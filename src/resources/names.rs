@@ -12,6 +12,13 @@ pub const INSTANCE_LABEL: &str = "redis.vigil.dev/instance";
 /// preferred among replicas with the same offset, 0 is never promoted.
 pub const PRIORITY_ANNOTATION: &str = "redis.vigil.dev/replica-priority";
 pub const DEFAULT_PRIORITY: u32 = 100;
+/// On an instance pod: the hash of the spec it was built from (see `spec_hash`).
+pub const SPEC_HASH_ANNOTATION: &str = "redis.vigil.dev/spec-hash";
+/// On an instance pod: the `config` (JSON) its Redis runs with.
+pub const CONFIG_ANNOTATION: &str = "redis.vigil.dev/config";
+/// On a `RedisReplication`: the instance the user wants as master; the operator switches over
+/// to it without losing acknowledged writes, then removes the annotation.
+pub const SWITCHOVER_ANNOTATION: &str = "redis.vigil.dev/switchover-to";
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vigil-operator";
 
@@ -50,6 +57,12 @@ pub fn headless_service_name(replication: &str) -> String {
     format!("{replication}-headless")
 }
 
+/// DNS domain of the instance pods, through the headless Service (`<pod>.<domain>`): the names
+/// their TLS certificates carry.
+pub fn instance_domain(replication: &str, namespace: &str) -> String {
+    format!("{}.{namespace}.svc", headless_service_name(replication))
+}
+
 pub fn master_service_name(replication: &str) -> String {
     format!("{replication}-master")
 }
@@ -68,6 +81,14 @@ pub fn auth_secret_name(replication: &str) -> String {
 
 pub fn instance_account_name(replication: &str) -> String {
     format!("{replication}-instance")
+}
+
+pub fn disruption_budget_name(replication: &str) -> String {
+    replication.to_string()
+}
+
+pub fn network_policy_name(replication: &str) -> String {
+    replication.to_string()
 }
 
 #[cfg(test)]

@@ -4,10 +4,7 @@
 //! malformed input.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -17,97 +14,13 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::clients::{ClientProcess, Library};
 use crate::support::{Chaos, OperatorOptions, TestNs, wait_for};
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// A subscriber hears `+switch-master` at most this long after the test sees the new master
 /// recorded.
 const SWITCH_BOUND: Duration = Duration::from_secs(5);
-
-/// Where tools.sh installed the clients (`python-redis`, `go-failover`).
-fn clients_dir() -> PathBuf {
-    match std::env::var_os("VIGIL_E2E_CLIENTS") {
-        Some(dir) => PathBuf::from(dir),
-        None => panic!("VIGIL_E2E_CLIENTS is not set: run the e2e tests with tests/e2e.sh"),
-    }
-}
-
-/// A client process whose stdout lines are collected with their arrival time; killed when
-/// dropped.
-struct ClientProcess {
-    what: String,
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl ClientProcess {
-    /// Starts `cmd`; its stderr goes to `<namespace>-<tag>.log` in the artifacts.
-    fn spawn(t: &TestNs, tag: &str, mut cmd: Command) -> Self {
-        let log = std::fs::File::create(t.env.artifacts.join(format!("{}-{tag}.log", t.name)))
-            .expect("client log");
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {tag} ({cmd:?}): {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((Instant::now(), line));
-            }
-        });
-        Self {
-            what: tag.to_string(),
-            child,
-            lines,
-        }
-    }
-
-    fn lines(&self) -> Vec<(Instant, String)> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Waits for `count` lines matching `matches`; returns the last of them.
-    async fn wait_lines(
-        &self,
-        what: &str,
-        timeout: Duration,
-        count: usize,
-        matches: impl Fn(&str) -> bool,
-    ) -> (Instant, String) {
-        wait_for(&format!("{}: {what}", self.what), timeout, || {
-            let lines = self.lines();
-            let hits: Vec<&(Instant, String)> = lines.iter().filter(|(_, l)| matches(l)).collect();
-            let result = match hits.get(count - 1) {
-                Some(hit) => Ok((*hit).clone()),
-                None => Err(format!(
-                    "{} of {count}; last lines: {:?}",
-                    hits.len(),
-                    lines
-                        .iter()
-                        .rev()
-                        .take(5)
-                        .map(|(_, l)| l)
-                        .collect::<Vec<_>>()
-                )),
-            };
-            async move { result }
-        })
-        .await
-    }
-}
-
-impl Drop for ClientProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// redis-cli against the Sentinel endpoint; stdout, trimmed.
 fn sentinel_cli(t: &TestNs, port: u16, args: &[&str]) -> String {
@@ -285,40 +198,6 @@ async fn replica_addresses(t: &TestNs, replication: &str, master: &str) -> BTree
         }
     }
     addresses
-}
-
-/// A client library under test, as installed by tools.sh.
-#[derive(Clone, Copy)]
-enum Library {
-    RedisPy,
-    GoRedis,
-}
-
-impl Library {
-    fn command(self, port: u16, name: &str, password: &str, mode: &str) -> Command {
-        let mut cmd = match self {
-            Self::RedisPy => {
-                let mut cmd = Command::new(clients_dir().join("python-redis"));
-                cmd.arg(concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/tests/clients/py-failover/failover.py"
-                ));
-                cmd
-            }
-            Self::GoRedis => Command::new(clients_dir().join("go-failover")),
-        };
-        cmd.args(["--sentinel", &format!("127.0.0.1:{port}")])
-            .args(["--master", name, "--password", password, "--mode", mode]);
-        cmd
-    }
-
-    /// The prefix of the keys its writer sets.
-    fn key_prefix(self) -> &'static str {
-        match self {
-            Self::RedisPy => "vigil:py",
-            Self::GoRedis => "vigil:go",
-        }
-    }
 }
 
 /// The master is killed while `library` writes through the Sentinel endpoint: the same client,

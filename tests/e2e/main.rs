@@ -2,10 +2,14 @@
 //! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
 
 mod chart;
+mod day2;
 mod discovery;
 mod failover;
+mod problems;
+mod shape;
 mod storage;
 mod support;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -307,38 +311,18 @@ async fn invalid_specs_are_rejected_naming_the_field() {
             json!({"instances": 1, "persistence": "Sometimes"}),
             "spec.persistence",
         ),
+        (json!({"instances": 3, "topology": "Ring"}), "spec.topology"),
+        (
+            json!({"instances": 3, "failover": {"minReplicasToWrite": 65}}),
+            "spec.failover.minReplicasToWrite",
+        ),
+        (
+            json!({"instances": 3, "sentinelMasterName": "no spaces allowed"}),
+            "spec.sentinelMasterName",
+        ),
     ];
     for (spec, expected) in cases {
-        let rr: RedisReplication = serde_json::from_value(json!({
-            "apiVersion": "redis.vigil.dev/v1alpha1",
-            "kind": "RedisReplication",
-            "metadata": {"name": "bad"},
-            "spec": {"instances": 1},
-        }))
-        .expect("base");
-        let mut body = serde_json::to_value(&rr).expect("json");
-        body["spec"] = spec.clone();
-        // Sent raw so the apiserver, not our own types, judges the input.
-        let request = http::Request::post(format!(
-            "/apis/redis.vigil.dev/v1alpha1/namespaces/{}/redisreplications",
-            t.name
-        ))
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(&body).expect("body"))
-        .expect("request");
-        let result = t.admin.request::<serde_json::Value>(request).await;
-        let message = match result {
-            Ok(created) => panic!("spec {spec} was accepted: {created}"),
-            Err(kube::Error::Api(status)) => {
-                assert_eq!(status.code, 422, "spec {spec}: {status:?}");
-                status.message
-            }
-            Err(e) => panic!("spec {spec}: unexpected error {e}"),
-        };
-        assert!(
-            message.contains(expected),
-            "spec {spec}: message {message:?} should contain {expected:?}"
-        );
+        t.assert_rejected(&spec, &[expected]).await;
     }
     // A valid one still passes, so the cases above fail for their own reason.
     let ok: RedisReplication = serde_json::from_value(json!({

@@ -2,6 +2,12 @@
 //! the process-based kubelet stand-in, started by `tests/e2e.sh`, which passes their locations in
 //! the environment. Each test gets its own namespace (enforcing the `restricted` Pod Security
 //! Standard) and its own operator process, authenticated as the chart's ServiceAccount.
+//!
+//! With `VIGIL_E2E_TARGET=kind`, `tests/kind/e2e.sh` passes a kind cluster instead: the same
+//! scenarios run against real pods, the operator still runs here (the host routes to the pod
+//! network), and chaos signals the pod's container from its node.
+
+pub mod clients;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -17,15 +23,18 @@ use kube::{Api, Client, Config, ResourceExt};
 use serde_json::json;
 use vigil::api::{RedisReplication, RedisReplicationStatus};
 
-/// Locations handed over by `tests/e2e.sh`.
+/// Locations handed over by `tests/e2e.sh` (or `tests/kind/e2e.sh`).
 pub struct Env {
     pub admin_kubeconfig: PathBuf,
     pub operator_kubeconfig: PathBuf,
-    pub kubelet_state: PathBuf,
+    /// The kubelet stand-in's state; none on kind.
+    pub kubelet_state: Option<PathBuf>,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
     pub redis_cli: PathBuf,
     pub artifacts: PathBuf,
+    /// The cluster is kind, not the local control plane.
+    pub kind: bool,
 }
 
 fn required(var: &str) -> PathBuf {
@@ -33,23 +42,44 @@ fn required(var: &str) -> PathBuf {
         Some(v) => PathBuf::from(v),
         None => panic!(
             "{var} is not set: the e2e tests run on the local control plane; \
-             start them with `make test` (or `tests/e2e.sh`)"
+             start them with `make test` (or `tests/e2e.sh`), or on kind with `tests/kind/e2e.sh`"
         ),
     }
 }
 
+/// Whether `VIGIL_E2E_TARGET` names kind (unset or `local`: the local control plane).
+fn target_is_kind() -> bool {
+    match std::env::var("VIGIL_E2E_TARGET").as_deref() {
+        Ok("kind") => true,
+        Ok("local" | "") | Err(_) => false,
+        Ok(other) => panic!("VIGIL_E2E_TARGET={other}: expected `local` or `kind`"),
+    }
+}
+
+/// For the few tests that need the local control plane itself: on kind, prints why the test is
+/// skipped and returns true.
+pub fn skipped_on_kind(reason: &str) -> bool {
+    let kind = target_is_kind();
+    if kind {
+        eprintln!("skipped on kind: {reason}");
+    }
+    kind
+}
+
 impl Env {
     pub fn load() -> Self {
+        let kind = target_is_kind();
         Self {
             admin_kubeconfig: required("VIGIL_E2E_ADMIN_KUBECONFIG"),
             operator_kubeconfig: required("VIGIL_E2E_OPERATOR_KUBECONFIG"),
-            kubelet_state: required("VIGIL_E2E_KUBELET_STATE"),
+            kubelet_state: (!kind).then(|| required("VIGIL_E2E_KUBELET_STATE")),
             kubectl: required("KUBECTL"),
             helm: required("HELM"),
             redis_cli: std::env::var_os("REDIS_CLI")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "redis-cli".into()),
             artifacts: required("VIGIL_E2E_ARTIFACTS"),
+            kind,
         }
     }
 }
@@ -536,7 +566,8 @@ impl TestNs {
     }
 }
 
-/// Signals for chaos on a pod's container (its process group: the agent and its redis-server).
+/// Signals for chaos on a pod's container (its process group: the agent and its redis-server; on
+/// kind, every process of the container).
 #[derive(Clone, Copy, Debug)]
 pub enum Chaos {
     /// SIGKILL: the container crashes and the kubelet restarts it.
@@ -553,6 +584,8 @@ impl TestNs {
         let path = self
             .env
             .kubelet_state
+            .as_ref()
+            .expect("the kubelet stand-in's state (local control plane only)")
             .join("pods")
             .join(&self.name)
             .join(pod)
@@ -563,6 +596,9 @@ impl TestNs {
     }
 
     pub fn chaos(&self, pod: &str, chaos: Chaos) {
+        if self.env.kind {
+            return self.chaos_on_kind(pod, chaos);
+        }
         let signal = match chaos {
             Chaos::Crash => libc::SIGKILL,
             Chaos::Freeze => libc::SIGSTOP,
@@ -572,6 +608,41 @@ impl TestNs {
         // SAFETY: kill(2) on a process group the stand-in created for this pod.
         let rc = unsafe { libc::kill(-group, signal) };
         assert_eq!(rc, 0, "signal {chaos:?} to pod {pod} (group {group})");
+    }
+
+    /// Chaos on kind, from the pod's node (a container of the kind cluster): inside the pod,
+    /// kill(2) cannot stop or kill PID 1 (the agent), and signalling redis-server alone would
+    /// leave the agent answering probes. A Resume finding no running container is a no-op: the
+    /// kubelet replaced the frozen one.
+    fn chaos_on_kind(&self, pod: &str, chaos: Chaos) {
+        let node = self.kubectl(&[
+            "get",
+            "pod",
+            pod,
+            "-n",
+            &self.name,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ]);
+        let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+        assert!(!node.is_empty(), "the node of pod {pod}");
+        let signal = match chaos {
+            Chaos::Crash => "KILL",
+            Chaos::Freeze => "STOP",
+            Chaos::Resume => "CONT",
+        };
+        let out = Command::new("docker")
+            .args(["exec", &node, "sh", "-c", SIGNAL_CONTAINER, "sh"])
+            .args([self.name.as_str(), pod, "redis", signal])
+            .output()
+            .expect("run docker exec");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let not_running = out.status.code() == Some(3);
+        assert!(
+            out.status.success() || (not_running && matches!(chaos, Chaos::Resume)),
+            "signal {chaos:?} to pod {pod} on node {node}: {}{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     /// Writes `count` keys `prefix:i` on the master, each acknowledged by `WAIT 1` (at least one
@@ -781,13 +852,76 @@ impl TestNs {
     }
 }
 
+/// Run on a kind node as `sh -c SIGNAL_CONTAINER sh NAMESPACE POD CONTAINER SIGNAL`: sends
+/// SIGNAL to every process in the PID namespace of the pod's running container (exit 3 when
+/// none runs).
+const SIGNAL_CONTAINER: &str = r#"
+id=$(crictl ps -q --label "io.kubernetes.pod.namespace=$1" --label "io.kubernetes.pod.name=$2" \
+  --label "io.kubernetes.container.name=$3")
+[ -n "$id" ] || { echo "no running container $3 in pod $1/$2" >&2; exit 3; }
+pid=$(crictl inspect -o go-template --template '{{.info.pid}}' "$id") || exit 1
+ns=$(readlink "/proc/$pid/ns/pid") || exit 1
+n=0
+for p in /proc/[0-9]*; do
+  [ "$(readlink "$p/ns/pid" 2>/dev/null)" = "$ns" ] && kill "-$4" "${p#/proc/}" 2>/dev/null && n=$((n + 1))
+done
+[ "$n" -gt 0 ] || { echo "no process signalled in $1/$2 (pid $pid)" >&2; exit 1; }
+"#;
+
 impl Drop for TestNs {
     fn drop(&mut self) {
         self.operator = None;
+        if self.env.kind && std::thread::panicking() {
+            // Its pods' logs and state are what tests/kind/e2e.sh collects on failure.
+            eprintln!("keeping namespace {} of a failed test", self.name);
+            return;
+        }
         // Leave nothing running: deleting the namespace makes the kubelet stop its pods.
         let _ = Command::new(&self.env.kubectl)
             .env("KUBECONFIG", &self.env.admin_kubeconfig)
             .args(["delete", "namespace", &self.name, "--wait=false"])
             .output();
+    }
+}
+
+impl TestNs {
+    /// Creates a RedisReplication from raw JSON, so the apiserver, not our own types, judges it.
+    pub async fn create_raw(
+        &self,
+        name: &str,
+        spec: &serde_json::Value,
+    ) -> Result<serde_json::Value, kube::Error> {
+        let body = json!({
+            "apiVersion": "redis.vigil.dev/v1alpha1",
+            "kind": "RedisReplication",
+            "metadata": {"name": name},
+            "spec": spec,
+        });
+        let request = http::Request::post(format!(
+            "/apis/redis.vigil.dev/v1alpha1/namespaces/{}/redisreplications",
+            self.name
+        ))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).expect("body"))
+        .expect("request");
+        self.admin.request(request).await
+    }
+
+    /// Asserts the apiserver rejects `spec` (422) with a message containing every one of `parts`.
+    pub async fn assert_rejected(&self, spec: &serde_json::Value, parts: &[&str]) {
+        let message = match self.create_raw("bad", spec).await {
+            Ok(created) => panic!("spec {spec} was accepted: {created}"),
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "spec {spec}: {status:?}");
+                status.message
+            }
+            Err(e) => panic!("spec {spec}: unexpected error {e}"),
+        };
+        for part in parts {
+            assert!(
+                message.contains(part),
+                "spec {spec}: message {message:?} should contain {part:?}"
+            );
+        }
     }
 }
