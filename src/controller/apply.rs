@@ -23,8 +23,8 @@ use crate::crash_point::crash_point;
 use crate::redis::{Address, Credentials, InstanceClient};
 use crate::redis_conf::MinReplicas;
 use crate::resources::{
-    self, CONFIG_ANNOTATION, FIELD_MANAGER, ROLE_LABEL, RoleLabel, SWITCHOVER_ANNOTATION,
-    instance_pod,
+    self, CONFIG_ANNOTATION, FIELD_MANAGER, POD_METADATA_MANAGER, ROLE_LABEL, RoleLabel,
+    SWITCHOVER_ANNOTATION, instance_pod,
 };
 
 /// Server-side applies every object the replication owns besides its pods.
@@ -107,6 +107,19 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(source) => Err(Error::kube(context("deleting"), source)),
     }
+}
+
+/// The user's pod labels and annotations on instance `ordinal` (see `instance_pod_metadata`).
+pub async fn apply_pod_metadata(
+    ctx: &Context,
+    rr: &RedisReplication,
+    ordinal: u32,
+) -> Result<(), Error> {
+    let ns = rr.namespace().unwrap_or_default();
+    let metadata = resources::instance_pod_metadata(rr, ordinal);
+    apply_as(ctx, &ns, &metadata, POD_METADATA_MANAGER)
+        .await
+        .map(drop)
 }
 
 /// Settings that follow the spec without a restart, with `CONFIG SET` on every reachable
@@ -241,11 +254,22 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    apply_as(ctx, ns, obj, FIELD_MANAGER).await
+}
+
+async fn apply_as<K>(ctx: &Context, ns: &str, obj: &K, manager: &str) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
     api.patch(
         &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
+        &PatchParams::apply(manager).force(),
         &Patch::Apply(obj),
     )
     .await
@@ -311,6 +335,7 @@ pub async fn execute(
         let pod = instance_pod(rr, *ordinal);
         info!(pod = %pod.name_any(), "creating instance");
         apply(ctx, &ns, &pod).await?;
+        apply_pod_metadata(ctx, rr, *ordinal).await?;
     }
 
     // Rule 1: a stray master label goes before anyone is promoted.

@@ -243,6 +243,11 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     let mut observed = observe::observe(ctx, rr, credentials).await?;
     if applied.is_none() {
         apply::sync_live_config(ctx, rr, &mut observed).await;
+        if ctx.spec_changed(rr) {
+            for inst in observed.instances.iter().filter(|i| !i.deleting) {
+                apply::apply_pod_metadata(ctx, rr, inst.ordinal).await?;
+            }
+        }
         ctx.objects_applied(rr, observed.credentials.clone());
     }
     let previous = rr.status.clone().unwrap_or_default();
@@ -370,6 +375,15 @@ impl Context {
                 Some(credentials.clone())
             }
             _ => None,
+        })
+    }
+
+    /// The spec changed since owned objects were last applied (or the operator just started).
+    fn spec_changed(&self, rr: &RedisReplication) -> bool {
+        self.remember(rr, |m| {
+            m.objects_applied
+                .as_ref()
+                .is_none_or(|(generation, _, _)| *generation != rr.metadata.generation)
         })
     }
 

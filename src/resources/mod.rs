@@ -17,7 +17,8 @@ pub use names::*;
 pub use network_policy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use pod::{
-    AGENT_PORT, RoleLabel, config_annotation, instance_pod, instance_pod_spec, spec_hash,
+    AGENT_PORT, RoleLabel, config_annotation, instance_pod, instance_pod_metadata,
+    instance_pod_spec, spec_hash,
 };
 pub use rbac::{instance_role, instance_role_binding, instance_service_account};
 pub use services::{headless_service, master_service, replicas_service};

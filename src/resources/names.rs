@@ -21,6 +21,9 @@ pub const CONFIG_ANNOTATION: &str = "redis.vigil.dev/config";
 pub const SWITCHOVER_ANNOTATION: &str = "redis.vigil.dev/switchover-to";
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vigil-operator";
+/// The field manager of the user's pod labels and annotations on instance pods, apart from
+/// `FIELD_MANAGER`'s, so that applying them alone never drops the rest of the pod.
+pub const POD_METADATA_MANAGER: &str = "vigil-operator-pod-metadata";
 
 pub fn common_labels(replication: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource,
     SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
@@ -75,8 +76,6 @@ pub fn instance_pod(rr: &RedisReplication, ordinal: u32) -> Pod {
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(SPEC_HASH_ANNOTATION.into(), spec_hash(&spec));
     annotations.insert(CONFIG_ANNOTATION.into(), config_annotation(rr));
-    add_missing(&mut metadata.labels, &rr.spec.pod_labels);
-    add_missing(&mut metadata.annotations, &rr.spec.pod_annotations);
     Pod {
         metadata,
         spec: Some(spec),
@@ -84,15 +83,30 @@ pub fn instance_pod(rr: &RedisReplication, ordinal: u32) -> Pod {
     }
 }
 
-/// Adds the spec's entries whose keys vigil has not set. The schema rejects vigil's keys; one
-/// that gets through anyway (a CRD older than that rule) never overrides vigil's value.
-fn add_missing(target: &mut Option<BTreeMap<String, String>>, extra: &BTreeMap<String, String>) {
-    if extra.is_empty() {
-        return;
-    }
-    let target = target.get_or_insert_with(BTreeMap::new);
-    for (key, value) in extra {
-        target.entry(key.clone()).or_insert_with(|| value.clone());
+/// The user's `podLabels` and `podAnnotations` for instance `ordinal`, applied under their own
+/// field manager (`POD_METADATA_MANAGER`) on creation and on every spec change: they change on
+/// running pods, and a key removed from the spec is removed from the pods. Keys vigil sets are
+/// left out (the schema rejects them; a CRD older than that rule could let one through).
+pub fn instance_pod_metadata(rr: &RedisReplication, ordinal: u32) -> Pod {
+    let own = instance_pod(rr, ordinal).metadata;
+    let without_own = |extra: &BTreeMap<String, String>, own: &Option<BTreeMap<String, String>>| {
+        let kept: BTreeMap<String, String> = extra
+            .iter()
+            .filter(|(k, _)| own.as_ref().is_none_or(|o| !o.contains_key(*k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(kept)
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: own.name.clone(),
+            namespace: own.namespace.clone(),
+            labels: without_own(&rr.spec.pod_labels, &own.labels),
+            annotations: without_own(&rr.spec.pod_annotations, &own.annotations),
+            ..ObjectMeta::default()
+        },
+        spec: None,
+        status: None,
     }
 }
 
@@ -563,17 +577,28 @@ mod tests {
             "podLabels": {"team": "checkout", "app.kubernetes.io/managed-by": "someone-else"},
             "podAnnotations": {"example.com/owner": "checkout"},
         }));
-        let meta = instance_pod(&rr, 1).metadata;
-        let labels = meta.labels.expect("labels");
-        assert_eq!(labels["team"], "checkout");
+        let meta = instance_pod_metadata(&rr, 1).metadata;
+        assert_eq!(meta.name.as_deref(), Some("cache-1"));
         assert_eq!(
-            labels["app.kubernetes.io/managed-by"], "vigil",
-            "vigil's label wins (the schema rejects it before it gets here)"
+            meta.labels,
+            Some(BTreeMap::from([("team".into(), "checkout".into())])),
+            "vigil's labels are vigil's (the schema rejects them before they get here)"
         );
-        assert_eq!(labels[INSTANCE_LABEL], "1");
-        let annotations = meta.annotations.expect("annotations");
-        assert_eq!(annotations["example.com/owner"], "checkout");
-        assert!(annotations.contains_key(SPEC_HASH_ANNOTATION));
+        assert_eq!(
+            meta.annotations,
+            Some(BTreeMap::from([(
+                "example.com/owner".into(),
+                "checkout".into()
+            )]))
+        );
+        let own = instance_pod(&rr, 1).metadata;
+        assert!(!own.labels.expect("labels").contains_key("team"));
+        let none = instance_pod_metadata(&replication(json!({"instances": 1})), 0).metadata;
+        assert_eq!(
+            (none.labels, none.annotations),
+            (Some(BTreeMap::new()), Some(BTreeMap::new())),
+            "empty, not absent: applying them removes what an earlier spec set"
+        );
     }
 
     #[test]

@@ -126,6 +126,50 @@ async fn scheduling_and_shape_fields_reach_pods_services_and_budget() {
         assert_eq!(spec.priority, Some(1000), "{name}");
     }
 
+    // Pod labels and annotations follow the spec on the running pods, removals included.
+    let uids: BTreeMap<String, Option<String>> = t
+        .pods()
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .into_iter()
+        .map(|p| (p.name_any(), p.uid()))
+        .collect();
+    t.patch_spec(
+        "cache",
+        json!({"podLabels": {"team": "payments"}, "podAnnotations": null}),
+    )
+    .await;
+    wait_for(
+        "pod labels and annotations to follow the spec",
+        Duration::from_secs(60),
+        || async {
+            let pods = t
+                .pods()
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let stale: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    p.labels().get("team").map(String::as_str) != Some("payments")
+                        || p.annotations().contains_key("example.com/owner")
+                        || p.labels().get("redis.vigil.dev/replication").is_none()
+                })
+                .map(|p| p.name_any())
+                .collect();
+            if stale.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{stale:?}"))
+            }
+        },
+    )
+    .await;
+    for pod in t.pods().list(&Default::default()).await.expect("pods") {
+        assert_eq!(uids.get(&pod.name_any()), Some(&pod.uid()), "not replaced");
+    }
+
     let services: Api<Service> = Api::namespaced(t.admin.clone(), &t.name);
     for name in ["cache-master", "cache-replicas"] {
         let svc = services.get(name).await.expect("client Service");
