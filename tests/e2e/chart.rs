@@ -295,6 +295,35 @@ async fn the_chart_options_for_the_operator_objects_take_effect() {
     }
 }
 
+/// The operator's pod, as the chart's Deployment would create it, passes the apiserver's Pod
+/// Security admission in a namespace that enforces `restricted` (every test namespace does);
+/// a dry run, so nothing runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_pod_meets_the_restricted_pod_security_standard() {
+    let t = TestNs::new("chartpss").await;
+    let (_, docs) = render(&t, &[]);
+    let template = &object(&docs, "Deployment", "vigil")["spec"]["template"];
+    let mut pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vigil-operator-pss"},
+        "spec": serde_json::to_value(&template["spec"]).expect("pod spec as JSON"),
+    }))
+    .expect("the template is a pod spec");
+    // The chart's ServiceAccount lives in the release's namespace, not here; Pod Security does
+    // not look at it.
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.service_account_name = None;
+    }
+    let params = kube::api::PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let created = t.pods().create(&params, &pod).await;
+    assert!(
+        created.is_ok(),
+        "restricted Pod Security admission rejected the operator's pod: {created:?}"
+    );
+}
+
 fn helm(t: &TestNs, args: &[&str]) -> Output {
     Command::new(&t.env.helm)
         .args(args)
