@@ -27,6 +27,25 @@ use crate::resources::{
     SWITCHOVER_ANNOTATION, instance_pod,
 };
 
+/// A namespaced object the operator writes.
+trait Owned:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Owned for K where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Server-side applies every object the replication owns besides its pods.
 pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), Error> {
     let ns = rr.namespace().unwrap_or_default();
@@ -68,11 +87,7 @@ async fn ensure_optional<K>(
     desired: Option<K>,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Owned,
 {
     if let Some(obj) = desired {
         return apply(ctx, ns, &obj).await.map(drop);
@@ -226,11 +241,7 @@ async fn ensure_auth_secret(ctx: &Context, rr: &RedisReplication, ns: &str) -> R
 /// `storage` must not fail).
 async fn create_if_absent<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Owned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
@@ -248,22 +259,14 @@ where
 
 async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K, Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Owned,
 {
     apply_as(ctx, ns, obj, FIELD_MANAGER).await
 }
 
 async fn apply_as<K>(ctx: &Context, ns: &str, obj: &K, manager: &str) -> Result<K, Error>
 where
-    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Owned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.name_any();
