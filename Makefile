@@ -2,7 +2,7 @@
 # `make test` (installs what it needs, then runs every test). Tools are cached in
 # $VIGIL_CACHE (default ~/.cache/vigil), outside the repo.
 
-.PHONY: demo test test-unit test-e2e lint tools crds build
+.PHONY: demo test test-unit test-e2e lint tools crds build bench
 
 demo:
 	tests/demo.sh
@@ -24,6 +24,11 @@ test-e2e:
 
 build:
 	cargo build --workspace --bins
+
+# vigil vs Redis Sentinel, and the operator's footprint (not part of `make test`): prints a table
+# and writes bench/results/<date>.md. BENCH_RUNS=3 for a quick look (see tests/bench/main.rs).
+bench:
+	tests/bench.sh
 
 # Regenerate the CRD files from the API types (a test fails when they drift).
 crds:

@@ -1,0 +1,325 @@
+//! Benchmarks (DESIGN §7): vigil against real Redis Sentinel, side by side on one machine with
+//! the same detection timeout and the same client, and the operator's footprint as the number of
+//! `RedisReplication`s grows. Run by `make bench` (tests/bench.sh) on the local control plane;
+//! prints the results and writes them to bench/results/<date>.md. A report, not a test: a target
+//! not met is reported, not failed; only a part with nothing measured fails the run.
+//!
+//! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
+//! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
+//! run with the first); BENCH_SCALE [1,10,100] replications; BENCH_IDLE_SECONDS [20];
+//! BENCH_PARTS [failover,switchover,footprint]; BENCH_OUT [bench/results/<date>.md].
+
+// The e2e harness, shared rather than copied; the benchmark uses a part of it.
+#[allow(dead_code)]
+#[path = "../e2e/support/mod.rs"]
+mod support;
+
+mod footprint;
+mod report;
+mod scenario;
+mod sentinel;
+mod sys;
+mod vigil_side;
+mod writer;
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+
+use futures::FutureExt;
+use k8s_openapi::jiff;
+
+use report::{Comparison, LoadMonitor, Outcomes, Report};
+use scenario::{Change, System};
+use sentinel::SentinelSet;
+use sys::mono_now;
+use vigil_side::VigilSet;
+
+struct Config {
+    runs: usize,
+    switchover_runs: usize,
+    down_after: Vec<u64>,
+    scale: Vec<usize>,
+    idle_seconds: u64,
+    parts: Vec<String>,
+    out: Option<PathBuf>,
+}
+
+fn env_list<T: std::str::FromStr>(var: &str, default: &str) -> Vec<T> {
+    let text = std::env::var(var).unwrap_or_else(|_| default.to_string());
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}={text}: cannot parse {s:?}"))
+        })
+        .collect()
+}
+
+fn env_one<T: std::str::FromStr>(var: &str, default: &str) -> T {
+    env_list::<T>(var, default)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{var} is empty"))
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let runs = env_one("BENCH_RUNS", "20");
+        Self {
+            runs,
+            switchover_runs: env_one("BENCH_SWITCHOVER_RUNS", "10"),
+            down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
+            scale: env_list("BENCH_SCALE", "1,10,100"),
+            idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
+            parts: env_list("BENCH_PARTS", "failover,switchover,footprint"),
+            out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
+        }
+    }
+
+    fn has(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let text = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into());
+    let text = text.replace('\n', " ");
+    match text.char_indices().nth(600) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text,
+    }
+}
+
+/// One measured run of `system`, kept in `out`; a failed run is recorded with why. After five
+/// failures the system is not run again in this comparison.
+async fn one<S: System>(system: &S, out: &mut Outcomes, change: Change, tag: String) {
+    if out.failures.len() >= 5 {
+        return;
+    }
+    let began = mono_now();
+    match AssertUnwindSafe(scenario::run(system, change, &tag))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => {
+            eprintln!(
+                "bench {tag} ({:.1} s): {} -> {}: gap {:.0} ms (WAIT 1: {:.0} ms), first write \
+                 {:.0} ms, other replica {:.0} ms, every replica {:.0} ms, lost {}/{} plain, \
+                 {}/{} WAIT 1, {} promotion(s)",
+                mono_now() - began,
+                r.from,
+                r.to,
+                r.gap_plain * 1e3,
+                r.gap_wait * 1e3,
+                r.to_first_write * 1e3,
+                r.survivor_follows * 1e3,
+                r.all_follow * 1e3,
+                r.lost_plain,
+                r.acked_plain,
+                r.lost_wait,
+                r.acked_wait,
+                r.promotions
+            );
+            out.runs.push(r);
+        }
+        Err(p) => {
+            let message = panic_message(p);
+            eprintln!("bench {tag}: FAILED: {message}");
+            // The harness's messages name the run already.
+            if message.starts_with(&tag) {
+                out.failures.push(message);
+            } else {
+                out.failures.push(format!("{tag}: {message}"));
+            }
+        }
+    }
+}
+
+/// `runs` changes of each system, alternating vigil and Sentinel.
+async fn alternate(
+    vigil: &VigilSet,
+    sentinel: &SentinelSet,
+    change: Change,
+    down_after: u64,
+    runs: usize,
+) -> Comparison {
+    let from = mono_now();
+    let kind = match change {
+        Change::Crash => "crash",
+        Change::Switchover => "switchover",
+    };
+    let mut c = Comparison {
+        change,
+        down_after,
+        vigil: Outcomes::default(),
+        sentinel: Outcomes::default(),
+        window: (from, from),
+    };
+    for i in 1..=runs {
+        one(
+            vigil,
+            &mut c.vigil,
+            change,
+            format!("vigil-{down_after}-{kind}-{i}"),
+        )
+        .await;
+        one(
+            sentinel,
+            &mut c.sentinel,
+            change,
+            format!("sentinel-{down_after}-{kind}-{i}"),
+        )
+        .await;
+    }
+    c.window.1 = mono_now();
+    c
+}
+
+/// Both systems with one detection timeout, side by side.
+async fn compare(
+    cfg: &Config,
+    down_after: u64,
+    net: u8,
+    failover: bool,
+    switchover: bool,
+) -> Vec<Comparison> {
+    let artifacts = PathBuf::from(
+        std::env::var_os("VIGIL_E2E_ARTIFACTS").expect("VIGIL_E2E_ARTIFACTS (run tests/bench.sh)"),
+    );
+    eprintln!("bench: starting vigil and Sentinel with downAfter {down_after} ms");
+    let vigil = VigilSet::start(&format!("bench-v{down_after}"), down_after).await;
+    let sentinel = SentinelSet::start(
+        net,
+        artifacts.join(format!("sentinel-{down_after}")),
+        down_after,
+    )
+    .await;
+    let mut out = Vec::new();
+    if failover {
+        out.push(alternate(&vigil, &sentinel, Change::Crash, down_after, cfg.runs).await);
+    }
+    if switchover {
+        out.push(
+            alternate(
+                &vigil,
+                &sentinel,
+                Change::Switchover,
+                down_after,
+                cfg.switchover_runs,
+            )
+            .await,
+        );
+    }
+    sentinel.stop().await;
+    drop(vigil);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn benchmark() {
+    let cfg = Config::from_env();
+    let started = mono_now();
+    let load = LoadMonitor::start();
+    let machine = report::machine();
+    let mut comparisons = Vec::new();
+    let mut failures = Vec::new();
+    let mut load_by_part = Vec::new();
+
+    for (n, &down_after) in cfg.down_after.iter().enumerate() {
+        let failover = cfg.has("failover");
+        let switchover = cfg.has("switchover") && n == 0;
+        if !failover && !switchover {
+            continue;
+        }
+        let from = mono_now();
+        let net = u8::try_from(n + 1).expect("a few detection timeouts");
+        match AssertUnwindSafe(compare(&cfg, down_after, net, failover, switchover))
+            .catch_unwind()
+            .await
+        {
+            Ok(mut c) => comparisons.append(&mut c),
+            Err(p) => failures.push(format!(
+                "vigil vs Sentinel with downAfter {down_after} ms: {}",
+                panic_message(p)
+            )),
+        }
+        load_by_part.push((
+            format!("vigil vs Sentinel, downAfter {down_after} ms"),
+            load.window(from, mono_now()),
+        ));
+    }
+
+    let mut steps = Vec::new();
+    if cfg.has("footprint") {
+        for &count in &cfg.scale {
+            eprintln!("bench: operator footprint with {count} RedisReplications");
+            let from = mono_now();
+            match AssertUnwindSafe(footprint::step(count, cfg.idle_seconds))
+                .catch_unwind()
+                .await
+            {
+                Ok(step) => {
+                    eprintln!("bench: {step:?}");
+                    steps.push(step);
+                }
+                Err(p) => failures.push(format!(
+                    "operator footprint with {count} RedisReplications: {}",
+                    panic_message(p)
+                )),
+            }
+            load_by_part.push((
+                format!("footprint, {count} `RedisReplication`s"),
+                load.window(from, mono_now()),
+            ));
+        }
+    }
+
+    let now = jiff::Timestamp::now();
+    let date = now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
+    let total_seconds = std::env::var("BENCH_STARTED_AT")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .map(|t0| (now.as_second() - t0) as f64);
+    let report = Report {
+        date: date.clone(),
+        machine,
+        runs: cfg.runs,
+        switchover_runs: cfg.switchover_runs,
+        comparisons,
+        footprint: steps,
+        failures,
+        load: load.window(started, mono_now()),
+        load_by_part,
+        measuring_seconds: mono_now() - started,
+        total_seconds,
+        idle_seconds: cfg.idle_seconds,
+    };
+    let text = report.markdown();
+    let out = cfg.out.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("bench/results/{date}.md"))
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("results directory");
+    }
+    std::fs::write(&out, &text).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    println!("{text}");
+    println!("bench: results written to {}", out.display());
+
+    // Single failed runs are in the report; a part with nothing measured fails `make bench`.
+    let empty: Vec<String> = report
+        .comparisons
+        .iter()
+        .filter(|c| c.vigil.runs.is_empty() || c.sentinel.runs.is_empty())
+        .map(|c| format!("{:?} with downAfter {} ms", c.change, c.down_after))
+        .collect();
+    assert!(
+        report.failures.is_empty() && empty.is_empty(),
+        "parts of the benchmark could not be measured (see the report): {:?} {empty:?}",
+        report.failures
+    );
+}

@@ -1,0 +1,720 @@
+//! Statistics, the machine's description and load, and the markdown report.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::footprint::Step;
+use crate::scenario::{Change, Run};
+use crate::sys::{self, clock_ticks, mono_now};
+
+/// Nearest-rank percentile (`p` in 0..=1) of unsorted values; NaN when there are none. The
+/// median is the nearest-rank 50th percentile (the lower middle value for an even count).
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+pub fn p90(values: &[f64]) -> f64 {
+    percentile(values, 0.9)
+}
+
+fn ms(seconds: f64) -> String {
+    if seconds.is_finite() {
+        format!("{:.0}", seconds * 1000.0)
+    } else {
+        "—".into()
+    }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}", a / b)
+    } else {
+        "—".into()
+    }
+}
+
+/// The runs of one system in one comparison, and the runs that failed (with why).
+#[derive(Default)]
+pub struct Outcomes {
+    pub runs: Vec<Run>,
+    pub failures: Vec<String>,
+}
+
+impl Outcomes {
+    fn values(&self, f: impl Fn(&Run) -> f64) -> Vec<f64> {
+        self.runs.iter().map(f).collect()
+    }
+
+    pub fn lost_wait(&self) -> usize {
+        self.runs.iter().map(|r| r.lost_wait).sum()
+    }
+
+    pub fn lost_plain(&self) -> usize {
+        self.runs.iter().map(|r| r.lost_plain).sum()
+    }
+}
+
+/// vigil and Sentinel through the same kind of change with the same detection timeout.
+pub struct Comparison {
+    pub change: Change,
+    pub down_after: u64,
+    pub vigil: Outcomes,
+    pub sentinel: Outcomes,
+    /// When it ran (monotonic seconds), for the machine load of that time.
+    pub window: (f64, f64),
+}
+
+impl Comparison {
+    pub fn gap_ratio(&self) -> f64 {
+        median(&self.vigil.values(|r| r.gap_plain)) / median(&self.sentinel.values(|r| r.gap_plain))
+    }
+}
+
+/// Samples the machine's CPU every 2 s: all of it, and what processes outside the benchmark's
+/// network namespace (other people's work) used.
+pub struct LoadMonitor {
+    /// (at, machine busy cores, foreign cores) over the 2 s before `at`.
+    samples: Arc<Mutex<Vec<(f64, f64, f64)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LoadMonitor {
+    pub fn start() -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = samples.clone();
+        let task = tokio::spawn(async move {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let mut prev_machine = sys::machine_ticks();
+            let mut prev_foreign = sys::foreign_ticks();
+            let mut prev_at = mono_now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let at = mono_now();
+                let machine = sys::machine_ticks();
+                let foreign = sys::foreign_ticks();
+                let busy = match (prev_machine, machine) {
+                    (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => {
+                        (b1 - b0) as f64 / (t1 - t0) as f64 * cores
+                    }
+                    _ => f64::NAN,
+                };
+                let foreign_delta: u64 = foreign
+                    .iter()
+                    .map(|(pid, t)| t.saturating_sub(prev_foreign.get(pid).copied().unwrap_or(0)))
+                    .sum();
+                let foreign_cores = foreign_delta as f64 / clock_ticks() / (at - prev_at);
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((at, busy, foreign_cores));
+                (prev_machine, prev_foreign, prev_at) = (machine, foreign, at);
+            }
+        });
+        Self { samples, task }
+    }
+
+    /// Average machine-busy and foreign cores over `[from, to]`, and the largest foreign 2 s
+    /// sample.
+    pub fn window(&self, from: f64, to: f64) -> (f64, f64, f64) {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let inside: Vec<&(f64, f64, f64)> = samples
+            .iter()
+            .filter(|(at, _, _)| *at >= from && *at <= to + 2.0)
+            .collect();
+        if inside.is_empty() {
+            return (f64::NAN, f64::NAN, f64::NAN);
+        }
+        let n = inside.len() as f64;
+        let busy = inside
+            .iter()
+            .map(|s| s.1)
+            .filter(|b| b.is_finite())
+            .sum::<f64>()
+            / n;
+        let foreign = inside.iter().map(|s| s.2).sum::<f64>() / n;
+        let max = inside.iter().map(|s| s.2).fold(0.0, f64::max);
+        (busy, foreign, max)
+    }
+}
+
+impl Drop for LoadMonitor {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The machine and the versions of everything measured, as markdown list items.
+pub fn machine() -> String {
+    let cpuinfo = sys::read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = sys::fields(&sys::read("/proc/meminfo"));
+    let mem_gib = meminfo
+        .get("MemTotal")
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let os = sys::read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_default();
+    let kernel = sys::read("/proc/sys/kernel/osrelease").trim().to_string();
+    let redis_server = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let redis_sentinel =
+        std::env::var("REDIS_SENTINEL").unwrap_or_else(|_| "redis-sentinel".into());
+    let python = crate::support::clients::clients_dir().join("python-redis");
+    let py = sys::output_of(
+        &python,
+        &[
+            "-c",
+            "import redis, sys; print(redis.__version__, sys.version.split()[0])",
+        ],
+    );
+    let (redis_py, python_version) = py.split_once(' ').unwrap_or((&py, ""));
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    let kube_json = sys::output_of(&kubectl, &["version", "-o", "json"]);
+    let kube = serde_json::from_str::<serde_json::Value>(&kube_json)
+        .ok()
+        .and_then(|v| {
+            v["serverVersion"]["gitVersion"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let git = sys::output_of("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty =
+        !sys::output_of("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let rustc = sys::output_of("rustc", &["--version"]);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "- CPU: {cores} cores ({model}); memory {mem_gib:.1} GiB"
+    );
+    let _ = writeln!(out, "- OS: {os}, Linux {kernel}");
+    let _ = writeln!(
+        out,
+        "- vigil {} (git {git}{}), operator built `{profile}` with {rustc}; the pods' \
+         `vigil agent` is the debug build the e2e tests use",
+        env!("CARGO_PKG_VERSION"),
+        if dirty {
+            ", with uncommitted changes"
+        } else {
+            ""
+        },
+    );
+    // "Redis server v=7.0.15 sha=..." -> "7.0.15"
+    let version = |program: &str| {
+        let text = sys::output_of(program, &["--version"]);
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("v="))
+            .map_or(text.clone(), str::to_string)
+    };
+    let _ = writeln!(
+        out,
+        "- Redis: redis-server {} for vigil's instances and the Sentinel set alike, \
+         redis-sentinel {} (Debian packages)",
+        version(&redis_server),
+        version(&redis_sentinel),
+    );
+    let _ = writeln!(
+        out,
+        "- Client: redis-py {redis_py} on Python {python_version} \
+         (tests/clients/py-failover/failover.py)"
+    );
+    let _ = writeln!(
+        out,
+        "- Kubernetes: local control plane {kube} (etcd, kube-apiserver, \
+         kube-controller-manager) and the process-based kubelet stand-in, in a private network \
+         namespace"
+    );
+    out
+}
+
+/// Everything the report is made of.
+pub struct Report {
+    pub date: String,
+    pub machine: String,
+    pub runs: usize,
+    pub switchover_runs: usize,
+    pub comparisons: Vec<Comparison>,
+    pub footprint: Vec<Step>,
+    pub failures: Vec<String>,
+    /// (busy cores, foreign cores, max foreign) over the whole benchmark.
+    pub load: (f64, f64, f64),
+    pub load_by_part: Vec<(String, (f64, f64, f64))>,
+    pub measuring_seconds: f64,
+    pub total_seconds: Option<f64>,
+    pub idle_seconds: u64,
+}
+
+/// A target and whether it is met.
+struct Target {
+    what: String,
+    measured: String,
+    met: Option<bool>,
+}
+
+fn yes_no(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    }
+}
+
+impl Report {
+    fn find(&self, change: Change, down_after: u64) -> Option<&Comparison> {
+        self.comparisons
+            .iter()
+            .find(|c| c.change == change && c.down_after == down_after)
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        let mut down_afters: Vec<u64> = self
+            .comparisons
+            .iter()
+            .filter(|c| c.change == Change::Crash)
+            .map(|c| c.down_after)
+            .collect();
+        down_afters.dedup();
+        for d in &down_afters {
+            let c = self.find(Change::Crash, *d).expect("listed");
+            let m = median(&c.vigil.values(|r| r.gap_plain));
+            let bound = (*d as f64 + 500.0) / 1000.0;
+            targets.push(Target {
+                what: format!("Write gap median <= downAfter + 500 ms (downAfter {d} ms)"),
+                measured: format!("vigil {} ms (bound {} ms)", ms(m), ms(bound)),
+                met: m.is_finite().then_some(m <= bound),
+            });
+        }
+        let ratio_at_1000 = self.find(Change::Crash, 1000).map(Comparison::gap_ratio);
+        targets.push(Target {
+            what: "vigil / Sentinel write-gap ratio <= 0.6 at downAfter 1000 ms (medians)".into(),
+            measured: ratio_at_1000.map_or("—".into(), |r| format!("{r:.2}")),
+            met: ratio_at_1000.filter(|r| r.is_finite()).map(|r| r <= 0.6),
+        });
+        let vigil_all: Vec<&Outcomes> = self.comparisons.iter().map(|c| &c.vigil).collect();
+        let acked: usize = vigil_all
+            .iter()
+            .flat_map(|o| &o.runs)
+            .map(|r| r.acked_wait)
+            .sum();
+        let lost: usize = vigil_all.iter().map(|o| o.lost_wait()).sum();
+        let runs: usize = vigil_all.iter().map(|o| o.runs.len()).sum();
+        targets.push(Target {
+            what: "Zero `WAIT 1`-acknowledged writes lost (vigil, every run)".into(),
+            measured: format!("{lost} lost of {acked} acknowledged over {runs} runs"),
+            met: (runs > 0).then_some(lost == 0),
+        });
+        let switchover = self
+            .comparisons
+            .iter()
+            .find(|c| c.change == Change::Switchover);
+        targets.push(match switchover {
+            Some(c) if !c.vigil.runs.is_empty() => {
+                let m = median(&c.vigil.values(|r| r.gap_plain));
+                let lost = c.vigil.lost_plain() + c.vigil.lost_wait();
+                Target {
+                    what: "Switchover write gap <= 250 ms (median) with zero writes lost".into(),
+                    measured: format!(
+                        "vigil {} ms (p90 {} ms); {lost} writes lost (plain and `WAIT 1`)",
+                        ms(m),
+                        ms(p90(&c.vigil.values(|r| r.gap_plain)))
+                    ),
+                    met: Some(m <= 0.25 && lost == 0),
+                }
+            }
+            _ => Target {
+                what: "Switchover write gap <= 250 ms (median) with zero writes lost".into(),
+                measured: "—".into(),
+                met: None,
+            },
+        });
+        let hundred = self.footprint.iter().find(|s| s.replications == 100);
+        targets.push(match hundred {
+            Some(s) => {
+                let peak = s.rss_peak_reconciling.max(s.rss_idle).max(s.rss_hwm);
+                Target {
+                    what: "Operator memory <= 40 MiB with 100 `RedisReplication`s".into(),
+                    measured: format!("peak (VmHWM) {peak:.1} MiB; idle {:.1} MiB", s.rss_idle),
+                    met: Some(peak <= 40.0),
+                }
+            }
+            None => Target {
+                what: "Operator memory <= 40 MiB with 100 `RedisReplication`s".into(),
+                measured: "100 not measured".into(),
+                met: None,
+            },
+        });
+        targets
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "# Benchmarks: vigil vs Redis Sentinel, {}\n", self.date);
+        let _ = writeln!(
+            o,
+            "Produced by `make bench` (tests/bench.sh, tests/bench/). {} runs per system and \
+             detection timeout for unplanned failovers, {} per system for switchovers. \
+             Measuring took {:.1} min{}.\n",
+            self.runs,
+            self.switchover_runs,
+            self.measuring_seconds / 60.0,
+            self.total_seconds.map_or(String::new(), |t| format!(
+                "; the whole `make bench` (build, control plane start, measuring) {:.1} min",
+                t / 60.0
+            )),
+        );
+        let _ = write!(o, "## Machine\n\n{}", self.machine);
+        let (busy, foreign, max) = self.load;
+        let _ = writeln!(
+            o,
+            "- Load while measuring: the machine's CPUs were busy {busy:.2} cores on average; \
+             processes outside the benchmark (other work sharing the machine) used {foreign:.2} \
+             cores on average, at most {max:.2} over a 2 s sample.{}\n",
+            if foreign > 0.1 {
+                " **Other work shared the machine**: absolute figures are pessimistic; vigil and \
+                 Sentinel runs alternate, so the comparison is affected alike."
+            } else {
+                ""
+            }
+        );
+
+        let _ = writeln!(o, "## Targets\n");
+        let _ = writeln!(o, "| Target | Measured | |\n|---|---|---|");
+        for t in self.targets() {
+            let _ = writeln!(o, "| {} | {} | {} |", t.what, t.measured, yes_no(t.met));
+        }
+        let _ = writeln!(
+            o,
+            "\nThe benchmark is a report: a target not met does not fail it.\n"
+        );
+
+        let _ = writeln!(o, "## Unplanned failover: the master's process SIGKILLed\n");
+        for c in self
+            .comparisons
+            .iter()
+            .filter(|c| c.change == Change::Crash)
+        {
+            self.comparison_table(&mut o, c);
+        }
+        let _ = writeln!(o, "{CRASH_NOTE}\n");
+        let again = |sentinel: bool| {
+            self.comparisons
+                .iter()
+                .filter(|c| c.change == Change::Crash)
+                .flat_map(|c| {
+                    if sentinel {
+                        &c.sentinel.runs
+                    } else {
+                        &c.vigil.runs
+                    }
+                })
+                .any(|r| r.promotions > 1)
+        };
+        if again(true) {
+            let _ = writeln!(o, "{SENTINEL_AGAIN_NOTE}\n");
+        }
+        if again(false) {
+            let _ = writeln!(
+                o,
+                "vigil promoted more than one replica in some runs: see *Every run* below.\n"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "## Planned switchover: vigil's `redis.vigil.dev/switchover-to` vs `SENTINEL \
+             FAILOVER`\n"
+        );
+        for c in self
+            .comparisons
+            .iter()
+            .filter(|c| c.change == Change::Switchover)
+        {
+            self.comparison_table(&mut o, c);
+            let _ = writeln!(o, "{SWITCHOVER_NOTE}\n");
+        }
+
+        let _ = writeln!(o, "## The operator's footprint\n");
+        if !self.footprint.is_empty() {
+            let _ = writeln!(
+                o,
+                "`vigil operator` (one process, its own namespace), `RedisReplication`s of \
+                 `instances: 1` created at once. RSS from `/proc/<pid>/status`, CPU from \
+                 `/proc/<pid>/stat` (1.00 = one core busy). *Reconciling*: from creating them \
+                 until all are Ready; *idle*: nothing changing, a {} s window starting 5 s after \
+                 all are Ready (the operator still probes every instance each second).\n",
+                self.idle_seconds
+            );
+            let _ = writeln!(
+                o,
+                "| `RedisReplication`s | Time until all Ready (s) | RSS, nothing to manage \
+                 (MiB) | RSS peak reconciling (MiB) | CPU reconciling (cores) | RSS idle (MiB) \
+                 | CPU idle (cores) | VmHWM (MiB) |\n|---|---|---|---|---|---|---|---|"
+            );
+            for s in &self.footprint {
+                let _ = writeln!(
+                    o,
+                    "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} |",
+                    s.replications,
+                    s.ready_after,
+                    s.rss_empty,
+                    s.rss_peak_reconciling,
+                    s.cpu_reconciling,
+                    s.rss_idle,
+                    s.cpu_idle,
+                    s.rss_hwm
+                );
+            }
+            let _ = writeln!(o);
+        } else {
+            let _ = writeln!(o, "Not measured in this run.\n");
+        }
+
+        if !self.failures.is_empty() {
+            let _ = writeln!(o, "## Parts that failed\n");
+            for f in &self.failures {
+                let _ = writeln!(o, "- {f}");
+            }
+            let _ = writeln!(o);
+        }
+
+        let _ = writeln!(o, "## How it is measured\n\n{METHOD}");
+        let _ = writeln!(o, "\n## Machine load by part\n");
+        let _ = writeln!(
+            o,
+            "| Part | Machine busy (cores) | Outside the benchmark (cores, avg) | Outside \
+             (max 2 s) |\n|---|---|---|---|"
+        );
+        for (part, (busy, foreign, max)) in &self.load_by_part {
+            let _ = writeln!(o, "| {part} | {busy:.2} | {foreign:.2} | {max:.2} |");
+        }
+        let _ = writeln!(o, "\n## Every run\n");
+        for c in &self.comparisons {
+            self.raw_runs(&mut o, c);
+        }
+        o
+    }
+
+    fn comparison_table(&self, o: &mut String, c: &Comparison) {
+        let (v, s) = (&c.vigil, &c.sentinel);
+        let what = match c.change {
+            Change::Crash => "crash",
+            Change::Switchover => "request",
+        };
+        let _ = writeln!(
+            o,
+            "### downAfter {} ms: vigil {} runs, Sentinel {} runs\n",
+            c.down_after,
+            v.runs.len(),
+            s.runs.len()
+        );
+        let _ = writeln!(
+            o,
+            "| Figure (ms) | vigil median | vigil p90 | Sentinel median | Sentinel p90 | vigil / \
+             Sentinel (medians) |\n|---|---|---|---|---|---|"
+        );
+        type Figure = fn(&Run) -> f64;
+        let rows: [(String, Figure); 5] = [
+            ("Write gap, plain writer".into(), |r| r.gap_plain),
+            ("Write gap, `WAIT 1` writer".into(), |r| r.gap_wait),
+            (
+                format!("{what} → first acknowledged write on the new master"),
+                |r| r.to_first_write,
+            ),
+            (
+                format!("{what} → the other replica follows the new master"),
+                |r| r.survivor_follows,
+            ),
+            (
+                format!("{what} → every replica follows (old master included)"),
+                |r| r.all_follow,
+            ),
+        ];
+        for (label, f) in rows {
+            let (vm, sm) = (median(&v.values(f)), median(&s.values(f)));
+            let _ = writeln!(
+                o,
+                "| {label} | {} | {} | {} | {} | {} |",
+                ms(vm),
+                ms(p90(&v.values(f))),
+                ms(sm),
+                ms(p90(&s.values(f))),
+                ratio(vm, sm)
+            );
+        }
+        let lost = |out: &Outcomes, wait: bool| {
+            let acked: usize = out
+                .runs
+                .iter()
+                .map(|r| if wait { r.acked_wait } else { r.acked_plain })
+                .sum();
+            let lost: usize = if wait {
+                out.lost_wait()
+            } else {
+                out.lost_plain()
+            };
+            let runs_with = out
+                .runs
+                .iter()
+                .filter(|r| (if wait { r.lost_wait } else { r.lost_plain }) > 0)
+                .count();
+            format!("{lost} of {acked} ({runs_with} runs with a loss)")
+        };
+        let promoted_again = |out: &Outcomes| {
+            let n = out.runs.iter().filter(|r| r.promotions > 1).count();
+            format!("{n} of {}", out.runs.len())
+        };
+        let _ = writeln!(
+            o,
+            "\n| Acknowledged writes lost | vigil | Sentinel |\n|---|---|---|\n| plain \
+             writer | {} | {} |\n| `WAIT 1` writer | {} | {} |\n| Runs that promoted more than \
+             one replica before settling | {} | {} |\n",
+            lost(v, false),
+            lost(s, false),
+            lost(v, true),
+            lost(s, true),
+            promoted_again(v),
+            promoted_again(s)
+        );
+        for (label, out) in [("vigil", v), ("Sentinel", s)] {
+            for f in &out.failures {
+                let _ = writeln!(o, "- {label}: a run failed: {f}");
+            }
+        }
+        if !v.failures.is_empty() || !s.failures.is_empty() {
+            let _ = writeln!(o);
+        }
+    }
+
+    fn raw_runs(&self, o: &mut String, c: &Comparison) {
+        let kind = match c.change {
+            Change::Crash => "Unplanned failover",
+            Change::Switchover => "Switchover",
+        };
+        let _ = writeln!(
+            o,
+            "<details><summary>{kind}, downAfter {} ms</summary>\n\n| System | # | From → to \
+             | Gap plain | Gap `WAIT 1` | First write | Other replica | Every replica | Lost \
+             plain | Lost `WAIT 1` | Promotions |\n|---|---|---|---|---|---|---|---|---|---|---|",
+            c.down_after
+        );
+        for (label, out) in [("vigil", &c.vigil), ("Sentinel", &c.sentinel)] {
+            for (n, r) in out.runs.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "| {label} | {} | {} → {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} |",
+                    n + 1,
+                    r.from,
+                    r.to,
+                    ms(r.gap_plain),
+                    ms(r.gap_wait),
+                    ms(r.to_first_write),
+                    ms(r.survivor_follows),
+                    ms(r.all_follow),
+                    r.lost_plain,
+                    r.acked_plain,
+                    r.lost_wait,
+                    r.acked_wait,
+                    r.promotions
+                );
+            }
+        }
+        let _ = writeln!(o, "\n</details>\n");
+    }
+}
+
+/// Why vigil's crash figures do not grow with downAfter.
+const CRASH_NOTE: &str = "\
+How to read this: the crashed container is restarted after the kubelet's 1 s back-off, and \
+vigil's agent boots it fenced (read-only, following nobody). The operator then sees the master \
+restarted and no longer a master, which is objective evidence, and fails over at once rather \
+than waiting out `downAfterMilliseconds` (src/controller/plan.rs); so vigil's figures follow the \
+restart back-off, not the detection timeout. A master that stays unreachable without \
+restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does; that case \
+is not measured here. Sentinel cannot tell a restart from a blip: its restarted instance stays \
+down until the sentinels name another master (see below), so Sentinel always waits \
+`down-after-milliseconds`, then agrees (quorum 2), elects a leader and promotes.";
+
+/// What was seen in the Sentinel logs when Sentinel promoted twice.
+const SENTINEL_AGAIN_NOTE: &str = "\
+Sentinel promoting more than one replica: in the Sentinel logs of such runs (kept in the \
+benchmark's artifacts), one sentinel marks the master it has just switched to (`+switch-master`) \
+subjectively down about `down-after-milliseconds` later, although that master is up and taking \
+writes, reaches `+odown` in the same millisecond (the other sentinels' votes about the crashed \
+master still count), wins an election and fails the new master over as well. The first \
+promoted replica then stays a master next to the second until Sentinel converts it, 8 s or more \
+later (see the switchover note below): a plain client connected to it keeps writing there, and \
+all of it is lost.";
+
+/// What the switchover figures mean for Sentinel (its write gap alone would mislead).
+const SWITCHOVER_NOTE: &str = "\
+How to read this: `SENTINEL FAILOVER` promotes a replica with `REPLICAOF NO ONE` while the old \
+master keeps running as a master; Sentinel turns it into a replica only once it has reported \
+itself as a master for 8 s (`SENTINEL_PUBLISH_PERIOD * 4` in sentinel.c), and until then a \
+client connected to it keeps writing there. So Sentinel's *plain* write gap is short, but those \
+writes are acknowledged by the old master and then discarded (*lost*); and the replica Sentinel \
+did not promote acknowledges `WAIT 1` for the old master until it is pointed at the new one, so \
+even `WAIT 1` does not protect every write. vigil's switchover is `FAILOVER TO`: the old master \
+pauses writes until the target has all of them, then becomes its replica.";
+
+const METHOD: &str = "\
+- **Both systems, same client, same machine, same time.** For each detection timeout, a vigil \
+`RedisReplication` (`instances: 3`, `failover.downAfterMilliseconds` = the timeout) and a Sentinel \
+set run side by side; runs alternate vigil, Sentinel, vigil, ... so load from elsewhere hits \
+both alike. Each run starts from a healthy set (every replica linked; vigil Ready with its 2 s \
+failover cooldown passed; every sentinel naming the same master, knowing the other two sentinels \
+and both replicas as healthy).
+- **vigil**: the operator as the e2e tests run it (one `vigil operator` per namespace, the chart's \
+RBAC, probe interval 1000 ms, failover cooldown 2 s), pods run by the kubelet stand-in (`vigil \
+agent` supervising `redis-server`), clients through the operator's Sentinel endpoint (one \
+endpoint).
+- **Sentinel**: three `redis-sentinel` (`sentinel monitor bench <master> 6379 2`, the same \
+`down-after-milliseconds`, `failover-timeout 10000` (Sentinel's default is 180000; it also \
+bounds the leader election), `parallel-syncs 2`) watching three `redis-server` with vigil's \
+redis.conf defaults (no persistence, diskless sync without delay, `replica-announce-ip`). Auth \
+as vigil: a password on the instances (`requirepass`/`masterauth`, `sentinel auth-pass`), none on \
+the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
+- **The crash**: SIGKILL of the master's process: vigil's pod container (the agent and its \
+`redis-server`, as the e2e chaos tests do), Sentinel's `redis-server`. Both are restarted by a \
+supervisor with the same back-off (1 s, doubling to 10 s, reset after 10 s of running: the \
+kubelet stand-in's). Neither comes back as a writable master on its own: vigil's agent boots it \
+fenced until the operator decides; the Sentinel side's start script asks the sentinels for the \
+master and starts as its replica, waiting while they still name the crashed instance (Sentinel \
+deployments do this so that an empty restarted master is never synced from). So *every replica \
+follows* includes the old master rejoining, for both.
+- **The client**: redis-py's `Sentinel` (`master_for`, socket timeouts 0.5 s) in \
+tests/clients/py-failover/failover.py, given all Sentinel endpoints; two writers per run, one \
+plain (`SET`: acknowledged on `OK`) and one with `WAIT 1 1000` (acknowledged only when a replica \
+has it); each writes every 10 ms and retries 20 ms after an error, stamping each line with \
+`time.monotonic()`.
+- **Write gap**: the last acknowledged write on the old master to the first acknowledged write on \
+the new one, per writer. **First write**: crash (or request) to that first write. **The other \
+replica follows / every replica follows**: crash (or request) until `INFO replication` (polled \
+every 50 ms on each instance) shows that replica (every non-master, the old master included) \
+with `master_host` the new master and `master_link_status:up`. **Lost**: acknowledged keys \
+missing on the new master once the run is over.
+- **Switchover**: vigil is asked for the replica with the highest ordinal; `SENTINEL FAILOVER` \
+picks its replica itself.
+- Statistics: median and p90 are nearest-rank; ratios are vigil's median over Sentinel's.";

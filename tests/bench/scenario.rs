@@ -1,0 +1,285 @@
+//! One measured change of master, the same for both systems: writers running through Sentinel
+//! discovery, then a crash (SIGKILL of the master's process) or a planned switchover, then the
+//! figures read from the writers' stamped lines and from the instances themselves.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::support::wait_for;
+use crate::sys::{Seen, mono_now, redis_cmd};
+use crate::writer::{self, Target, Writer};
+
+/// One Redis instance of a set.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub name: String,
+    pub ip: String,
+}
+
+impl Instance {
+    pub fn addr(&self) -> String {
+        format!("{}:6379", self.ip)
+    }
+}
+
+/// A master/replica set of three with something keeping watch over it.
+pub(crate) trait System {
+    fn label(&self) -> &'static str;
+    /// Sentinel endpoints for the client, `host:port[,host:port...]`.
+    fn endpoints(&self) -> String;
+    fn master_name(&self) -> String;
+    fn password(&self) -> String;
+    fn instances(&self) -> Vec<Instance>;
+    /// Where the writers' logs go.
+    fn artifacts(&self) -> PathBuf;
+    /// Waits until the set is healthy and the system ready to act again (every replica linked,
+    /// every watcher agreeing, rate limits passed); returns the master. Panics after a bound.
+    async fn wait_stable(&self) -> Instance;
+    /// SIGKILL of the master's process; its supervisor restarts it with back-off.
+    fn crash(&self, master: &Instance);
+    /// Asks for a planned switchover away from `master` (to `target` where the system lets the
+    /// user choose).
+    async fn switchover(&self, master: &Instance, target: &Instance);
+    /// Ok once the system names `master_ip` as the master to its clients and has finished.
+    async fn names_master(&self, master_ip: &str) -> Result<(), String>;
+    /// How long the instance's process (vigil: its pod's container) has been running.
+    async fn running_for(&self, instance: &Instance) -> Option<Duration>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The master's process is SIGKILLed.
+    Crash,
+    /// A planned switchover.
+    Switchover,
+}
+
+/// The figures of one run; times in seconds.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub from: String,
+    pub to: String,
+    /// Last acknowledged write on the old master to the first on the new, per writer.
+    pub gap_plain: f64,
+    pub gap_wait: f64,
+    /// The crash (or request) to the first acknowledged write on the new master (plain writer).
+    pub to_first_write: f64,
+    /// The crash (or request) to the replica that was neither old nor new master following the
+    /// new one with its link up.
+    pub survivor_follows: f64,
+    /// ... and to every instance, the old master included, following it.
+    pub all_follow: f64,
+    pub acked_plain: usize,
+    pub lost_plain: usize,
+    pub acked_wait: usize,
+    pub lost_wait: usize,
+    /// Replicas seen promoted during the run: more than one when the system failed over again
+    /// (or promoted one replica, then another) before settling.
+    pub promotions: usize,
+}
+
+/// Acknowledged writes each writer must see on a master before the change, and after it.
+const WRITES_AROUND: usize = 20;
+/// How long one run may take from the change to the end of measuring.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often the instances are polled.
+const POLL: Duration = Duration::from_millis(50);
+/// The master must have run this long before it is crashed, so that both supervisors restart it
+/// after their first back-off step (1 s; a process that ran 10 s resets the back-off) rather than
+/// a longer one left over from an earlier crash of the same instance. One second more than the
+/// kubelet's 10 s: a pod's `startedAt` has whole seconds.
+const UPTIME_BEFORE_CHANGE: Duration = Duration::from_secs(11);
+
+/// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
+pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
+    let mut master = system.wait_stable().await;
+    if system
+        .running_for(&master)
+        .await
+        .is_none_or(|up| up < UPTIME_BEFORE_CHANGE)
+    {
+        wait_for(
+            &format!(
+                "{tag}: {} running for {UPTIME_BEFORE_CHANGE:?}",
+                master.name
+            ),
+            Duration::from_secs(30),
+            || async {
+                match system.running_for(&master).await {
+                    Some(up) if up >= UPTIME_BEFORE_CHANGE => Ok(()),
+                    other => Err(format!("running for {other:?}")),
+                }
+            },
+        )
+        .await;
+        master = system.wait_stable().await;
+    }
+    let instances = system.instances();
+    let endpoints = system.endpoints();
+    let master_name = system.master_name();
+    let password = system.password();
+    let target = Target {
+        endpoints: &endpoints,
+        master_name: &master_name,
+        password: &password,
+    };
+    let logs = system.artifacts();
+    let plain = Writer::start(
+        &target,
+        &format!("bench:{tag}:plain"),
+        false,
+        &logs.join(format!("writer-{tag}-plain.log")),
+    );
+    let waiting = Writer::start(
+        &target,
+        &format!("bench:{tag}:wait"),
+        true,
+        &logs.join(format!("writer-{tag}-wait.log")),
+    );
+    let old = master.addr();
+    wait_for(
+        &format!("{tag}: both writers acknowledged on the master {old}"),
+        Duration::from_secs(60),
+        || {
+            let state = (plain.acks_on(&old, 0.0), waiting.acks_on(&old, 0.0));
+            let tails = format!("plain: {}; wait: {}", plain.tail(), waiting.tail());
+            async move {
+                if state.0 >= WRITES_AROUND && state.1 >= WRITES_AROUND {
+                    Ok(())
+                } else {
+                    Err(format!("{state:?} acknowledged; {tails}"))
+                }
+            }
+        },
+    )
+    .await;
+
+    // The switchover target: the replica with the highest ordinal (vigil), ignored by Sentinel,
+    // which picks one itself.
+    let target_instance = instances
+        .iter()
+        .rev()
+        .find(|i| i.ip != master.ip)
+        .expect("a replica")
+        .clone();
+    let start = mono_now();
+    match change {
+        Change::Crash => system.crash(&master),
+        Change::Switchover => system.switchover(&master, &target_instance).await,
+    }
+
+    // The master is whichever instance reports the role, the old one excluded until it has been
+    // seen without it (a switched-over master keeps it for a while). Should the system promote
+    // one replica and then another, the figures are those of the last one.
+    let old_index = instances
+        .iter()
+        .position(|i| i.ip == master.ip)
+        .expect("the master is an instance");
+    let mut old_left = false;
+    let mut new: Option<Instance> = None;
+    let mut promotions = 0;
+    let mut survivor_at = None;
+    let mut all_at = None;
+    let mut last_state = String::new();
+    loop {
+        let now = mono_now();
+        if now - start > RUN_TIMEOUT.as_secs_f64() {
+            panic!(
+                "{tag}: {} did not complete a change of master in {RUN_TIMEOUT:?}; last seen: \
+                 {last_state}; writers: plain: {}; wait: {}",
+                system.label(),
+                plain.tail(),
+                waiting.tail()
+            );
+        }
+        let seen: Vec<Seen> =
+            futures::future::join_all(instances.iter().map(|i| Seen::of(&i.ip, &password))).await;
+        last_state = instances
+            .iter()
+            .zip(&seen)
+            .map(|(i, s)| format!("{}: {s:?}", i.name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        old_left |= seen[old_index] != Seen::Master;
+        let masters: Vec<&Instance> = instances
+            .iter()
+            .zip(&seen)
+            .filter(|(i, s)| **s == Seen::Master && (old_left || i.ip != master.ip))
+            .map(|(i, _)| i)
+            .collect();
+        if let [one] = masters[..]
+            && new.as_ref().is_none_or(|n| n.ip != one.ip)
+        {
+            new = Some(one.clone());
+            promotions += 1;
+            survivor_at = None;
+            all_at = None;
+        }
+        if let Some(new) = &new {
+            // Every instance but the new master (and but the old one) follows the new master.
+            let follow = |with_old: bool| {
+                instances
+                    .iter()
+                    .zip(&seen)
+                    .filter(|(i, _)| i.ip != new.ip && (with_old || i.ip != master.ip))
+                    .all(|(_, s)| s.follows(&new.ip))
+            };
+            if survivor_at.is_none() && follow(false) {
+                survivor_at = Some(now);
+            }
+            if all_at.is_none() && follow(true) {
+                all_at = Some(now);
+            }
+            let addr = new.addr();
+            if all_at.is_some()
+                && plain.acks_on(&addr, start) >= WRITES_AROUND
+                && waiting.acks_on(&addr, start) >= WRITES_AROUND
+            {
+                match system.names_master(&new.ip).await {
+                    Ok(()) => break,
+                    Err(e) => last_state = format!("{last_state}; {} says {e}", system.label()),
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let new = new.expect("a new master");
+    let (plain_writes, wait_writes) = (plain.stop(), waiting.stop());
+    let new_addr = new.addr();
+    let (gap_plain, first_plain) = writer::gap(&plain_writes, &old, &new_addr, start)
+        .unwrap_or_else(|| panic!("{tag}: the plain writer's writes on {old} and {new_addr}"));
+    let (gap_wait, _) = writer::gap(&wait_writes, &old, &new_addr, start)
+        .unwrap_or_else(|| panic!("{tag}: the WAIT 1 writer's writes on {old} and {new_addr}"));
+    let acked_plain = writer::acknowledged_keys(&plain_writes, &format!("bench:{tag}:plain"));
+    let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
+    let lost_plain = missing(&new.ip, &password, &acked_plain).await;
+    let lost_wait = missing(&new.ip, &password, &acked_wait).await;
+    Run {
+        from: master.name.clone(),
+        to: new.name.clone(),
+        gap_plain,
+        gap_wait,
+        to_first_write: first_plain - start,
+        survivor_follows: survivor_at.expect("measured") - start,
+        all_follow: all_at.expect("measured") - start,
+        acked_plain: acked_plain.len(),
+        lost_plain,
+        acked_wait: acked_wait.len(),
+        lost_wait,
+        promotions,
+    }
+}
+
+/// How many of `keys` the master at `ip` does not hold.
+async fn missing(ip: &str, password: &str, keys: &[String]) -> usize {
+    let mut present = 0usize;
+    for batch in keys.chunks(500) {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(batch);
+        let n: usize = redis_cmd(ip, 6379, Some(password), &cmd)
+            .await
+            .unwrap_or_else(|e| panic!("EXISTS on the new master {ip}: {e}"));
+        present += n;
+    }
+    keys.len() - present
+}

@@ -1,0 +1,518 @@
+//! The reference: real Redis Sentinel. Three `redis-server` (a master and two replicas) and three
+//! `redis-sentinel` (quorum 2) as plain processes inside the benchmark's network namespace, each
+//! on an address of its own added to `lo`, configured like vigil's instances (same redis.conf
+//! defaults, auth on the instances, none on the Sentinel endpoints).
+//!
+//! A crashed instance is restarted by a supervisor with the kubelet stand-in's back-off (1 s,
+//! doubling to 10 s, reset after 10 s of running), and boots the way vigil's agent does: never as
+//! a writable master on its own. Its start script asks the sentinels who the master is and starts
+//! as that master's replica; while they still name the crashed instance itself, it waits (polling
+//! every 100 ms). Without that, a master restarted empty (no persistence) before Sentinel
+//! noticed would be synced from by its replicas and wipe them (Redis docs: "safety of replication
+//! when master has persistence turned off").
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::scenario::{Instance, System};
+use crate::support::wait_for;
+use crate::sys::{redis_cmd, replication};
+
+/// The master name the sentinels monitor.
+pub const MASTER_NAME: &str = "bench";
+const SENTINEL_PORT: u16 = 26379;
+/// Sentinel's failover-timeout: also its election timeout (min(10 s, this)) and how long it
+/// waits before reconfiguring a replica of a wrong master. Sentinel's default is 180 s.
+pub const FAILOVER_TIMEOUT_MS: u64 = 10_000;
+/// Replicas reconfigured at once after a promotion: all of them, as vigil rewires all at once.
+pub const PARALLEL_SYNCS: u32 = 2;
+/// How long a restarted instance's start script waits for the sentinels to name a master.
+const START_SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The kubelet stand-in's restart back-off (tests/kubelet/src/container.rs).
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const INITIAL: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(10);
+    const RESET_AFTER: Duration = Duration::from_secs(10);
+
+    fn next_delay(&mut self, ran_for: Duration) -> Duration {
+        if ran_for >= Self::RESET_AFTER {
+            self.next = Self::INITIAL;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+}
+
+/// Everything a supervisor and the checks need to know about the set.
+struct Shared {
+    dir: PathBuf,
+    password: String,
+    sentinels: Vec<String>,
+    redis_server: PathBuf,
+}
+
+/// The pid of a running redis-server and when it started.
+type Running = Arc<Mutex<Option<(u32, Instant)>>>;
+
+/// One supervised redis-server.
+struct Supervised {
+    running: Running,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct SentinelSet {
+    shared: Arc<Shared>,
+    instances: Vec<Instance>,
+    supervised: Vec<Supervised>,
+    sentinel_procs: Vec<tokio::process::Child>,
+    stop: watch::Sender<bool>,
+}
+
+fn binary(var: &str, name: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| name.into())
+}
+
+/// Adds `ip/32` to `lo` (we run as root in our own network namespace).
+fn add_address(ip: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+        .output()
+        .expect("run ip");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || stderr.contains("File exists"),
+        "ip addr add {ip}/32 dev lo: {stderr}"
+    );
+}
+
+fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// redis.conf of an instance: vigil's defaults (src/redis_conf.rs, `persistence: None`) and the
+/// settings it owns, with `replicaof` when it starts as a replica.
+fn redis_conf(ip: &str, dir: &Path, password: &str, replica_of: Option<&str>) -> String {
+    let mut conf = format!(
+        "save \"\"\nappendonly no\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n\
+         maxmemory-policy noeviction\nbind {ip}\nport 6379\nprotected-mode no\ndaemonize no\n\
+         logfile \"\"\ndir \"{}\"\nreplica-announce-ip {ip}\nreplica-announce-port 6379\n\
+         replica-read-only yes\nreplica-serve-stale-data yes\nmin-replicas-to-write 0\n\
+         min-replicas-max-lag 10\nrequirepass \"{password}\"\nmasterauth \"{password}\"\n",
+        dir.display()
+    );
+    if let Some(master) = replica_of {
+        conf.push_str(&format!("replicaof {master} 6379\n"));
+    }
+    conf
+}
+
+fn sentinel_conf(ip: &str, dir: &Path, master_ip: &str, password: &str, down_after: u64) -> String {
+    format!(
+        "bind {ip}\nport {SENTINEL_PORT}\nprotected-mode no\ndaemonize no\nlogfile \"\"\n\
+         dir \"{}\"\nsentinel announce-ip {ip}\n\
+         sentinel monitor {MASTER_NAME} {master_ip} 6379 2\n\
+         sentinel auth-pass {MASTER_NAME} {password}\n\
+         sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
+         sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n\
+         sentinel parallel-syncs {MASTER_NAME} {PARALLEL_SYNCS}\n",
+        dir.display()
+    )
+}
+
+/// The master the sentinels name, when at least two of them name the same one.
+async fn named_master(sentinels: &[String]) -> Result<String, String> {
+    let answers = futures::future::join_all(sentinels.iter().map(|s| async move {
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg("get-master-addr-by-name").arg(MASTER_NAME);
+        redis_cmd::<Option<Vec<String>>>(s, SENTINEL_PORT, None, &cmd).await
+    }))
+    .await;
+    let named: Vec<String> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok().cloned().flatten())
+        .filter_map(|v| v.first().cloned())
+        .collect();
+    for candidate in &named {
+        if named.iter().filter(|n| *n == candidate).count() * 2 > sentinels.len() {
+            return Ok(candidate.clone());
+        }
+    }
+    Err(format!("{answers:?}"))
+}
+
+/// Supervises one redis-server: starts it, restarts it with back-off when it dies; a restart
+/// boots it as a replica of the master the sentinels name (waiting while they name itself).
+async fn supervise(
+    shared: Arc<Shared>,
+    instance: Instance,
+    initial_master: Option<String>,
+    running: Running,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff {
+        next: Backoff::INITIAL,
+    };
+    let mut replica_of = initial_master;
+    let dir = shared.dir.join(&instance.name);
+    std::fs::create_dir_all(&dir).expect("instance dir");
+    let log = dir.join("redis.log");
+    let mut restart = false;
+    loop {
+        if restart {
+            // The start script: follow the master the sentinels name, never become one alone.
+            let asked = Instant::now();
+            replica_of = loop {
+                match named_master(&shared.sentinels).await {
+                    Ok(m) if m != instance.ip => break Some(m),
+                    _ if asked.elapsed() > START_SCRIPT_TIMEOUT => {
+                        eprintln!(
+                            "sentinel set: {} not restarted: the sentinels named no other master \
+                             in {START_SCRIPT_TIMEOUT:?}",
+                            instance.name
+                        );
+                        return;
+                    }
+                    _ => {}
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop.changed() => return,
+                }
+            };
+        }
+        restart = true;
+        let conf = dir.join("redis.conf");
+        std::fs::write(
+            &conf,
+            redis_conf(&instance.ip, &dir, &shared.password, replica_of.as_deref()),
+        )
+        .expect("write redis.conf");
+        let mut child = match Command::new(&shared.redis_server)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log_file(&log))
+            .stderr(log_file(&log))
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("start {}: {e}", shared.redis_server.display()),
+        };
+        let started = Instant::now();
+        *running.lock().unwrap_or_else(|p| p.into_inner()) = child.id().map(|pid| (pid, started));
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = stop.changed() => {
+                let _ = child.kill().await;
+                return;
+            }
+        }
+        *running.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let delay = backoff.next_delay(started.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+impl SentinelSet {
+    /// Starts the set on `10.245.<net>.1-3` (instances) and `10.245.<net>.11-13` (sentinels),
+    /// its files under `dir`, and waits until the sentinels watch a master with two replicas and
+    /// know each other.
+    pub async fn start(net: u8, dir: PathBuf, down_after: u64) -> Self {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("sentinel set dir");
+        let instances: Vec<Instance> = (1..=3)
+            .map(|n| Instance {
+                name: format!("redis-{n}"),
+                ip: format!("10.245.{net}.{n}"),
+            })
+            .collect();
+        let sentinels: Vec<String> = (11..=13).map(|n| format!("10.245.{net}.{n}")).collect();
+        for ip in instances.iter().map(|i| &i.ip).chain(&sentinels) {
+            add_address(ip);
+        }
+        let password: String = {
+            use rand::Rng;
+            rand::rng()
+                .sample_iter(rand::distr::Alphanumeric)
+                .take(32)
+                .map(char::from)
+                .collect()
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            password,
+            sentinels: sentinels.clone(),
+            redis_server: binary("REDIS_SERVER", "redis-server"),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let master_ip = instances[0].ip.clone();
+        let supervised = instances
+            .iter()
+            .enumerate()
+            .map(|(n, instance)| {
+                let running = Arc::new(Mutex::new(None));
+                let task = tokio::spawn(supervise(
+                    shared.clone(),
+                    instance.clone(),
+                    (n > 0).then(|| master_ip.clone()),
+                    running.clone(),
+                    stop_rx.clone(),
+                ));
+                Supervised { running, task }
+            })
+            .collect();
+        let sentinel_bin = binary("REDIS_SENTINEL", "redis-sentinel");
+        let sentinel_procs = sentinels
+            .iter()
+            .enumerate()
+            .map(|(n, ip)| {
+                let sdir = dir.join(format!("sentinel-{}", n + 1));
+                std::fs::create_dir_all(&sdir).expect("sentinel dir");
+                let conf = sdir.join("sentinel.conf");
+                std::fs::write(
+                    &conf,
+                    sentinel_conf(ip, &sdir, &master_ip, &shared.password, down_after),
+                )
+                .expect("write sentinel.conf");
+                let log = sdir.join("sentinel.log");
+                Command::new(&sentinel_bin)
+                    .arg(&conf)
+                    .stdin(Stdio::null())
+                    .stdout(log_file(&log))
+                    .stderr(log_file(&log))
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("start {}: {e}", sentinel_bin.display()))
+            })
+            .collect();
+        let set = Self {
+            shared,
+            instances,
+            supervised,
+            sentinel_procs,
+            stop,
+        };
+        set.wait_stable().await;
+        set
+    }
+
+    /// Stops every process of the set.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for s in &mut self.supervised {
+            let _ = tokio::time::timeout(Duration::from_secs(10), &mut s.task).await;
+        }
+        for child in &mut self.sentinel_procs {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// The pid of the instance's redis-server and when it started, if it runs.
+    fn running(&self, instance: &Instance) -> Option<(u32, Instant)> {
+        let n = self.instances.iter().position(|i| i.ip == instance.ip)?;
+        *self.supervised[n]
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fields of `SENTINEL <sub> bench` on one sentinel, flat key/value pairs per entry.
+    async fn sentinel_entries(
+        sentinel: &str,
+        sub: &str,
+    ) -> Result<Vec<std::collections::HashMap<String, String>>, String> {
+        let mut cmd = redis::cmd("SENTINEL");
+        cmd.arg(sub).arg(MASTER_NAME);
+        let pairs = |flat: Vec<String>| {
+            flat.chunks(2)
+                .filter_map(|p| match p {
+                    [k, v] => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        if sub == "master" {
+            let flat: Vec<String> = redis_cmd(sentinel, SENTINEL_PORT, None, &cmd).await?;
+            Ok(vec![pairs(flat)])
+        } else {
+            let entries: Vec<Vec<String>> = redis_cmd(sentinel, SENTINEL_PORT, None, &cmd).await?;
+            Ok(entries.into_iter().map(pairs).collect())
+        }
+    }
+
+    /// Ok with the master when the set is healthy: every sentinel names the same master, sees
+    /// it as a master (no failover in progress), knows the two other sentinels and both replicas
+    /// as healthy replicas linked to it; and the instances agree.
+    async fn healthy(&self) -> Result<Instance, String> {
+        let mut master_ip = None;
+        for s in &self.shared.sentinels {
+            let mut cmd = redis::cmd("SENTINEL");
+            cmd.arg("get-master-addr-by-name").arg(MASTER_NAME);
+            let named: Option<Vec<String>> = redis_cmd(s, SENTINEL_PORT, None, &cmd).await?;
+            let named = named
+                .and_then(|v| v.first().cloned())
+                .ok_or(format!("sentinel {s} names no master"))?;
+            match &master_ip {
+                None => master_ip = Some(named),
+                Some(m) if *m == named => {}
+                Some(m) => return Err(format!("sentinels disagree: {m} / {named}")),
+            }
+        }
+        let master_ip = master_ip.ok_or("no sentinel")?;
+        let master = self
+            .instances
+            .iter()
+            .find(|i| i.ip == master_ip)
+            .ok_or(format!("unknown master {master_ip}"))?
+            .clone();
+        for s in &self.shared.sentinels {
+            let m = Self::sentinel_entries(s, "master").await?;
+            let m = &m[0];
+            let field = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
+            if field("flags") != "master"
+                || field("num-other-sentinels") != "2"
+                || field("num-slaves") != "2"
+            {
+                return Err(format!("sentinel {s}: master {m:?}"));
+            }
+            for r in Self::sentinel_entries(s, "replicas").await? {
+                let field = |k: &str| r.get(k).map(String::as_str).unwrap_or("");
+                if field("flags") != "slave"
+                    || field("master-link-status") != "ok"
+                    || field("master-host") != master_ip
+                {
+                    return Err(format!("sentinel {s}: replica {r:?}"));
+                }
+            }
+        }
+        for i in &self.instances {
+            let f = replication(&i.ip, &self.shared.password).await?;
+            let role = f.get("role").map(String::as_str);
+            let ok = if i.ip == master_ip {
+                role == Some("master")
+            } else {
+                role == Some("slave")
+                    && f.get("master_host") == Some(&master_ip)
+                    && f.get("master_link_status").map(String::as_str) == Some("up")
+            };
+            if !ok {
+                return Err(format!("{}: {f:?}", i.name));
+            }
+        }
+        Ok(master)
+    }
+}
+
+impl Drop for SentinelSet {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        // Aborting drops the supervisors' children, which kills them (kill_on_drop); so does
+        // dropping the sentinels.
+        for s in &self.supervised {
+            s.task.abort();
+        }
+    }
+}
+
+impl System for SentinelSet {
+    fn label(&self) -> &'static str {
+        "Sentinel"
+    }
+
+    fn endpoints(&self) -> String {
+        self.shared
+            .sentinels
+            .iter()
+            .map(|s| format!("{s}:{SENTINEL_PORT}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn master_name(&self) -> String {
+        MASTER_NAME.to_string()
+    }
+
+    fn password(&self) -> String {
+        self.shared.password.clone()
+    }
+
+    fn instances(&self) -> Vec<Instance> {
+        self.instances.clone()
+    }
+
+    fn artifacts(&self) -> PathBuf {
+        self.shared.dir.clone()
+    }
+
+    async fn wait_stable(&self) -> Instance {
+        wait_for(
+            "the Sentinel set to be healthy",
+            Duration::from_secs(120),
+            || self.healthy(),
+        )
+        .await
+    }
+
+    fn crash(&self, master: &Instance) {
+        let (pid, _) = self
+            .running(master)
+            .unwrap_or_else(|| panic!("{} is not running", master.name));
+        // SAFETY: kill(2) on the redis-server our supervisor started.
+        let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert_eq!(rc, 0, "SIGKILL {} (pid {pid})", master.name);
+    }
+
+    async fn switchover(&self, _master: &Instance, _target: &Instance) {
+        // SENTINEL FAILOVER picks the replica itself. It may refuse for a moment (INPROG,
+        // NOGOODSLAVE) right after the set became healthy; retried for a bounded time.
+        let sentinel = &self.shared.sentinels[0];
+        let mut last = String::new();
+        for _ in 0..40 {
+            let mut cmd = redis::cmd("SENTINEL");
+            cmd.arg("failover").arg(MASTER_NAME);
+            match redis_cmd::<String>(sentinel, SENTINEL_PORT, None, &cmd).await {
+                Ok(_) => return,
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!("SENTINEL FAILOVER {MASTER_NAME} refused for 10 s: {last}");
+    }
+
+    async fn running_for(&self, instance: &Instance) -> Option<Duration> {
+        self.running(instance).map(|(_, started)| started.elapsed())
+    }
+
+    async fn names_master(&self, master_ip: &str) -> Result<(), String> {
+        for s in &self.shared.sentinels {
+            let m = Self::sentinel_entries(s, "master").await?;
+            let m = &m[0];
+            let ip = m.get("ip").map(String::as_str);
+            let flags = m.get("flags").map(String::as_str);
+            if ip != Some(master_ip) || flags != Some("master") {
+                return Err(format!("sentinel {s}: {ip:?} {flags:?}"));
+            }
+        }
+        Ok(())
+    }
+}
