@@ -191,32 +191,13 @@ async fn the_chart_renders_optional_operator_objects_the_apiserver_accepts() {
         .artifacts
         .join(format!("{}-chart-options.yaml", t.name));
     std::fs::write(&path, &manifest).expect("write manifest");
-    let path = path.to_str().expect("utf-8 path");
     // Right after the CRDs are established, kubectl's discovery may not know them yet.
     let out = wait_for(
         "a server-side dry run of the chart with every option on",
         Duration::from_secs(30),
         || {
-            let applied = t.kubectl(&[
-                "apply",
-                "--dry-run=server",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                path,
-            ]);
-            let out = format!(
-                "{}{}",
-                String::from_utf8_lossy(&applied.stdout),
-                String::from_utf8_lossy(&applied.stderr)
-            );
-            async move {
-                if applied.status.success() {
-                    Ok(out)
-                } else {
-                    Err(out)
-                }
-            }
+            let (passed, out) = t.server_dry_run(&path);
+            async move { if passed { Ok(out) } else { Err(out) } }
         },
     )
     .await;

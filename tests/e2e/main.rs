@@ -417,20 +417,8 @@ async fn the_chart_lints_and_renders_objects_the_apiserver_accepts() {
             .artifacts
             .join(format!("{}-chart{}.yaml", t.name, extra.len()));
         std::fs::write(&manifest, &rendered.stdout).expect("write manifest");
-        let applied = t.kubectl(&[
-            "apply",
-            "--dry-run=server",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            manifest.to_str().expect("utf-8 path"),
-        ]);
-        let out = String::from_utf8_lossy(&applied.stdout);
-        assert!(
-            applied.status.success(),
-            "dry run of the chart {extra:?}: {out}{}",
-            String::from_utf8_lossy(&applied.stderr)
-        );
+        let (passed, out) = t.server_dry_run(&manifest);
+        assert!(passed, "dry run of the chart {extra:?}: {out}");
         for kind in [
             "serviceaccount/vigil",
             "deployment.apps/vigil",

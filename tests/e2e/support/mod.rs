@@ -925,3 +925,24 @@ impl TestNs {
         }
     }
 }
+
+impl TestNs {
+    /// `kubectl apply --dry-run=server --server-side` of a manifest file: the apiserver judges
+    /// every object without keeping any. Its output (stdout then stderr), and whether it passed.
+    pub fn server_dry_run(&self, manifest: &Path) -> (bool, String) {
+        let applied = self.kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            manifest.to_str().expect("utf-8 path"),
+        ]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&applied.stdout),
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        (applied.status.success(), out)
+    }
+}
