@@ -141,8 +141,10 @@ pub struct RedisReplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 
-    /// What Redis writes to `/data`: `None`, `Rdb` snapshots, or an `Aof` log. Default: `Rdb` with
-    /// `storage`, `None` without.
+    /// What Redis writes to `/data`: `None`, `Rdb` snapshots, or an `Aof` log. Default: `Rdb`
+    /// (on the claim with `storage`, else on the pod's emptyDir), so a restarted process keeps
+    /// its data. `None`: a restarted instance comes back empty (the `PersistenceDisabled`
+    /// condition says so) and is refilled from a replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence: Option<Persistence>,
 
@@ -245,13 +247,11 @@ pub enum Persistence {
 }
 
 impl RedisReplicationSpec {
-    /// The persistence in effect: the spec's, else `Rdb` with storage and `None` without.
+    /// The persistence in effect: the spec's, else `Rdb` (on the claim, or on the pod's
+    /// emptyDir), so a Redis process that restarts in its pod comes back with its data, as a
+    /// stock redis-server does.
     pub fn effective_persistence(&self) -> Persistence {
-        self.persistence.unwrap_or(if self.storage.is_some() {
-            Persistence::Rdb
-        } else {
-            Persistence::None
-        })
+        self.persistence.unwrap_or(Persistence::Rdb)
     }
 }
 
@@ -380,6 +380,10 @@ pub struct RedisReplicationStatus {
     /// The pod being made master while a change is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_master: Option<String>,
+    /// With failover disabled: the master that restarted with less data than a replica. It is
+    /// refilled from the current master and takes the master role back once in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_back_to: Option<String>,
     /// Number of instances that are ready.
     #[serde(default)]
     pub ready_instances: i32,

@@ -409,19 +409,23 @@ impl InstanceClient {
         })
     }
 
-    /// `REPLICAOF host port`.
-    pub async fn replicate_from(&mut self, master: &Address) -> Result<(), Error> {
-        let mut cmd = ::redis::cmd("REPLICAOF");
-        cmd.arg(&master.host).arg(master.port);
-        let _: String = self.query("REPLICAOF", &cmd).await?;
-        Ok(())
-    }
-
-    /// `REPLICAOF NO ONE`: becomes a writable master.
-    pub async fn promote(&mut self) -> Result<(), Error> {
-        let mut cmd = ::redis::cmd("REPLICAOF");
-        cmd.arg("NO").arg("ONE");
-        let _: String = self.query("REPLICAOF NO ONE", &cmd).await?;
+    /// Makes this instance follow `upstream` (`None`: a writable master) and, in the same
+    /// `MULTI`/`EXEC`, closes its normal and pub/sub clients, as Sentinel does: a client never
+    /// keeps talking to an instance whose role changed under it, so it re-resolves the master.
+    /// Replication links and this connection stay open.
+    pub async fn change_role(&mut self, upstream: Option<&Address>) -> Result<(), Error> {
+        let command = match upstream {
+            Some(_) => "MULTI REPLICAOF host port",
+            None => "MULTI REPLICAOF NO ONE",
+        };
+        let _: ::redis::Value = role_change(upstream)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|source| Error::Command {
+                addr: self.addr.clone(),
+                command,
+                source,
+            })?;
         Ok(())
     }
 
@@ -438,18 +442,17 @@ impl InstanceClient {
         Ok(())
     }
 
-    /// Disconnects normal and pub/sub clients (not replicas, not this connection), so clients of
-    /// a demoted master reconnect and find the current one.
+    /// Closes normal and pub/sub clients (not replicas, not this connection): after `FAILOVER`,
+    /// which changes the role itself but leaves the clients of the old master connected.
     pub async fn disconnect_clients(&mut self) -> Result<(), Error> {
-        for kind in ["normal", "pubsub"] {
-            let mut cmd = ::redis::cmd("CLIENT");
-            cmd.arg("KILL")
-                .arg("TYPE")
-                .arg(kind)
-                .arg("SKIPME")
-                .arg("yes");
-            let _: i64 = self.query("CLIENT KILL", &cmd).await?;
-        }
+        let _: ::redis::Value = disconnect_clients(&mut ::redis::pipe())
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|source| Error::Command {
+                addr: self.addr.clone(),
+                command: "CLIENT KILL",
+                source,
+            })?;
         Ok(())
     }
 
@@ -476,6 +479,32 @@ impl InstanceClient {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// `MULTI; REPLICAOF ...; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`.
+fn role_change(upstream: Option<&Address>) -> ::redis::Pipeline {
+    let mut pipe = ::redis::pipe();
+    pipe.atomic();
+    let replicaof = pipe.cmd("REPLICAOF");
+    match upstream {
+        Some(a) => replicaof.arg(&a.host).arg(a.port),
+        None => replicaof.arg("NO").arg("ONE"),
+    };
+    disconnect_clients(&mut pipe);
+    pipe
+}
+
+/// The client kills Sentinel sends with every reconfiguration (`SKIPME yes` keeps the sender).
+fn disconnect_clients(pipe: &mut ::redis::Pipeline) -> &mut ::redis::Pipeline {
+    for kind in ["normal", "pubsub"] {
+        pipe.cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .arg("SKIPME")
+            .arg("yes");
+    }
+    pipe
 }
 
 #[cfg(test)]
@@ -581,5 +610,44 @@ mod tests {
         }
         assert_eq!(Address::parse("nope"), None);
         assert_eq!(Address::parse(":6379"), None);
+    }
+
+    /// The words of each command of a packed pipeline, in order.
+    fn commands(pipe: &::redis::Pipeline) -> Vec<String> {
+        let packed = String::from_utf8(pipe.get_packed_pipeline()).expect("utf-8");
+        let mut out = Vec::new();
+        let mut words: Vec<&str> = Vec::new();
+        for line in packed.split("\r\n").filter(|l| !l.is_empty()) {
+            if line.starts_with('*') {
+                if !words.is_empty() {
+                    out.push(words.join(" "));
+                }
+                words = Vec::new();
+            } else if !line.starts_with('$') {
+                words.push(line);
+            }
+        }
+        if !words.is_empty() {
+            out.push(words.join(" "));
+        }
+        out
+    }
+
+    #[test]
+    fn a_role_change_closes_clients_in_the_same_transaction() {
+        let demote = role_change(Some(&Address::new("10.244.0.12", 6379)));
+        assert_eq!(
+            commands(&demote),
+            [
+                "MULTI",
+                "REPLICAOF 10.244.0.12 6379",
+                "CLIENT KILL TYPE normal SKIPME yes",
+                "CLIENT KILL TYPE pubsub SKIPME yes",
+                "EXEC"
+            ]
+        );
+        let promote = role_change(None);
+        assert_eq!(commands(&promote)[1], "REPLICAOF NO ONE");
+        assert_eq!(commands(&promote).len(), 5);
     }
 }

@@ -28,15 +28,26 @@ if [[ ${VIGIL_DEMO_INSIDE:-} != 1 ]]; then
   cargo build --quiet --workspace --bins
   ip netns del "$NETNS" 2>/dev/null || true
   ip netns add "$NETNS"
-  ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" &
-  inner=$!
-  # Pass a stop on to the inner script and wait until its cleanup is done; only then is the
-  # network namespace empty and removable.
-  trap 'kill -TERM "$inner" 2>/dev/null || true' INT TERM
   status=0
-  while kill -0 "$inner" 2>/dev/null; do
-    wait "$inner" || status=$?
-  done
+  if [[ -t 0 ]]; then
+    # On a terminal, job control runs the inner script as the terminal's foreground job: Ctrl-C
+    # reaches it (it cleans up and exits 0) but not make, which would otherwise die of the
+    # interrupt and report it however cleanly the demo stopped.
+    set -m
+    ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" || status=$?
+    set +m
+  else
+    ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" &
+    inner=$!
+    # Pass a stop on to the inner script and wait until its cleanup is done; only then is the
+    # network namespace empty and removable. `wait` returns 128+N when a trapped signal
+    # interrupts it: only the last wait, which reaps the inner script, tells how it ended.
+    trap 'kill -TERM "$inner" 2>/dev/null || true' INT TERM
+    while kill -0 "$inner" 2>/dev/null; do
+      status=0
+      wait "$inner" || status=$?
+    done
+  fi
   ip netns del "$NETNS" 2>/dev/null || true
   exit "$status"
 fi
@@ -64,6 +75,13 @@ echo "demo: waiting for demo/cache to become Ready"
 "$KUBECTL" -n demo get redisreplication cache
 MASTER_IP=$("$KUBECTL" -n demo get redisreplication cache -o jsonpath='{.status.masterAddress}')
 MASTER_IP=${MASTER_IP%:*}
+# The operator's default --sentinel-addr (0.0.0.0:26379), reached on loopback in the namespace;
+# the chart's Service is vigil-sentinel.<release namespace>:26379 on a real cluster.
+SENTINEL=127.0.0.1:26379
+MASTER_NAME=demo.cache
+SENTINEL_ANSWER=$(timeout 10 redis-cli -h "${SENTINEL%:*}" -p "${SENTINEL##*:}" \
+  SENTINEL get-master-addr-by-name "$MASTER_NAME" | tr '\n' ' ') || SENTINEL_ANSWER="no answer (see the operator log)"
+echo "demo: the Sentinel endpoint $SENTINEL names the master of $MASTER_NAME: $SENTINEL_ANSWER"
 
 cat <<INFO
 
@@ -77,6 +95,11 @@ vigil is running. In another terminal, join its network namespace (as root):
   kubectl -n demo get endpointslices
   PASSWORD=\$(kubectl -n demo get secret cache-auth -o jsonpath='{.data.password}' | base64 -d)
   redis-cli -h $MASTER_IP -a "\$PASSWORD" --no-auth-warning INFO replication
+
+Sentinel-compatible endpoint (what Sentinel clients are given): $SENTINEL, master name
+$MASTER_NAME (<namespace>.<name>):
+
+  redis-cli -h ${SENTINEL%:*} -p ${SENTINEL##*:} SENTINEL get-master-addr-by-name $MASTER_NAME
 
 Every pod is a real process with its own address (10.244.0.N); logs are in
 $ARTIFACTS and $KUBELET_STATE/pods. Operator log: $ARTIFACTS/operator.log

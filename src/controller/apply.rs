@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -23,8 +23,8 @@ use crate::crash_point::crash_point;
 use crate::redis::{Address, Credentials, InstanceClient};
 use crate::redis_conf::MinReplicas;
 use crate::resources::{
-    self, CONFIG_ANNOTATION, FIELD_MANAGER, POD_METADATA_MANAGER, ROLE_LABEL, RoleLabel,
-    SWITCHOVER_ANNOTATION, instance_pod,
+    self, CONFIG_ANNOTATION, FIELD_MANAGER, FORCE_MASTER_ANNOTATION, POD_METADATA_MANAGER,
+    ROLE_LABEL, RoleLabel, SWITCHOVER_ANNOTATION, instance_pod,
 };
 
 /// A namespaced object the operator writes.
@@ -360,6 +360,20 @@ pub async fn execute(
     if let Some(intent) = &plan.intent {
         current = record_intent(ctx, rr, intent).await?;
         crash_point("after-intent");
+        if let Some(Change::RolledBack { target }) = &plan.change {
+            ctx.event(
+                rr,
+                EventType::Warning,
+                "ChangeRolledBack",
+                "Resume",
+                format!(
+                    "the interrupted change to {target} is undone: {} still acts as master and \
+                     {target} is not in sync with it, so it stays the master",
+                    intent.master
+                ),
+            )
+            .await;
+        }
         if let Some(Change::Failover { from, .. } | Change::Switchover { from, .. }) = &plan.change
         {
             ctx.event(
@@ -390,28 +404,16 @@ pub async fn execute(
             None => promote(ctx, target, name).await?,
         }
         crash_point("after-promote");
-        if let Some(Change::Restore { discarded_bytes }) = plan.change
-            && discarded_bytes > 0
-        {
-            ctx.event(
-                rr,
-                EventType::Warning,
-                "MasterRestoredWithLessData",
-                "Promote",
-                format!(
-                    "failover is disabled and {name} restarted with {discarded_bytes} bytes less \
-                     than its replicas had; they resync from it and lose that data \
-                     (enable persistence or failover to avoid this)"
-                ),
-            )
-            .await;
-        }
+        announce_change(ctx, rr, plan, name).await;
         ctx.event(
             rr,
             EventType::Normal,
             "ReplicaPromoted",
             "Promote",
-            format!("{name} is now the master at {address}"),
+            format!(
+                "{name} is now the master at {address} ({})",
+                describe(&plan.change)
+            ),
         )
         .await;
     }
@@ -479,39 +481,53 @@ async fn roll(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Erro
     Ok(())
 }
 
-/// A switchover request that is done or can never be done is removed from the replication, so
-/// the annotation always means "pending"; a rejected one says why in an Event. Returns the
-/// replication as patched, whose resourceVersion the final status write needs.
+/// A request (switchover, force-master) that is done or can never be done is removed from the
+/// replication, so its annotation always means "pending"; a rejected one says why in an Event.
+/// Returns the replication as patched, whose resourceVersion the final status write needs.
 async fn settle_request(
     ctx: &Context,
     rr: &RedisReplication,
     plan: &Plan,
 ) -> Result<Option<RedisReplication>, Error> {
-    let why = match &plan.request {
-        Some(RequestOutcome::Done) => None,
-        Some(RequestOutcome::Rejected(why)) => Some(why),
-        Some(RequestOutcome::Waiting(_)) | None => return Ok(None),
-    };
-    if let Some(why) = why {
-        ctx.event(
-            rr,
-            EventType::Warning,
-            "SwitchoverRejected",
-            "Switchover",
-            format!("{SWITCHOVER_ANNOTATION} ignored: {why}"),
-        )
-        .await;
+    let requests = [
+        (SWITCHOVER_ANNOTATION, "SwitchoverRejected", &plan.request),
+        (
+            FORCE_MASTER_ANNOTATION,
+            "ForceMasterRejected",
+            &plan.force_request,
+        ),
+    ];
+    let mut settled = serde_json::Map::new();
+    for (annotation, rejected, outcome) in requests {
+        match outcome {
+            Some(RequestOutcome::Done) => {}
+            Some(RequestOutcome::Rejected(why)) => {
+                ctx.event(
+                    rr,
+                    EventType::Warning,
+                    rejected,
+                    "Request",
+                    format!("{annotation} ignored: {why}"),
+                )
+                .await;
+            }
+            Some(RequestOutcome::Waiting(_)) | None => continue,
+        }
+        settled.insert(annotation.to_string(), serde_json::Value::Null);
+    }
+    if settled.is_empty() {
+        return Ok(None);
     }
     let ns = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
     let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
+    let patch = json!({"metadata": {"annotations": settled}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map(Some)
         .map_err(|source| {
             Error::kube(
-                format!("removing the {SWITCHOVER_ANNOTATION} annotation of {ns}/{name}"),
+                format!("removing the settled request annotations of {ns}/{name}"),
                 source,
             )
         })
@@ -535,6 +551,12 @@ async fn roll_back_switchover(
         address,
         epoch: intent.epoch,
         promotes: false,
+        // As before the attempt: a failed hand-back is tried again.
+        hand_back_to: target
+            .rr
+            .status
+            .as_ref()
+            .and_then(|s| s.hand_back_to.clone()),
     };
     let note = match record_intent(ctx, recorded, &back).await {
         Ok(_) => format!(
@@ -557,8 +579,8 @@ async fn roll_back_switchover(
     .await;
 }
 
-/// Points every instance of `plan.rewire` at its upstream. Rule 6: a returning old master also
-/// loses its clients, and the writes it took while cut off are counted, not kept.
+/// Points every instance of `plan.rewire` at its upstream, closing its clients in the same
+/// transaction (rule 6). The writes a returning old master took while cut off are counted.
 async fn rewire(
     ctx: &Context,
     target: &Target<'_>,
@@ -573,13 +595,12 @@ async fn rewire(
             .clone()
             .filter(|r| r.is_master());
         let mut client = target.client(ctx, name).await?;
-        client.replicate_from(upstream).await?;
+        client.change_role(Some(upstream)).await?;
         info!(instance = %name, upstream = %upstream, "rewired replica");
         crash_point("after-rewire");
         let Some(old) = old_master else {
             continue;
         };
-        client.disconnect_clients().await?;
         let discarded = match target.client(ctx, master_name).await {
             Ok(mut m) => m
                 .replication_info()
@@ -595,7 +616,7 @@ async fn rewire(
             "Demote",
             format!(
                 "former master {name} now replicates from {master_name}; {} bytes of writes it \
-                 took after the failover are discarded",
+                 took that {master_name} never received are discarded",
                 discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
             ),
         )
@@ -626,6 +647,35 @@ async fn rewire(
     Ok(())
 }
 
+/// The Warning a promotion that is not a plain failover deserves: a stand-in master while the
+/// restarted one is refilled, or data discarded on the user's request.
+async fn announce_change(ctx: &Context, rr: &RedisReplication, plan: &Plan, promoted: &str) {
+    let note = match &plan.change {
+        Some(Change::Refill {
+            master,
+            missing_bytes,
+        }) => (
+            "MasterRefilling",
+            format!(
+                "failover is disabled and {master} restarted with {missing_bytes} bytes less \
+                 than {promoted}: {promoted} serves as master while {master} is refilled from \
+                 it, then {master} takes the master role back; nothing is discarded"
+            ),
+        ),
+        Some(Change::Forced { discarded_bytes }) => (
+            "ReplicaDataDiscarded",
+            format!(
+                "{FORCE_MASTER_ANNOTATION}: {promoted} is the master by request; the other \
+                 instances resync from it and discard up to {discarded_bytes} bytes they held \
+                 beyond it"
+            ),
+        ),
+        _ => return,
+    };
+    ctx.event(rr, EventType::Warning, note.0, "Promote", note.1)
+        .await;
+}
+
 fn is_failover(plan: &Plan) -> bool {
     matches!(
         plan.change,
@@ -638,7 +688,14 @@ fn describe(change: &Option<Change>) -> String {
         Some(Change::Failover { reason, .. }) => format!("failover: {reason}"),
         Some(Change::Switchover { reason, .. }) => format!("switchover: {reason}"),
         Some(Change::Bootstrap) => "bootstrap".into(),
-        Some(Change::Restore { .. }) => "the master restarted; failover is disabled".into(),
+        Some(Change::Restore) => {
+            "the master restarted with all its data; failover is disabled".into()
+        }
+        Some(Change::Refill { master, .. }) => {
+            format!("standing in while {master} is refilled; failover is disabled")
+        }
+        Some(Change::Forced { .. }) => format!("forced by {FORCE_MASTER_ANNOTATION}"),
+        Some(Change::RolledBack { target }) => format!("the change to {target} is undone"),
         Some(Change::Resume) => "resuming an interrupted promotion".into(),
         None => "no change".into(),
     }
@@ -683,7 +740,17 @@ async fn switch_over(
     loop {
         if new.replication_info().await?.is_master() {
             info!(from = %from, to = %to, "switchover completed");
-            return Ok(());
+            // FAILOVER changes the old master's role but leaves its clients connected, where
+            // every write now fails with READONLY: close them so they re-resolve the master.
+            return match old.disconnect_clients().await {
+                Ok(()) => Ok(()),
+                Err(_) => target
+                    .client(ctx, from)
+                    .await?
+                    .disconnect_clients()
+                    .await
+                    .map_err(Error::from),
+            };
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::PromotionNotVerified(to.to_string()));
@@ -709,6 +776,7 @@ async fn record_intent(
             "masterAddress": intent.address.to_string(),
             "epoch": intent.epoch,
             "targetMaster": intent.promotes.then_some(&intent.master),
+            "handBackTo": intent.hand_back_to,
         }
     });
     let ns = rr.namespace().unwrap_or_default();
@@ -747,71 +815,15 @@ fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
     }
 }
 
-/// `REPLICAOF NO ONE`, then check with `INFO replication` that it took.
+/// `REPLICAOF NO ONE` (closing the instance's clients with it), then check with `INFO
+/// replication` that it took.
 async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
     let mut client = target.client(ctx, name).await?;
-    client.promote().await?;
+    client.change_role(None).await?;
     let info = client.replication_info().await?;
     if !info.is_master() {
         return Err(Error::PromotionNotVerified(name.to_string()));
     }
     info!(instance = %name, "promoted to master");
     Ok(())
-}
-
-impl Context {
-    /// Publishes an Event on the replication; failing to do so never fails a reconcile.
-    pub async fn event(
-        &self,
-        rr: &RedisReplication,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        self.publish(rr, type_, reason, action, note, None).await;
-    }
-
-    /// An Event on the replication about one of its pods: Events that differ only in their note
-    /// are merged into one series, so each pod's gets its own.
-    pub async fn pod_event(
-        &self,
-        rr: &RedisReplication,
-        type_: EventType,
-        pod: &str,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let related = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.into()),
-            namespace: rr.namespace(),
-            ..ObjectReference::default()
-        };
-        self.publish(rr, type_, reason, action, note, Some(related))
-            .await;
-    }
-
-    async fn publish(
-        &self,
-        rr: &RedisReplication,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-        secondary: Option<ObjectReference>,
-    ) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary,
-        };
-        if let Err(e) = self.recorder.publish(&event, &rr.object_ref(&())).await {
-            tracing::warn!(error = %e, reason, "could not publish event");
-        }
-    }
 }

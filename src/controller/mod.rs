@@ -2,6 +2,7 @@
 //! change, or requeue.
 
 mod apply;
+mod events;
 mod observe;
 pub mod plan;
 pub mod status;
@@ -16,7 +17,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -24,7 +24,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::api::{FailoverRecord, Phase, RedisReplication};
 use crate::metrics::Metrics;
 use crate::redis::Credentials;
-use crate::resources::SWITCHOVER_ANNOTATION;
+use crate::resources::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION};
 use plan::{Change, FailoverPolicy, MasterDown, ObservedInstance, PlanInput, RecordedRoles};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ impl Error {
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: events::Publisher,
     /// Connect and response timeout of every Redis command the operator sends.
     pub probe_timeout: Duration,
     /// How often every instance is probed while failover watches it.
@@ -154,13 +154,7 @@ pub async fn run(client: Client, settings: Settings) {
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=vigil");
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "vigil-operator".into(),
-                instance: Some(settings.instance),
-            },
-        ),
+        events: events::Publisher::new(client.clone(), "vigil-operator", &settings.instance),
         client,
         probe_timeout: settings.probe_timeout,
         probe_interval: settings.probe_interval,
@@ -272,6 +266,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         instances: observed.instances,
         topology: rr.spec.topology,
         switchover_to: rr.annotations().get(SWITCHOVER_ANNOTATION).cloned(),
+        force_master: rr.annotations().get(FORCE_MASTER_ANNOTATION).cloned(),
     };
     let plan = plan::plan(&input);
     ctx.announce_master_health(rr, &plan).await;
@@ -295,6 +290,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             now: Timestamp::now(),
             failover,
             secret_problem: ctx.secret_problem(rr),
+            persistence_disabled: rr.spec.effective_persistence() == crate::api::Persistence::None,
         },
         &plan,
     );

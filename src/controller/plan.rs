@@ -12,6 +12,8 @@ use crate::api::Topology;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo, Role};
 use crate::resources::RoleLabel;
 
+mod recovery;
+
 /// One existing instance pod, as observed this round.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ObservedInstance {
@@ -64,6 +66,8 @@ pub struct RecordedRoles {
     pub master_address: Option<String>,
     pub epoch: i64,
     pub target_master: Option<String>,
+    /// The master to hand the role back to once it is refilled (failover disabled).
+    pub hand_back_to: Option<String>,
 }
 
 impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
@@ -73,6 +77,7 @@ impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
             master_address: status.master_address.clone(),
             epoch: status.epoch,
             target_master: status.target_master.clone(),
+            hand_back_to: status.hand_back_to.clone(),
         }
     }
 }
@@ -114,6 +119,9 @@ pub struct PlanInput {
     pub topology: Topology,
     /// The instance the user asked to make master (annotation `redis.vigil.dev/switchover-to`).
     pub switchover_to: Option<String>,
+    /// The instance the user forces to be master, discarding what others hold beyond it
+    /// (annotation `redis.vigil.dev/force-master`).
+    pub force_master: Option<String>,
 }
 
 /// The master decision that must be written to status before any instance is touched.
@@ -124,6 +132,8 @@ pub struct Intent {
     pub epoch: i64,
     /// A promotion follows; `false` when only the master's address changed.
     pub promotes: bool,
+    /// Recorded with the master: who takes the role back once refilled (see `Change::Refill`).
+    pub hand_back_to: Option<String>,
 }
 
 /// Why the master changes in this plan.
@@ -136,11 +146,21 @@ pub enum Change {
     /// Planned: the master hands over without losing writes (its pod is being deleted, a
     /// scale-down or rolling update removes it, or the user asked).
     Switchover { from: String, reason: String },
-    /// Failover is disabled and the recorded master restarted: it is master again, and replicas
-    /// that held more resync from it, losing `discarded_bytes` (plain replication's hazard).
-    Restore { discarded_bytes: i64 },
+    /// Failover is disabled and the recorded master restarted with at least the data of every
+    /// replica: it is master again.
+    Restore,
+    /// Failover is disabled and the recorded master `master` restarted with `missing_bytes` less
+    /// than a replica: that replica serves as master while `master` is refilled from it, then
+    /// hands the role back (rule 2: less data never overwrites more).
+    Refill { master: String, missing_bytes: i64 },
+    /// The user forced this master (`redis.vigil.dev/force-master`): the others resync from it
+    /// and discard up to `discarded_bytes` they held beyond it.
+    Forced { discarded_bytes: i64 },
     /// An interrupted promotion (intent recorded, promotion not verified) is finished.
     Resume,
+    /// An interrupted change is undone: `master` still acts as master and the target it named
+    /// cannot take over without losing its writes, so `master` stays.
+    RolledBack { target: String },
 }
 
 /// The recorded master's health, as rule 3 judges it.
@@ -196,6 +216,8 @@ pub struct Plan {
     pub label_replicas: Vec<String>,
     /// What becomes of the user's switchover request.
     pub request: Option<RequestOutcome>,
+    /// What becomes of the user's force-master request.
+    pub force_request: Option<RequestOutcome>,
     /// Deleted for the rolling update (recreated from the current spec by a later round).
     pub roll: Option<String>,
 }
@@ -236,8 +258,12 @@ pub fn plan(input: &PlanInput) -> Plan {
         rewire: Vec::new(),
         label_replicas: Vec::new(),
         request: decision.request,
+        force_request: decision.force_request,
         roll: None,
     };
+    if let Some(intent) = &mut plan.intent {
+        intent.hand_back_to = recovery::hand_back_after(input, &plan.change, intent);
+    }
     plan_roles(input, &mut plan);
     plan.roll = plan_roll(input, &plan);
     plan
@@ -277,6 +303,7 @@ struct Decision {
     switchover_from: Option<String>,
     promote: Option<String>,
     request: Option<RequestOutcome>,
+    force_request: Option<RequestOutcome>,
 }
 
 impl Decision {
@@ -320,6 +347,7 @@ impl Decision {
                 address,
                 epoch: epoch + 1,
                 promotes: true,
+                hand_back_to: None,
             }),
             change: Some(change),
             promote: Some(to.name.clone()),
@@ -329,6 +357,17 @@ impl Decision {
 }
 
 fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
+    let force_request = match recovery::forced(input, leaving) {
+        Some(Ok(forced)) => return forced,
+        Some(Err(outcome)) => Some(outcome),
+        None => None,
+    };
+    let mut d = decide_unforced(input, leaving);
+    d.force_request = force_request;
+    d
+}
+
+fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision {
     let recorded = &input.recorded;
     let Some(name) = recorded.current_master.as_deref() else {
         let all_answer = (0..input.desired_instances).all(|o| {
@@ -348,15 +387,12 @@ fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
     let inst = input.instances.iter().find(|i| i.name == name);
     match inst.and_then(|i| i.redis.as_ref().map(|r| (i, r))) {
         Some((inst, info)) if info.is_master() => acting_master(input, inst, leaving),
+        // Intent was recorded but the promotion did not finish.
         Some((inst, _)) if recorded.target_master.as_deref() == Some(name) => {
-            // Intent was recorded but the promotion did not finish: finish it, same epoch.
-            let mut d = Decision::acting(inst);
-            d.change = Some(Change::Resume);
-            d.promote = Some(name.to_string());
-            d
+            recovery::resume(input, inst)
         }
         // Reachable but not master: it restarted (and booted fenced) or was demoted.
-        Some((inst, _)) => restarted_master(input, inst, leaving),
+        Some((inst, _)) => recovery::restarted_master(input, inst, leaving),
         None => unreachable_master(input, name, inst, leaving),
     }
 }
@@ -389,7 +425,8 @@ fn acting_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String])
                     None
                 }
             },
-            None => rolling_handover(input, inst, leaving),
+            None => recovery::hand_back(input, inst, leaving)
+                .or_else(|| rolling_handover(input, inst, leaving)),
         },
     };
     if let Some((target, reason)) = handover {
@@ -416,6 +453,7 @@ fn acting_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String])
             address: address.clone(),
             epoch: recorded.epoch,
             promotes: false,
+            hand_back_to: None,
         });
     }
     d
@@ -521,46 +559,6 @@ fn settled(input: &PlanInput, master: &ObservedInstance) -> bool {
                 .as_ref()
                 .is_some_and(|r| r.is_synced_replica() && r.following() == Some(upstream))
         })
-}
-
-/// The recorded master restarted: it boots fenced and never takes writes on its own (rule 2).
-/// The instance holding the most data becomes master, so a restarted empty master never wipes
-/// its replicas.
-fn restarted_master(input: &PlanInput, inst: &ObservedInstance, leaving: &[String]) -> Decision {
-    let epoch = input.recorded.epoch;
-    let down = MasterDown::Objective {
-        evidence: format!("{} restarted and is no longer master", inst.name),
-    };
-    if !input.policy.enabled {
-        // Plain replication: the master returns as master and the replicas resync from it.
-        let most = input
-            .instances
-            .iter()
-            .filter(|i| i.name != inst.name)
-            .map(offset)
-            .max()
-            .unwrap_or(-1);
-        let discarded_bytes = (most - offset(inst)).max(0);
-        let mut d = Decision::promote(inst, epoch, Change::Restore { discarded_bytes });
-        d.down = Some(down);
-        return d;
-    }
-    if let Some(wait) = input.policy.cooldown_remaining {
-        return Decision::unavailable(&inst.name, down, Some(cooldown_message(wait)));
-    }
-    let candidate = best_candidate(input, leaving, Some(&inst.name), |_| true)
-        .filter(|c| offset(c) >= offset(inst))
-        .unwrap_or(inst);
-    let mut d = Decision::promote(
-        candidate,
-        epoch,
-        Change::Failover {
-            from: inst.name.clone(),
-            reason: "the master restarted".into(),
-        },
-    );
-    d.down = Some(down);
-    d
 }
 
 /// Rule 3: unreachable for `downAfter`, and corroborated by Kubernetes or by the replicas.
@@ -889,6 +887,7 @@ mod tests {
             policy: FailoverPolicy::default(),
             topology: Topology::Star,
             switchover_to: None,
+            force_master: None,
         }
     }
 
@@ -898,6 +897,7 @@ mod tests {
             master_address: Some(addr(master).to_string()),
             epoch,
             target_master: None,
+            hand_back_to: None,
         }
     }
 
@@ -1066,26 +1066,215 @@ mod tests {
         assert_eq!(p.intent.expect("intent").epoch, 2);
     }
 
+    /// Rule 2 for every (master data less / equal / more) x (failover on / off): the promoted
+    /// instance holds at least the data of every other, so nobody's data is overwritten.
     #[test]
-    fn with_failover_disabled_a_restarted_master_is_restored() {
+    fn a_restarted_master_never_overwrites_more_data() {
+        for enabled in [true, false] {
+            for (own, expected_on, expected_off) in [
+                (500, "cache-1", "cache-1"),
+                (900, "cache-1", "cache-0"),
+                (1200, "cache-0", "cache-0"),
+            ] {
+                let mut i = input(
+                    3,
+                    recorded(0, 1),
+                    vec![
+                        inst(0, fenced(own), Some(RoleLabel::Master)),
+                        inst(1, lost_link_to(0, 900, 1), Some(RoleLabel::Replica)),
+                        inst(2, lost_link_to(0, 700, 1), Some(RoleLabel::Replica)),
+                    ],
+                );
+                i.policy.enabled = enabled;
+                let p = plan(&i);
+                let case = format!("failover {enabled}, master offset {own}");
+                let promoted = p.promote.clone().expect(&case);
+                let expected = if enabled { expected_on } else { expected_off };
+                assert_eq!(promoted, expected, "{case}");
+                let most = i.instances.iter().map(offset).max().unwrap_or(0);
+                let chosen = i.instances.iter().find(|x| x.name == promoted);
+                assert_eq!(chosen.map(offset), Some(most), "{case}");
+                let change = p.change.clone().expect(&case);
+                match (enabled, own < 900) {
+                    (true, _) => assert!(matches!(change, Change::Failover { .. }), "{case}"),
+                    (false, true) => assert_eq!(
+                        change,
+                        Change::Refill {
+                            master: "cache-0".into(),
+                            missing_bytes: 400
+                        },
+                        "{case}"
+                    ),
+                    (false, false) => assert_eq!(change, Change::Restore, "{case}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_refilled_master_is_fed_by_the_richest_replica_then_takes_the_role_back() {
+        let mut i = input(
+            3,
+            recorded(0, 1),
+            vec![
+                inst(0, fenced(0), Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 900, 1), Some(RoleLabel::Replica)),
+                inst(2, lost_link_to(0, 900, 1), Some(RoleLabel::Replica)),
+            ],
+        );
+        i.policy.enabled = false;
+        let p = plan(&i);
+        let intent = p.intent.clone().expect("intent");
+        assert_eq!(
+            (intent.master.as_str(), intent.epoch, intent.hand_back_to),
+            ("cache-1", 2, Some("cache-0".to_string()))
+        );
+        assert_eq!(
+            p.unlabel,
+            names(&["cache-0"]),
+            "the empty master serves nobody"
+        );
+        assert_eq!(rewired(&p.rewire), names(&["cache-0", "cache-2"]));
+
+        // Still syncing: the stand-in stays master and the hand-back stays recorded.
+        let mut rec = recorded(1, 2);
+        rec.hand_back_to = Some("cache-0".into());
+        let syncing = Role::Replica {
+            master: addr(1),
+            link_up: false,
+            sync_in_progress: true,
+            link_down_seconds: None,
+        };
+        let mut later = input(
+            3,
+            rec,
+            vec![
+                inst(0, Some(info(syncing, 0)), None),
+                inst(1, master(900), Some(RoleLabel::Master)),
+                inst(2, replica_of(1, 900), Some(RoleLabel::Replica)),
+            ],
+        );
+        later.policy.enabled = false;
+        let p = plan(&later);
+        assert_eq!((p.promote, p.intent), (None, None));
+
+        // In sync: it takes the role back with FAILOVER TO, and the hand-back is done.
+        later.instances[0] = inst(0, replica_of(1, 900), Some(RoleLabel::Replica));
+        let p = plan(&later);
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-1"));
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
+        let intent = p.intent.expect("intent");
+        assert_eq!((intent.epoch, intent.hand_back_to), (3, None));
+        assert!(matches!(p.change, Some(Change::Switchover { .. })));
+    }
+
+    #[test]
+    fn a_restarted_master_waits_when_only_an_unpromotable_replica_has_more() {
+        for enabled in [true, false] {
+            let mut richer = inst(1, lost_link_to(0, 900, 1), Some(RoleLabel::Replica));
+            richer.priority = 0;
+            let mut i = input(
+                2,
+                recorded(0, 1),
+                vec![inst(0, fenced(100), Some(RoleLabel::Master)), richer],
+            );
+            i.policy.enabled = enabled;
+            let p = plan(&i);
+            assert_eq!(p.promote, None, "failover {enabled}");
+            let MasterState::Unavailable {
+                why_no_failover: Some(why),
+                ..
+            } = p.master
+            else {
+                panic!("failover {enabled}: {:?}", p.master);
+            };
+            assert!(
+                why.contains("redis.vigil.dev/force-master=cache-0"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_force_master_request_discards_data() {
         let mut i = input(
             2,
             recorded(0, 1),
             vec![
                 inst(0, fenced(0), Some(RoleLabel::Master)),
-                inst(1, replica_of(0, 900), Some(RoleLabel::Replica)),
+                inst(1, lost_link_to(0, 900, 1), Some(RoleLabel::Replica)),
             ],
         );
         i.policy.enabled = false;
+        i.force_master = Some("cache-0".into());
         let p = plan(&i);
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
         assert_eq!(
             p.change,
-            Some(Change::Restore {
+            Some(Change::Forced {
                 discarded_bytes: 900
             })
         );
-        assert_eq!(p.promote.as_deref(), Some("cache-0"));
-        assert!(p.unlabel.is_empty(), "the master keeps its label");
+        assert_eq!(p.force_request, Some(RequestOutcome::Done));
+
+        i.force_master = Some("cache-7".into());
+        let p = plan(&i);
+        assert!(matches!(p.force_request, Some(RequestOutcome::Rejected(_))));
+        assert_eq!(
+            p.promote.as_deref(),
+            Some("cache-1"),
+            "planned as without it"
+        );
+
+        let mut steady = input(
+            2,
+            recorded(0, 1),
+            vec![
+                inst(0, master(900), Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 900), Some(RoleLabel::Replica)),
+            ],
+        );
+        steady.force_master = Some("cache-0".into());
+        let p = plan(&steady);
+        assert_eq!(
+            (p.force_request, p.promote),
+            (Some(RequestOutcome::Done), None)
+        );
+    }
+
+    #[test]
+    fn an_interrupted_switchover_is_finished_with_failover_to_or_undone() {
+        let mut rec = recorded(1, 3);
+        rec.target_master = Some("cache-1".into());
+        let mut i = input(
+            2,
+            rec,
+            vec![
+                inst(0, master(900), Some(RoleLabel::Master)),
+                inst(1, replica_of(0, 900), Some(RoleLabel::Replica)),
+            ],
+        );
+        let p = plan(&i);
+        assert_eq!(p.switchover_from.as_deref(), Some("cache-0"));
+        assert_eq!(p.promote.as_deref(), Some("cache-1"));
+        assert_eq!(p.intent.map(|x| x.epoch), Some(3), "the recorded epoch");
+
+        // Not in sync with the old master, which still takes writes: it stays the master.
+        i.instances[1] = inst(1, fenced(400), Some(RoleLabel::Replica));
+        let p = plan(&i);
+        assert_eq!(p.promote, None);
+        assert_eq!(
+            p.change,
+            Some(Change::RolledBack {
+                target: "cache-1".into()
+            })
+        );
+        let intent = p.intent.expect("intent");
+        assert_eq!(
+            (intent.master.as_str(), intent.epoch, intent.promotes),
+            ("cache-0", 3, false)
+        );
+        assert_eq!(rewired(&p.rewire), names(&["cache-1"]));
     }
 
     #[test]

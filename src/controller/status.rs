@@ -14,6 +14,8 @@ pub const ROLLING_UPDATE: &str = "RollingUpdate";
 /// False while a pod cannot run (unschedulable, image or configuration unusable, crash-looping).
 pub const INSTANCES_HEALTHY: &str = "InstancesHealthy";
 pub const SWITCHOVER_PENDING: &str = "SwitchoverPending";
+/// True while `spec.persistence` is `None`: a restarted instance comes back empty.
+pub const PERSISTENCE_DISABLED: &str = "PersistenceDisabled";
 
 /// Inputs of the status besides the plan.
 pub struct StatusInput<'a> {
@@ -27,6 +29,8 @@ pub struct StatusInput<'a> {
     /// The password Secret cannot be used (reason, message): the set is not Ready, whatever
     /// the instances do, until it is fixed.
     pub secret_problem: Option<(&'static str, String)>,
+    /// `spec.persistence` is `None`.
+    pub persistence_disabled: bool,
 }
 
 pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
@@ -192,6 +196,25 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         _ => conditions.retain(|c| c.type_ != SWITCHOVER_PENDING),
     }
 
+    if input.persistence_disabled {
+        set_condition(
+            &mut conditions,
+            PERSISTENCE_DISABLED,
+            true,
+            "PersistenceNone",
+            "spec.persistence is None: an instance whose Redis process restarts comes back empty \
+             and must be refilled from a replica; a set that loses every instance loses its data",
+            input,
+        );
+    } else {
+        conditions.retain(|c| c.type_ != PERSISTENCE_DISABLED);
+    }
+    let hand_back_to = plan
+        .intent
+        .as_ref()
+        .map_or_else(|| previous.hand_back_to.clone(), |i| i.hand_back_to.clone())
+        .filter(|h| current_master.as_ref() != Some(h));
+
     RedisReplicationStatus {
         phase: Some(phase),
         observed_generation: input.generation,
@@ -201,6 +224,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         epoch,
         // Cleared by the status written after the steps: only an interrupted change leaves it.
         target_master: None,
+        hand_back_to,
         ready_instances,
         updated_instances: updated_instances as i32,
         instances,
@@ -228,6 +252,7 @@ pub fn blocked(
         now,
         failover: None,
         secret_problem: None,
+        persistence_disabled: false,
     };
     let mut status = previous.clone();
     set_condition(
@@ -360,6 +385,7 @@ mod tests {
             master_address: previous.master_address.clone(),
             epoch: previous.epoch,
             target_master: None,
+            hand_back_to: None,
         };
         let p = plan(&PlanInput {
             desired_instances: 3,
@@ -371,6 +397,7 @@ mod tests {
             },
             topology: crate::api::Topology::Star,
             switchover_to: None,
+            force_master: None,
         });
         build(
             &StatusInput {
@@ -381,6 +408,7 @@ mod tests {
                 now: Timestamp::from_second(1_000).expect("time"),
                 failover: None,
                 secret_problem: None,
+                persistence_disabled: false,
             },
             &p,
         )

@@ -19,6 +19,9 @@ pub const CONFIG_ANNOTATION: &str = "redis.vigil.dev/config";
 /// On a `RedisReplication`: the instance the user wants as master; the operator switches over
 /// to it without losing acknowledged writes, then removes the annotation.
 pub const SWITCHOVER_ANNOTATION: &str = "redis.vigil.dev/switchover-to";
+/// Set by a user: makes the named pod the master at once, even when other instances hold more
+/// data, which they then discard (the only path that discards data, and it takes this request).
+pub const FORCE_MASTER_ANNOTATION: &str = "redis.vigil.dev/force-master";
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "vigil-operator";
 /// The field manager of the user's pod labels and annotations on instance pods, apart from

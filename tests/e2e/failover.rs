@@ -211,35 +211,7 @@ async fn replica_crash_or_freeze_causes_no_failover() {
     assert_recovered(&t, &set.master, &set.password, &keys).await;
 }
 
-/// Scenario 8: Failover disabled: the master is killed, nothing is promoted; when it returns, the
-/// replicas resync from it (plain replication, as in the first case of the Redis docs).
-#[tokio::test(flavor = "multi_thread")]
-async fn with_failover_disabled_the_master_returns_and_replicas_resync() {
-    let mut t = TestNs::new("nofailover").await;
-    let (set, _) = ready_with_writes(
-        &mut t,
-        json!({"instances": 3, "failover": {"enabled": false, "downAfterMilliseconds": 500}}),
-    )
-    .await;
-    t.chaos(&set.master, Chaos::Crash);
-    t.wait_topology("cache", &set.master, &set.password, FAILOVER_TIMEOUT)
-        .await;
-    let status = t.wait_ready("cache", 3, FAILOVER_TIMEOUT).await;
-    assert_eq!(
-        status.current_master.as_deref(),
-        Some(set.master.as_str()),
-        "no replica promoted"
-    );
-    assert!(status.last_failover.is_none(), "no failover recorded");
-    // Persistence is off: the data is gone, as plain replication does; the operator says so.
-    let reasons = t.event_reasons("cache").await;
-    assert!(
-        reasons.iter().any(|r| r == "MasterRestoredWithLessData"),
-        "{reasons:?}"
-    );
-    t.assert_single_master("cache", &set.master, &set.password, SAMPLE)
-        .await;
-}
+// Scenario 8 (failover disabled, the master restarts) is the tutorial story of restart.rs.
 
 /// Scenario 9: Two replications in two namespaces: failing one leaves the other untouched.
 #[tokio::test(flavor = "multi_thread")]
@@ -274,9 +246,11 @@ async fn failover_timing_over_repeated_crashes() {
         ("crash -> surviving replica following it", Vec::new()),
         ("crash -> old master rejoined as replica", Vec::new()),
     ];
+    let mut promoted = Vec::new();
     for run in 0..runs {
         let crash = Instant::now();
         let (status, new) = replace_master(&t, &set, Chaos::Crash).await;
+        promoted.push(new.clone());
         figures[0].1.push(crash.elapsed());
         let new_ip = t.pod_ip(&new).await;
         let survivor = t
@@ -320,6 +294,7 @@ async fn failover_timing_over_repeated_crashes() {
         )
         .await;
     }
+    assert_promotions_in_events(&t, &promoted);
     eprintln!("failover timing over {runs} runs (downAfter 1000 ms, probe interval 1000 ms):");
     for (what, samples) in &mut figures {
         samples.sort();
@@ -333,6 +308,38 @@ async fn failover_timing_over_repeated_crashes() {
             ms(samples[n - 1]),
         );
     }
+}
+
+/// `kubectl get events` names every promotion truthfully: each promoted pod has a
+/// `ReplicaPromoted` Event naming it, and the occurrences (series counts) add up to the bootstrap
+/// plus one per failover.
+fn assert_promotions_in_events(t: &TestNs, promoted: &[String]) {
+    let out = t.kubectl(&["-n", &t.name, "get", "events.events.k8s.io", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("event list");
+    let notes: Vec<(String, u64)> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reason"] == "ReplicaPromoted")
+        .map(|e| {
+            let note = e["note"].as_str().unwrap_or_default().to_string();
+            (note, e["series"]["count"].as_u64().unwrap_or(1))
+        })
+        .collect();
+    for pod in promoted {
+        let named = format!("{pod} is now the master");
+        assert!(
+            notes.iter().any(|(note, _)| note.starts_with(&named)),
+            "no ReplicaPromoted Event names {pod}: {notes:?}"
+        );
+    }
+    let occurrences: u64 = notes.iter().map(|(_, n)| n).sum();
+    assert_eq!(occurrences, promoted.len() as u64 + 1, "{notes:?}");
 }
 
 /// Whether the instance at `ip` replicates from `master_ip` with a live link.

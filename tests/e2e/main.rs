@@ -6,6 +6,7 @@ mod day2;
 mod discovery;
 mod failover;
 mod problems;
+mod restart;
 mod shape;
 mod storage;
 mod support;
