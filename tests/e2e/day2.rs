@@ -20,7 +20,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const ROLL_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// Asks the operator to make `target` the master, as a user would (`kubectl annotate`).
-async fn request_switchover(t: &TestNs, name: &str, target: &str) {
+pub(crate) async fn request_switchover(t: &TestNs, name: &str, target: &str) {
     let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: target}}});
     t.replications()
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -30,7 +30,11 @@ async fn request_switchover(t: &TestNs, name: &str, target: &str) {
 
 /// Waits until `target` is the recorded master, the switchover recorded in `lastFailover`, and
 /// the request annotation gone.
-async fn wait_switched_to(t: &TestNs, name: &str, target: &str) -> RedisReplicationStatus {
+pub(crate) async fn wait_switched_to(
+    t: &TestNs,
+    name: &str,
+    target: &str,
+) -> RedisReplicationStatus {
     wait_for(
         &format!("{name} to switch over to {target}"),
         Duration::from_secs(60),

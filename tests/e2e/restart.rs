@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::day2::{request_switchover, wait_switched_to};
 use crate::support::{Chaos, OperatorOptions, TestNs, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -220,11 +221,11 @@ async fn a_role_change_closes_the_clients_of_the_instance() {
     assert_closed(fenced_client, "fenced -> replica");
 
     // Master again after its refill; a switchover then demotes it.
-    let settled = wait_for("the hand-back", TIMEOUT, || async {
+    wait_for("the hand-back", TIMEOUT, || async {
         let s = t.status("cache").await.ok_or("no status")?;
         let home = s.current_master.as_deref() == Some(master.as_str());
         if home && s.hand_back_to.is_none() && s.ready_instances == 3 {
-            Ok(s)
+            Ok(())
         } else {
             Err(format!("{s:?}"))
         }
@@ -237,27 +238,8 @@ async fn a_role_change_closes_the_clients_of_the_instance() {
         .into_iter()
         .find(|p| *p != master)
         .expect("a replica");
-    let out = t.kubectl(&[
-        "-n",
-        &t.name,
-        "annotate",
-        "redisreplication",
-        "cache",
-        &format!("redis.vigil.dev/switchover-to={target}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for("the switchover to finish", TIMEOUT, || async {
-        let s = t.status("cache").await.ok_or("no status")?;
-        let done = s.epoch > settled.epoch
-            && s.current_master.as_deref() == Some(target.as_str())
-            && s.target_master.is_none();
-        if done { Ok(()) } else { Err(format!("{s:?}")) }
-    })
-    .await;
+    request_switchover(&t, "cache", &target).await;
+    wait_switched_to(&t, "cache", &target).await;
     assert_closed(master_client, "master -> replica (switchover)");
 }
 
@@ -286,19 +268,7 @@ async fn an_interrupted_switchover_is_finished_without_losing_writes() {
         .into_iter()
         .find(|p| *p != master)
         .expect("a replica");
-    let out = t.kubectl(&[
-        "-n",
-        &t.name,
-        "annotate",
-        "redisreplication",
-        "cache",
-        &format!("redis.vigil.dev/switchover-to={target}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    request_switchover(&t, "cache", &target).await;
     wait_for("the operator to die after the intent", TIMEOUT, || {
         let exited = doomed.has_exited();
         async move {
@@ -319,18 +289,7 @@ async fn an_interrupted_switchover_is_finished_without_losing_writes() {
     // Still the master: it acknowledges writes the target must not lose.
     let during = t.write_acknowledged(&master_ip, &password, "during", 50);
     t.start_operator();
-    let done = wait_for("the switchover to finish", TIMEOUT, || async {
-        let s = t.status("cache").await.ok_or("no status")?;
-        let finished = s.current_master.as_deref() == Some(target.as_str())
-            && s.target_master.is_none()
-            && s.ready_instances == 3;
-        if finished {
-            Ok(s)
-        } else {
-            Err(format!("{s:?}"))
-        }
-    })
-    .await;
+    let done = wait_switched_to(&t, "cache", &target).await;
     assert_eq!(done.epoch, mid.epoch, "finished at the recorded epoch");
     let target_ip = t.pod_ip(&target).await;
     t.assert_keys_present(&target_ip, &password, &before);
