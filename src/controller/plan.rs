@@ -1259,6 +1259,19 @@ mod tests {
         assert_eq!(p.promote.as_deref(), Some("cache-1"));
         assert_eq!(p.intent.map(|x| x.epoch), Some(3), "the recorded epoch");
 
+        // The old master does not answer but its pod is ready: nothing is promoted yet.
+        i.instances[0].redis = None;
+        let p = plan(&i);
+        assert_eq!((p.promote, p.intent), (None, None));
+        assert!(matches!(p.master, MasterState::Unavailable { .. }));
+        i.instances[0].pod_ready = false;
+        assert_eq!(
+            plan(&i).promote.as_deref(),
+            Some("cache-1"),
+            "its pod is not ready"
+        );
+        i.instances[0] = inst(0, master(900), Some(RoleLabel::Master));
+
         // Not in sync with the old master, which still takes writes: it stays the master.
         i.instances[1] = inst(1, fenced(400), Some(RoleLabel::Replica));
         let p = plan(&i);

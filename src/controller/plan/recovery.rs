@@ -168,6 +168,24 @@ pub(super) fn resume(input: &PlanInput, target: &ObservedInstance) -> Decision {
             && i.redis.as_ref().is_some_and(|r| r.is_master())
     });
     let Some(old) = acting else {
+        // An instance that does not answer while its pod is ready may be the old master, still
+        // taking writes: promoting now could make two masters. Wait until it answers, or
+        // Kubernetes says it is down.
+        let silent = input
+            .instances
+            .iter()
+            .find(|i| i.name != target.name && i.redis.is_none() && i.pod_ready && !i.deleting);
+        if let Some(silent) = silent {
+            return Decision::unavailable(
+                &target.name,
+                MasterDown::Suspected,
+                Some(format!(
+                    "finishing the change to {} waits for {}, which does not answer but whose \
+                     pod is ready: it may still act as master",
+                    target.name, silent.name
+                )),
+            );
+        }
         let mut d = Decision::acting(target);
         d.change = Some(Change::Resume);
         d.promote = Some(target.name.clone());
