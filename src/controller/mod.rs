@@ -17,7 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -54,6 +55,8 @@ pub enum Error {
     PromotionNotVerified(String),
     #[error("RedisReplication has no namespace")]
     NoNamespace,
+    #[error("the watch of the managed pods ended; the operator is shutting down")]
+    PodCacheClosed,
 }
 
 impl Error {
@@ -78,6 +81,8 @@ pub struct Context {
     /// Admitted by the replications' NetworkPolicies, as the operator's.
     pub operator_namespace: String,
     pub metrics: Metrics,
+    /// Every pod the operator manages, from one watch (the same that wakes the reconciles).
+    pub pods: Store<Pod>,
     memory: Mutex<HashMap<(String, String), Memory>>,
 }
 
@@ -153,6 +158,13 @@ pub async fn run(client: Client, settings: Settings) {
         ),
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=vigil");
+    // One watch of the managed pods feeds both the cache `observe` reads and the reconcile
+    // triggers, so a reconcile woken by a pod change sees that change.
+    let (pod_store, pod_writer) = reflector::store();
+    let pod_changes = watcher(pods, owned.clone())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
     let ctx = Arc::new(Context {
         events: events::Publisher::new(client.clone(), "vigil-operator", &settings.instance),
         client,
@@ -161,10 +173,11 @@ pub async fn run(client: Client, settings: Settings) {
         failover_cooldown: settings.failover_cooldown,
         operator_namespace: settings.operator_namespace,
         metrics: settings.metrics,
+        pods: pod_store,
         memory: Mutex::default(),
     });
     Controller::new(replications, watcher::Config::default())
-        .owns(pods, owned.clone())
+        .owns_stream(pod_changes)
         .owns(services, owned.clone())
         .owns(config_maps, owned)
         .shutdown_on_signal()

@@ -2,11 +2,11 @@
 //! reports them. Unreachable instances are facts, not errors.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use tracing::debug;
 
@@ -15,9 +15,9 @@ use super::{Context, Error};
 use crate::api::RedisReplication;
 use crate::redis::{Credentials, InstanceClient};
 use crate::resources::{
-    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel,
-    SPEC_HASH_ANNOTATION, config_annotation, instance_domain, instance_pod_spec, password_selector,
-    pod_ordinal, pods_selector, spec_hash,
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REPLICATION_LABEL, ROLE_LABEL,
+    RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain, instance_pod_spec,
+    password_selector, pod_ordinal, spec_hash,
 };
 use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY, TlsClient};
 
@@ -28,8 +28,8 @@ pub struct Observation {
     pub configs: HashMap<String, BTreeMap<String, String>>,
 }
 
-/// Pods and their instances' replication state; `credentials` are what `read_credentials`
-/// returned.
+/// Pods (from the watched cache: never a LIST per round) and their instances' replication
+/// state; `credentials` are what `read_credentials` returned.
 pub async fn observe(
     ctx: &Context,
     rr: &RedisReplication,
@@ -37,18 +37,23 @@ pub async fn observe(
 ) -> Result<Observation, Error> {
     let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let listed = pods
-        .list(&ListParams::default().labels(&pods_selector(&name)))
-        .await
-        .map_err(|source| Error::kube(format!("listing pods of {namespace}/{name}"), source))?;
     let uid = rr.uid();
-    let owned: Vec<Pod> = listed
+    // Until the first list is in, an empty cache would look like every pod gone.
+    ctx.pods
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::PodCacheClosed)?;
+    let owned: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
         .into_iter()
         .filter(|pod| {
-            pod.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == uid.as_ref())
+            pod.namespace().as_deref() == Some(namespace.as_str())
+                && pod.labels().get(REPLICATION_LABEL) == Some(&name)
+                && pod
+                    .owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .collect();
     let configs = owned
