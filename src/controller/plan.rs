@@ -1158,6 +1158,15 @@ mod tests {
         let p = plan(&later);
         assert_eq!((p.promote, p.intent), (None, None));
 
+        // The stand-in crashes and returns with less than the refilled master: the role goes
+        // straight home, and nothing is left to hand back.
+        let mut crashed = later.clone();
+        crashed.instances[0] = inst(0, replica_of(1, 900), Some(RoleLabel::Replica));
+        crashed.instances[1] = inst(1, fenced(100), Some(RoleLabel::Master));
+        let p = plan(&crashed);
+        assert_eq!(p.promote.as_deref(), Some("cache-0"));
+        assert_eq!(p.intent.and_then(|x| x.hand_back_to), None);
+
         // In sync: it takes the role back with FAILOVER TO, and the hand-back is done.
         later.instances[0] = inst(0, replica_of(1, 900), Some(RoleLabel::Replica));
         let p = plan(&later);

@@ -140,21 +140,22 @@ pub(super) fn hand_back<'a>(
 }
 
 /// Who the status names to hand the role back to after `intent`: set by a refill, kept until
-/// that instance is master again, dropped when the user forces a master.
+/// that instance is master again (a refill of the stand-in keeps it), dropped when the user
+/// forces a master.
 pub(super) fn hand_back_after(
     input: &PlanInput,
     change: &Option<Change>,
     intent: &Intent,
 ) -> Option<String> {
+    let recorded = input.recorded.hand_back_to.clone();
     match change {
-        Some(Change::Refill { master, .. }) => Some(master.clone()),
+        // A stand-in that restarts with less is refilled in turn: the role still goes home to
+        // the first master, not to the stand-in.
+        Some(Change::Refill { master, .. }) => recorded.or_else(|| Some(master.clone())),
         Some(Change::Forced { .. }) => None,
-        _ => input
-            .recorded
-            .hand_back_to
-            .clone()
-            .filter(|h| *h != intent.master),
+        _ => recorded,
     }
+    .filter(|h| *h != intent.master)
 }
 
 /// Intent was recorded for `target`, which is not master yet: the operator stopped in between.
