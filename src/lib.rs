@@ -8,6 +8,7 @@ pub mod crash_point;
 pub mod discovery;
 pub mod leader;
 pub mod metrics;
+pub mod monitor;
 pub mod redis;
 pub mod redis_conf;
 pub mod resources;

@@ -7,11 +7,11 @@ mod observe;
 pub mod plan;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -24,6 +24,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{FailoverRecord, Phase, RedisReplication};
 use crate::metrics::Metrics;
+use crate::monitor::{self, Monitor};
 use crate::redis::Credentials;
 use crate::resources::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION};
 use plan::{Change, FailoverPolicy, MasterDown, ObservedInstance, PlanInput, RecordedRoles};
@@ -83,6 +84,10 @@ pub struct Context {
     pub metrics: Metrics,
     /// Every pod the operator manages, from one watch (the same that wakes the reconciles).
     pub pods: Store<Pod>,
+    /// The probes of every instance; they wake a reconcile when a fact changes.
+    pub monitor: Monitor,
+    /// Replications (namespace, name) one of whose owned objects changed since the last apply.
+    drifted: Arc<Mutex<HashSet<(String, String)>>>,
     memory: Mutex<HashMap<(String, String), Memory>>,
 }
 
@@ -102,6 +107,11 @@ struct Memory {
     /// Why a Secret the spec names (password, TLS) cannot be used, as last announced (reason,
     /// message).
     secret_problem: Option<(&'static str, String)>,
+    /// The resourceVersion of the replication as this operator last wrote it: a cached copy
+    /// with another one may predate that write, and is read afresh.
+    written: Option<String>,
+    /// When the last reconcile acted: later decisions need probes taken after it.
+    acted_at: Option<Instant>,
 }
 
 /// The condition reason of an unusable Secret (password or TLS).
@@ -116,10 +126,13 @@ fn secret_problem(error: &Error) -> Option<(&'static str, String)> {
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
 const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
 
-/// Owned objects and live settings are re-applied at least this often, repairing drift (a
-/// deleted Service, a restarted instance), even when the spec did not change: the reconcile
-/// itself runs every probe interval.
-const REAPPLY_OBJECTS: Duration = Duration::from_secs(10);
+/// Owned objects and live settings are re-applied when the spec changes, when a watched owned
+/// object (Service, ConfigMap) changes, and at least this often: the repair of drift nothing
+/// watches (a deleted PodDisruptionBudget, Role, ...) and the re-read of the Secrets.
+const REAPPLY_OBJECTS: Duration = Duration::from_secs(300);
+
+/// An idle, settled set is reconciled this often without any change (a resync).
+const RESYNC: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Announced {
@@ -165,6 +178,25 @@ pub async fn run(client: Client, settings: Settings) {
         .default_backoff()
         .reflect(pod_writer)
         .touched_objects();
+    // A change to an owned Service or ConfigMap (someone edited or deleted it, or our own
+    // apply) marks its replication's objects for re-applying: drift is repaired at once, and an
+    // idle set re-applies nothing.
+    let drifted = Arc::new(Mutex::new(HashSet::new()));
+    let service_changes = watcher(services, owned.clone())
+        .default_backoff()
+        .touched_objects()
+        .inspect_ok(mark_drift(&drifted));
+    let config_map_changes = watcher(config_maps, owned.clone())
+        .default_backoff()
+        .touched_objects()
+        .inspect_ok(mark_drift(&drifted));
+    let (monitor, fact_changes) = Monitor::new(
+        monitor::Settings {
+            interval: settings.probe_interval,
+            timeout: settings.probe_timeout,
+        },
+        settings.metrics.clone(),
+    );
     let ctx = Arc::new(Context {
         events: events::Publisher::new(client.clone(), "vigil-operator", &settings.instance),
         client,
@@ -174,12 +206,15 @@ pub async fn run(client: Client, settings: Settings) {
         operator_namespace: settings.operator_namespace,
         metrics: settings.metrics,
         pods: pod_store,
+        monitor,
+        drifted,
         memory: Mutex::default(),
     });
     Controller::new(replications, watcher::Config::default())
         .owns_stream(pod_changes)
-        .owns(services, owned.clone())
-        .owns(config_maps, owned)
+        .reconcile_on(fact_changes)
+        .owns_stream(service_changes)
+        .owns_stream(config_map_changes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -196,13 +231,40 @@ pub async fn run(client: Client, settings: Settings) {
         .await;
 }
 
+/// Records the replication that controls `obj` as drifted.
+fn mark_drift<K: ResourceExt>(
+    drifted: &Arc<Mutex<HashSet<(String, String)>>>,
+) -> impl Fn(&K) + use<K> {
+    let drifted = drifted.clone();
+    move |obj: &K| {
+        let owner = obj
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true) && o.kind == "RedisReplication");
+        if let (Some(owner), Some(ns)) = (owner, obj.namespace()) {
+            drifted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((ns, owner.name.clone()));
+        }
+    }
+}
+
 async fn reconcile(rr: Arc<RedisReplication>, ctx: Arc<Context>) -> Result<Action, Error> {
     let span = info_span!(
         "reconcile",
         namespace = rr.namespace().unwrap_or_default(),
         name = rr.name_any()
     );
-    reconcile_inner(&rr, &ctx).instrument(span).await
+    async {
+        match ctx.current(&rr).await? {
+            Some(current) => reconcile_inner(&current, &ctx).await,
+            // Deleted meanwhile: its deletion event follows.
+            None => Ok(Action::await_change()),
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action, Error> {
@@ -247,7 +309,8 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         }
     };
 
-    let mut observed = observe::observe(ctx, rr, credentials).await?;
+    let fresh_after = ctx.remember(rr, |m| m.acted_at);
+    let mut observed = observe::observe(ctx, rr, credentials, fresh_after).await?;
     if applied.is_none() {
         apply::sync_live_config(ctx, rr, &mut observed).await;
         if ctx.spec_changed(rr) {
@@ -307,21 +370,55 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         },
         &plan,
     );
-    if latest.status.as_ref() != Some(&status) {
-        apply::write_final_status(ctx, &latest, &status).await?;
-    }
+    let written = if latest.status.as_ref() != Some(&status) {
+        apply::write_final_status(ctx, &latest, &status).await?
+    } else {
+        latest
+    };
+    ctx.remember(rr, |m| {
+        m.written = written.resource_version();
+        if plan.acts() {
+            m.acted_at = Some(Instant::now());
+        }
+    });
     ctx.record_metrics(rr, &previous, &status);
     if status.phase != previous.phase {
         info!(phase = ?status.phase, master = ?status.current_master, "phase changed");
     }
-    // Redis-side facts (a master failing, a replica finishing its sync) raise no Kubernetes
-    // event: probe at the monitor's cadence while failover watches, until settled otherwise.
-    let settled = status.phase == Some(Phase::Ready) && plan.create.is_empty();
-    Ok(Action::requeue(if rr.spec.failover.enabled || !settled {
-        ctx.probe_interval
-    } else {
-        Duration::from_secs(10)
-    }))
+    // Redis-side facts wake the reconcile through the monitor; the next look without one is due
+    // when a time-based decision falls due or a change is under way.
+    Ok(Action::requeue(next_look(
+        &input,
+        &plan,
+        &status,
+        ctx.probe_interval,
+    )))
+}
+
+/// When to look again if no fact changes: every probe interval while a change is under way or
+/// the set is not Ready (so its effects are seen), when `downAfter` or the cooldown runs out for
+/// an unavailable master, else after a resync period.
+fn next_look(
+    input: &PlanInput,
+    plan: &plan::Plan,
+    status: &crate::api::RedisReplicationStatus,
+    probe_interval: Duration,
+) -> Duration {
+    let acting = plan.acts()
+        || matches!(plan.request, Some(plan::RequestOutcome::Waiting(_)))
+        || matches!(plan.force_request, Some(plan::RequestOutcome::Waiting(_)));
+    if acting || status.phase != Some(Phase::Ready) {
+        let policy = &input.policy;
+        let due = match (&plan.master_down, policy.master_unreachable_for) {
+            (Some(MasterDown::Suspected), Some(down_for)) => {
+                policy.down_after.checked_sub(down_for)
+            }
+            (Some(_), _) => policy.cooldown_remaining,
+            _ => None,
+        };
+        return due.map_or(probe_interval, |d| d.min(probe_interval));
+    }
+    RESYNC
 }
 
 /// Set while the last failover is more recent than the cooldown.
@@ -374,9 +471,34 @@ impl Context {
         f(memory.entry(Self::key(rr)).or_default())
     }
 
+    /// The replication, read afresh when the cached copy may predate this operator's last write
+    /// to it (its watch event not in yet): planning from it would redo what was just done.
+    /// `None` when it is gone.
+    async fn current(&self, rr: &RedisReplication) -> Result<Option<RedisReplication>, Error> {
+        let written = self.remember(rr, |m| m.written.clone());
+        if written.is_none() || written == rr.resource_version() {
+            return Ok(Some(rr.clone()));
+        }
+        let (ns, name) = Self::key(rr);
+        let api: Api<RedisReplication> = Api::namespaced(self.client.clone(), &ns);
+        match api.get_opt(&name).await {
+            Ok(found) => Ok(found),
+            Err(source) => Err(Error::kube(format!("reading {ns}/{name}"), source)),
+        }
+    }
+
     /// The credentials when owned objects were last applied, unless a re-apply is due (the spec
-    /// changed or `REAPPLY_OBJECTS` passed): then `None`, and the caller applies and re-reads.
+    /// or an owned object changed, or `REAPPLY_OBJECTS` passed): then `None`, and the caller
+    /// applies and re-reads.
     fn applied_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
+        let drifted = self
+            .drifted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Self::key(rr));
+        if drifted {
+            return None;
+        }
         self.remember(rr, |m| match &m.objects_applied {
             Some((generation, at, credentials))
                 if *generation == rr.metadata.generation && at.elapsed() < REAPPLY_OBJECTS =>
@@ -403,10 +525,12 @@ impl Context {
     }
 
     fn forget(&self, rr: &RedisReplication) {
+        let key = Self::key(rr);
+        self.monitor.forget(&key.0, &key.1);
         self.memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&Self::key(rr));
+            .remove(&key);
     }
 
     /// How long the recorded master has not answered as master (unreachable, pod missing, or

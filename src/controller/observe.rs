@@ -3,17 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Api, ResourceExt};
-use tracing::debug;
 
 use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
-use crate::redis::{Credentials, InstanceClient};
+use crate::monitor;
+use crate::redis::Credentials;
 use crate::resources::{
     CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REPLICATION_LABEL, ROLE_LABEL,
     RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain, instance_pod_spec,
@@ -30,10 +29,12 @@ pub struct Observation {
 
 /// Pods (from the watched cache: never a LIST per round) and their instances' replication
 /// state; `credentials` are what `read_credentials` returned.
+/// Probes answered before `fresh_after` (the last action on the set) are not used.
 pub async fn observe(
     ctx: &Context,
     rr: &RedisReplication,
     credentials: Credentials,
+    fresh_after: Option<Instant>,
 ) -> Result<Observation, Error> {
     let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
@@ -66,17 +67,27 @@ pub async fn observe(
     let mut instances: Vec<ObservedInstance> =
         owned.iter().filter_map(|pod| pod_facts(rr, pod)).collect();
     instances.sort_by_key(|i| i.ordinal);
-    let probes = instances.iter().map(|i| async {
-        let started = std::time::Instant::now();
-        let info = probe(i, &credentials, ctx.probe_timeout).await;
-        let up = info.is_some();
-        ctx.metrics
-            .probe(&namespace, &name, &i.name, started.elapsed(), up);
-        info
-    });
-    let results = join_all(probes).await;
-    for (inst, info) in instances.iter_mut().zip(results) {
-        inst.redis = info;
+    // A pod being deleted still runs until it stops: a terminating master must be seen, so the
+    // planner can switch over before it goes.
+    let probed: Vec<monitor::Instance> = instances
+        .iter()
+        .filter_map(|i| {
+            Some(monitor::Instance {
+                pod: i.name.clone(),
+                address: i.address()?,
+            })
+        })
+        .collect();
+    let down_after =
+        Duration::from_millis(u64::try_from(rr.spec.failover.down_after_milliseconds).unwrap_or(0));
+    let answers = ctx
+        .monitor
+        .observe(rr, &probed, &credentials, down_after, fresh_after)
+        .await;
+    for (probe, info) in probed.iter().zip(answers) {
+        if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {
+            inst.redis = info;
+        }
     }
     Ok(Observation {
         instances,
@@ -160,29 +171,6 @@ fn pod_problem(pod: &Pod) -> Option<PodProblem> {
             reason: w.reason.clone().unwrap_or_default(),
             message: w.message.clone().unwrap_or_default(),
         })
-}
-
-async fn probe(
-    inst: &ObservedInstance,
-    credentials: &Credentials,
-    timeout: Duration,
-) -> Option<crate::redis::ReplicationInfo> {
-    // A pod being deleted still runs until it stops: a terminating master must be seen, so the
-    // planner can switch over before it goes.
-    let address = inst.address()?;
-    let result = async {
-        let mut client =
-            InstanceClient::connect(&inst.name, &address, credentials, timeout).await?;
-        client.replication_info().await
-    }
-    .await;
-    match result {
-        Ok(info) => Some(info),
-        Err(e) => {
-            debug!(instance = %inst.name, error = %e, "instance unreachable");
-            None
-        }
-    }
 }
 
 /// What connecting to the instances takes, from the Secrets the spec names: the password (none

@@ -240,6 +240,22 @@ pub enum RequestOutcome {
     Waiting(String),
 }
 
+impl Plan {
+    /// Whether carrying the plan out changes anything (pods, labels, roles, status intent):
+    /// its effects are then observed before the next decision.
+    pub fn acts(&self) -> bool {
+        self.intent.is_some()
+            || self.promote.is_some()
+            || self.roll.is_some()
+            || !self.create.is_empty()
+            || !self.delete.is_empty()
+            || !self.unlabel.is_empty()
+            || !self.rewire.is_empty()
+            || self.label_master.is_some()
+            || !self.label_replicas.is_empty()
+    }
+}
+
 pub fn plan(input: &PlanInput) -> Plan {
     let (create, delete, scale_down_blocked) = plan_membership(input);
     let decision = decide(input, &delete);

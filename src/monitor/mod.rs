@@ -1,0 +1,212 @@
+//! The monitor: one long-lived connection per instance, probed every probe interval
+//! (`INFO replication`), the latest answer kept for the planner. It wakes the reconcile of a
+//! replication only when a fact the planner acts on changes (see [`Fact`]), so an idle set
+//! costs one round trip per instance per interval and nothing on the apiserver.
+
+mod fact;
+mod probe;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{Notify, watch};
+
+pub use fact::Fact;
+
+use crate::api::RedisReplication;
+use crate::metrics::Metrics;
+use crate::redis::{Address, Credentials, ReplicationInfo};
+use probe::{Prober, Target};
+
+/// One instance of a replication, as the reconcile asks for it.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub pod: String,
+    pub address: Address,
+}
+
+/// How the probes run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub interval: Duration,
+    /// Connect and response timeout of a probe.
+    pub timeout: Duration,
+}
+
+pub struct Monitor {
+    settings: Settings,
+    metrics: Metrics,
+    wake: mpsc::UnboundedSender<ObjectRef<RedisReplication>>,
+    probes: Mutex<HashMap<Key, Running>>,
+}
+
+/// A probed instance: its replication and pod.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    namespace: String,
+    replication: String,
+    pod: String,
+}
+
+/// A running probe task, and what it was started with.
+struct Running {
+    address: Address,
+    password: Option<String>,
+    tls: bool,
+    down_after: watch::Sender<Duration>,
+    latest: watch::Receiver<Option<Probe>>,
+    /// Asks for a probe now rather than at the next tick.
+    poke: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One probe's answer.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// When it was asked.
+    pub at: Instant,
+    /// `None`: the instance did not answer.
+    pub info: Option<ReplicationInfo>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Monitor {
+    /// The monitor and the stream of replications whose facts changed (for the controller's
+    /// `reconcile_on`).
+    pub fn new(
+        settings: Settings,
+        metrics: Metrics,
+    ) -> (Self, mpsc::UnboundedReceiver<ObjectRef<RedisReplication>>) {
+        let (wake, wakes) = mpsc::unbounded();
+        let monitor = Self {
+            settings,
+            metrics,
+            wake,
+            probes: Mutex::default(),
+        };
+        (monitor, wakes)
+    }
+
+    /// Probes exactly `instances` of `rr` from now on (starting, restarting on a new address or
+    /// credentials, and stopping probes as needed) and returns the latest answer of each, in
+    /// order: `None` when it does not answer. An answer older than `fresh_after` (the set was
+    /// just acted on) or not there yet (a new pod) is asked for now and awaited, bounded by the
+    /// probe timeout: a decision never rests on what was true before the last action.
+    pub async fn observe(
+        &self,
+        rr: &RedisReplication,
+        instances: &[Instance],
+        credentials: &Credentials,
+        down_after: Duration,
+        fresh_after: Option<Instant>,
+    ) -> Vec<Option<ReplicationInfo>> {
+        let namespace = rr.namespace().unwrap_or_default();
+        let replication = rr.name_any();
+        let mut receivers = Vec::with_capacity(instances.len());
+        {
+            let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+            probes.retain(|k, _| {
+                k.namespace != namespace
+                    || k.replication != replication
+                    || instances.iter().any(|i| i.pod == k.pod)
+            });
+            for inst in instances {
+                let key = Key {
+                    namespace: namespace.clone(),
+                    replication: replication.clone(),
+                    pod: inst.pod.clone(),
+                };
+                let current = probes.get(&key).is_some_and(|r| {
+                    r.address == inst.address
+                        && r.password == credentials.password
+                        && r.tls == credentials.tls.is_some()
+                });
+                if !current {
+                    let running = self.start(rr, &key, inst, credentials, down_after);
+                    probes.insert(key.clone(), running);
+                }
+                if let Some(running) = probes.get(&key) {
+                    running.down_after.send_if_modified(|d| {
+                        let changed = *d != down_after;
+                        *d = down_after;
+                        changed
+                    });
+                    receivers.push((running.latest.clone(), running.poke.clone()));
+                }
+            }
+        }
+        let fresh = |p: &Option<Probe>| {
+            p.as_ref()
+                .is_some_and(|p| fresh_after.is_none_or(|after| p.at >= after))
+        };
+        let wait = self.settings.timeout + Duration::from_millis(200);
+        let answers = receivers.into_iter().map(|(mut latest, poke)| async move {
+            if !fresh(&latest.borrow()) {
+                poke.notify_one();
+                let _ = tokio::time::timeout(wait, latest.wait_for(fresh)).await;
+            }
+            let probe = latest.borrow();
+            if fresh(&probe) {
+                probe.as_ref().and_then(|p| p.info.clone())
+            } else {
+                None
+            }
+        });
+        futures::future::join_all(answers).await
+    }
+
+    /// Stops probing the instances of a deleted replication.
+    pub fn forget(&self, namespace: &str, replication: &str) {
+        self.probes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| k.namespace != namespace || k.replication != replication);
+    }
+
+    fn start(
+        &self,
+        rr: &RedisReplication,
+        key: &Key,
+        inst: &Instance,
+        credentials: &Credentials,
+        down_after: Duration,
+    ) -> Running {
+        let (latest_tx, latest) = watch::channel(None);
+        let (down_after_tx, down_after_rx) = watch::channel(down_after);
+        let poke = Arc::new(Notify::new());
+        let prober = Prober {
+            target: Target {
+                namespace: key.namespace.clone(),
+                replication: key.replication.clone(),
+                pod: inst.pod.clone(),
+                address: inst.address.clone(),
+                credentials: credentials.clone(),
+            },
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            owner: ObjectRef::from_obj(rr),
+            wake: self.wake.clone(),
+            down_after: down_after_rx,
+            latest: latest_tx,
+            poke: poke.clone(),
+        };
+        Running {
+            address: inst.address.clone(),
+            password: credentials.password.clone(),
+            tls: credentials.tls.is_some(),
+            down_after: down_after_tx,
+            latest,
+            poke,
+            task: tokio::spawn(prober.run()),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! The probe of one instance: a connection kept open across probes (reconnected when it
+//! fails), `INFO replication` every interval, the answer published, and a wake-up for the
+//! replication when its fact changes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::{Notify, watch};
+use tokio::time::MissedTickBehavior;
+use tracing::debug;
+
+use super::{Fact, Probe, Settings};
+use crate::api::RedisReplication;
+use crate::metrics::Metrics;
+use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo};
+
+/// What is probed.
+pub struct Target {
+    pub namespace: String,
+    pub replication: String,
+    pub pod: String,
+    pub address: Address,
+    pub credentials: Credentials,
+}
+
+pub struct Prober {
+    pub target: Target,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub owner: ObjectRef<RedisReplication>,
+    pub wake: mpsc::UnboundedSender<ObjectRef<RedisReplication>>,
+    pub down_after: watch::Receiver<Duration>,
+    /// `None` until the first probe.
+    pub latest: watch::Sender<Option<Probe>>,
+    pub poke: Arc<Notify>,
+}
+
+impl Prober {
+    /// Probes until the task is aborted (the instance is no longer probed).
+    pub async fn run(self) {
+        let mut client: Option<InstanceClient> = None;
+        let mut ticks = tokio::time::interval(self.settings.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = self.poke.notified() => {}
+            }
+            let started = Instant::now();
+            let answer = self.probe(&mut client).await;
+            let t = &self.target;
+            self.metrics.probe(
+                &t.namespace,
+                &t.replication,
+                &t.pod,
+                started.elapsed(),
+                answer.is_some(),
+            );
+            let down_after = *self.down_after.borrow();
+            let mut changed = false;
+            self.latest.send_modify(|latest| {
+                let before = latest
+                    .as_ref()
+                    .map(|l| Fact::of(l.info.as_ref(), down_after));
+                changed = before != Some(Fact::of(answer.as_ref(), down_after));
+                *latest = Some(Probe {
+                    at: started,
+                    info: answer,
+                });
+            });
+            if changed {
+                // The controller is gone only while the operator shuts down.
+                let _ = self.wake.unbounded_send(self.owner.clone());
+            }
+        }
+    }
+
+    /// One `INFO replication` on the kept connection, opening it first if needed; a failure
+    /// drops the connection so the next probe starts afresh.
+    async fn probe(&self, client: &mut Option<InstanceClient>) -> Option<ReplicationInfo> {
+        let t = &self.target;
+        if client.is_none() {
+            match InstanceClient::connect(&t.pod, &t.address, &t.credentials, self.settings.timeout)
+                .await
+            {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    debug!(instance = %t.pod, error = %e, "instance unreachable");
+                    return None;
+                }
+            }
+        }
+        let connection = client.as_mut()?;
+        match connection.replication_info().await {
+            Ok(info) => Some(info),
+            Err(e) => {
+                debug!(instance = %t.pod, error = %e, "probe failed; reconnecting next time");
+                *client = None;
+                None
+            }
+        }
+    }
+}
