@@ -29,6 +29,24 @@ pub struct Step {
     pub cpu_idle: f64,
     /// VmHWM at the end: the largest RSS the process ever had.
     pub rss_hwm: f64,
+    /// Requests a second the apiserver served while idle, beyond what it served with the
+    /// operator running but nothing to manage (the kubelet's and controllers' own traffic).
+    pub api_requests_idle: f64,
+}
+
+/// Every request the apiserver has served so far (`apiserver_request_total`, all series).
+async fn apiserver_requests(client: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a GET request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("the apiserver's /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[derive(Clone, Copy)]
@@ -147,8 +165,11 @@ pub async fn step(count: usize, idle_seconds: u64) -> Step {
     .await;
     let sampler = Sampler::start(pid);
     let t0 = mono_now();
-    // A short look at the operator with nothing to manage yet (ready: its caches are synced).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A short look at the operator with nothing to manage yet (ready: its caches are synced),
+    // and at the apiserver's traffic without it.
+    let requests_before = apiserver_requests(&t.admin).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let baseline = (apiserver_requests(&t.admin).await - requests_before) / (mono_now() - t0);
     let (_, _, rss_empty) = sampler.window(t0, mono_now());
 
     let created = mono_now();
@@ -196,8 +217,12 @@ pub async fn step(count: usize, idle_seconds: u64) -> Step {
     // Steady state: a short settle (status writes of the last ones), then the idle window.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_from = mono_now();
+    let requests_from = apiserver_requests(&t.admin).await;
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let requests_to = apiserver_requests(&t.admin).await;
     let idle_to = mono_now();
+    let api_requests_idle =
+        ((requests_to - requests_from) / (idle_to - idle_from) - baseline).max(0.0);
     let (_, cpu_idle, rss_idle) = sampler.window(idle_from, idle_to);
     let rss_hwm = rss_kib(pid)
         .map(|(_, hwm)| hwm as f64 / 1024.0)
@@ -233,5 +258,6 @@ pub async fn step(count: usize, idle_seconds: u64) -> Step {
         rss_idle,
         cpu_idle,
         rss_hwm,
+        api_requests_idle,
     }
 }

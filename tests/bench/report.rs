@@ -464,19 +464,22 @@ impl Report {
                  `instances: 1` created at once. RSS from `/proc/<pid>/status`, CPU from \
                  `/proc/<pid>/stat` (1.00 = one core busy). *Reconciling*: from creating them \
                  until all are Ready; *idle*: nothing changing, a {} s window starting 5 s after \
-                 all are Ready (the operator still probes every instance each second).\n",
+                 all are Ready (the operator still probes every instance each second). \
+                 *apiserver requests idle*: `apiserver_request_total` over the idle window, less \
+                 the rate with the operator running and nothing to manage.\n",
                 self.idle_seconds
             );
             let _ = writeln!(
                 o,
                 "| `RedisReplication`s | Time until all Ready (s) | RSS, nothing to manage \
                  (MiB) | RSS peak reconciling (MiB) | CPU reconciling (cores) | RSS idle (MiB) \
-                 | CPU idle (cores) | VmHWM (MiB) |\n|---|---|---|---|---|---|---|---|"
+                 | CPU idle (cores) | VmHWM (MiB) | apiserver requests idle (/s, per \
+                 replication) |\n|---|---|---|---|---|---|---|---|---|"
             );
             for s in &self.footprint {
                 let _ = writeln!(
                     o,
-                    "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} |",
+                    "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} | {:.2} ({:.3}) |",
                     s.replications,
                     s.ready_after,
                     s.rss_empty,
@@ -484,7 +487,9 @@ impl Report {
                     s.cpu_reconciling,
                     s.rss_idle,
                     s.cpu_idle,
-                    s.rss_hwm
+                    s.rss_hwm,
+                    s.api_requests_idle,
+                    s.api_requests_idle / s.replications.max(1) as f64
                 );
             }
             let _ = writeln!(o);
