@@ -3,6 +3,7 @@
 
 mod apply;
 mod events;
+mod execute;
 mod observe;
 pub mod plan;
 pub mod status;
@@ -300,7 +301,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
                         &e.to_string(),
                     );
                     if status != previous {
-                        apply::write_final_status(ctx, rr, &status).await?;
+                        execute::write_final_status(ctx, rr, &status).await?;
                     }
                     return Ok(Action::requeue(Duration::from_secs(5)));
                 }
@@ -348,13 +349,13 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     ctx.announce_master_health(rr, &plan).await;
     ctx.announce_pod_problems(rr, &input.instances).await;
 
-    let target = apply::Target {
+    let target = execute::Target {
         rr,
         instances: &input.instances,
         credentials: &observed.credentials,
     };
     let started = Instant::now();
-    let latest = apply::execute(ctx, &target, &plan).await?;
+    let latest = execute::execute(ctx, &target, &plan).await?;
     let failover = Context::failover_record(&input, &plan, started.elapsed());
 
     let status = status::build(
@@ -371,7 +372,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         &plan,
     );
     let written = if latest.status.as_ref() != Some(&status) {
-        apply::write_final_status(ctx, &latest, &status).await?
+        execute::write_final_status(ctx, &latest, &status).await?
     } else {
         latest
     };

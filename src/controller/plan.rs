@@ -13,6 +13,9 @@ use crate::redis::{Address, REDIS_PORT, ReplicationInfo, Role};
 use crate::resources::RoleLabel;
 
 mod recovery;
+mod steps;
+
+pub use steps::Step;
 
 /// One existing instance pod, as observed this round.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -1789,5 +1792,118 @@ mod tests {
             Some("cache-0"),
             "a lone instance can only be replaced"
         );
+    }
+
+    /// Safety rules 1, 5 and 6 as the order of the steps, for every kind of change: stray
+    /// master labels go first; the intent is recorded before any instance is touched; the
+    /// master label moves only after the promotion; an instance is rewired before it is
+    /// labelled replica.
+    #[test]
+    fn every_plan_runs_its_steps_in_the_safe_order() {
+        let mut down = down_master(
+            LONG,
+            vec![
+                inst(0, None, Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 900, 9), Some(RoleLabel::Replica)),
+                inst(2, lost_link_to(0, 800, 9), None),
+            ],
+        );
+        down.instances[0].pod_ready = false;
+        let returning = input(
+            3,
+            recorded(1, 2),
+            vec![
+                inst(0, master(500), Some(RoleLabel::Master)),
+                inst(1, master(900), None),
+                inst(2, replica_of(0, 500), Some(RoleLabel::Replica)),
+            ],
+        );
+        let mut bootstrap = input(
+            3,
+            RecordedRoles::default(),
+            vec![
+                inst(0, fenced(0), None),
+                inst(1, fenced(0), None),
+                inst(2, fenced(0), None),
+            ],
+        );
+        bootstrap.policy.bootstrap_grace_over = true;
+        let mut switchover = input(3, recorded(0, 1), steady_three());
+        switchover.switchover_to = Some("cache-2".into());
+        let mut refill = input(
+            3,
+            recorded(0, 1),
+            vec![
+                inst(0, fenced(0), Some(RoleLabel::Master)),
+                inst(1, lost_link_to(0, 900, 1), Some(RoleLabel::Replica)),
+                inst(2, lost_link_to(0, 900, 1), None),
+            ],
+        );
+        refill.policy.enabled = false;
+        let mut forced = refill.clone();
+        forced.force_master = Some("cache-0".into());
+        for (what, i) in [
+            ("failover", down),
+            ("returning old master", returning),
+            ("bootstrap", bootstrap),
+            ("switchover", switchover),
+            ("refill", refill),
+            ("forced", forced),
+        ] {
+            let steps = plan(&i).steps();
+            let at = |f: &dyn Fn(&Step) -> bool| steps.iter().position(f);
+            let all = |f: &dyn Fn(&Step) -> bool| -> Vec<usize> {
+                steps
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| f(s))
+                    .map(|(n, _)| n)
+                    .collect()
+            };
+            let intent = at(&|s| matches!(s, Step::RecordIntent(_)));
+            let promotion = at(&|s| matches!(s, Step::Promote(_) | Step::SwitchOver { .. }));
+            let touches = all(&|s| {
+                matches!(
+                    s,
+                    Step::Promote(_)
+                        | Step::SwitchOver { .. }
+                        | Step::LabelMaster(_)
+                        | Step::Rewire(_)
+                        | Step::LabelReplica(_)
+                )
+            });
+            assert!(
+                promotion.is_some() || what == "returning old master",
+                "{what}: {steps:?}"
+            );
+            for unlabel in all(&|s| matches!(s, Step::Unlabel(_))) {
+                assert!(
+                    touches.iter().all(|t| unlabel < *t),
+                    "rule 1, {what}: {steps:?}"
+                );
+                assert!(
+                    intent.is_none_or(|x| unlabel < x),
+                    "rule 1, {what}: {steps:?}"
+                );
+            }
+            if let Some(intent) = intent {
+                assert!(
+                    touches.iter().all(|t| intent < *t),
+                    "rule 5, {what}: {steps:?}"
+                );
+            }
+            if let (Some(p), Some(l)) = (promotion, at(&|s| matches!(s, Step::LabelMaster(_)))) {
+                assert!(
+                    p < l,
+                    "promotion verified before the label, {what}: {steps:?}"
+                );
+            }
+            for (n, step) in steps.iter().enumerate() {
+                if let Step::LabelReplica(name) = step {
+                    let rewired = at(&|s| matches!(s, Step::Rewire(r) if r.name == *name));
+                    assert!(rewired.is_none_or(|r| r < n), "rule 6, {what}: {steps:?}");
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,581 @@
+//! Carrying out a plan: its steps in the planner's order (`Plan::steps`), one small function
+//! each, with the Events they raise.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::apply::{apply, apply_pod_metadata, create_if_absent};
+use super::plan::{
+    Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Rewire, Step,
+};
+use super::{Context, Error};
+use crate::api::{RedisReplication, RedisReplicationStatus};
+use crate::crash_point::crash_point;
+use crate::redis::{Address, Credentials, InstanceClient};
+use crate::resources::{
+    self, FIELD_MANAGER, FORCE_MASTER_ANNOTATION, ROLE_LABEL, RoleLabel, SWITCHOVER_ANNOTATION,
+    instance_pod,
+};
+
+/// Everything a plan needs to act on.
+pub struct Target<'a> {
+    pub rr: &'a RedisReplication,
+    pub instances: &'a [ObservedInstance],
+    pub credentials: &'a Credentials,
+}
+
+impl Target<'_> {
+    fn instance(&self, name: &str) -> Result<&ObservedInstance, Error> {
+        self.instances
+            .iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| Error::InstanceGone(name.to_string()))
+    }
+
+    fn address(&self, name: &str) -> Result<Address, Error> {
+        self.instance(name)?
+            .address()
+            .ok_or_else(|| Error::InstanceGone(name.to_string()))
+    }
+
+    async fn client(&self, ctx: &Context, name: &str) -> Result<InstanceClient, Error> {
+        let address = self.address(name)?;
+        Ok(InstanceClient::connect(name, &address, self.credentials, ctx.probe_timeout).await?)
+    }
+}
+
+/// Runs the plan's steps in order (the order is the planner's: `Plan::steps`). Returns the
+/// replication as last written (its resourceVersion guards the final status write).
+pub async fn execute(
+    ctx: &Context,
+    target: &Target<'_>,
+    plan: &Plan,
+) -> Result<RedisReplication, Error> {
+    let mut run = Run {
+        ctx,
+        target,
+        plan,
+        current: target.rr.clone(),
+        moves: Vec::new(),
+    };
+    for step in plan.steps() {
+        run.step(step).await?;
+    }
+    run.finish().await;
+    Ok(run.current)
+}
+
+/// One execution of a plan: what it has written so far.
+struct Run<'a> {
+    ctx: &'a Context,
+    target: &'a Target<'a>,
+    plan: &'a Plan,
+    /// The replication as last written.
+    current: RedisReplication,
+    /// "<replica> follows <upstream>" for the rewires done, for one Event.
+    moves: Vec<String>,
+}
+
+impl Run<'_> {
+    async fn step(&mut self, step: Step) -> Result<(), Error> {
+        let (ctx, target, plan, rr) = (self.ctx, self.target, self.plan, self.target.rr);
+        match step {
+            Step::RemoveInstance(name) => remove_instance(ctx, rr, &name).await?,
+            Step::CreateInstance(ordinal) => create_instance(ctx, rr, ordinal).await?,
+            Step::Unlabel(name) => {
+                set_role_label(ctx, target, &name, None).await?;
+                if is_failover(plan) {
+                    let note = format!("{name} no longer receives master traffic");
+                    ctx.event(rr, EventType::Warning, "InstanceFenced", "Fence", note)
+                        .await;
+                }
+            }
+            Step::RecordIntent(intent) => {
+                self.current = record_intent(ctx, rr, &intent).await?;
+                crash_point("after-intent");
+                announce_intent(ctx, rr, plan, &intent).await;
+            }
+            Step::Promote(name) => {
+                promote(ctx, target, &name).await?;
+                self.promoted(&name).await?;
+            }
+            Step::SwitchOver { from, to } => {
+                if let Err(e) = switch_over(ctx, target, &from, &to).await {
+                    roll_back_switchover(ctx, target, &self.current, &from, plan).await;
+                    return Err(e);
+                }
+                self.promoted(&to).await?;
+            }
+            Step::LabelMaster(name) => {
+                set_role_label(ctx, target, &name, Some(RoleLabel::Master)).await?;
+                crash_point("after-master-label");
+            }
+            Step::Rewire(rewire) => {
+                // The planner rewires only towards an acting master.
+                if let MasterState::Acting { name: master, .. } = &plan.master {
+                    self.moves
+                        .push(rewire_one(ctx, target, &rewire, master).await?);
+                }
+            }
+            Step::LabelReplica(name) => {
+                set_role_label(ctx, target, &name, Some(RoleLabel::Replica)).await?;
+            }
+            Step::SettleRequests => {
+                if let Some(updated) = settle_request(ctx, rr, plan).await? {
+                    self.current = updated;
+                }
+            }
+            Step::Roll(name) => roll(ctx, target, &name).await?,
+        }
+        Ok(())
+    }
+
+    /// After a verified promotion of `name`.
+    async fn promoted(&self, name: &str) -> Result<(), Error> {
+        let (ctx, rr, plan) = (self.ctx, self.target.rr, self.plan);
+        let address = self.target.address(name)?;
+        crash_point("after-promote");
+        announce_change(ctx, rr, plan, name).await;
+        let note = format!(
+            "{name} is now the master at {address} ({})",
+            describe(&plan.change)
+        );
+        ctx.event(rr, EventType::Normal, "ReplicaPromoted", "Promote", note)
+            .await;
+        Ok(())
+    }
+
+    /// The Events that sum the run up: who follows whom now, and a completed failover.
+    async fn finish(&self) {
+        let (ctx, rr, plan) = (self.ctx, self.target.rr, self.plan);
+        if !self.moves.is_empty() {
+            let note = self.moves.join(", ");
+            ctx.event(
+                rr,
+                EventType::Normal,
+                "ReplicasReconfigured",
+                "Rewire",
+                note,
+            )
+            .await;
+        }
+        if is_failover(plan)
+            && let Some(intent) = &plan.intent
+        {
+            let note = format!(
+                "epoch {}: {} is the master ({})",
+                intent.epoch,
+                intent.master,
+                describe(&plan.change)
+            );
+            ctx.event(rr, EventType::Normal, "FailoverCompleted", "Failover", note)
+                .await;
+        }
+    }
+}
+
+/// Scale-down: the pod goes.
+async fn remove_instance(ctx: &Context, rr: &RedisReplication, name: &str) -> Result<(), Error> {
+    let ns = rr.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    info!(pod = %name, "removing instance (scale down)");
+    pods.delete(name, &DeleteParams::default())
+        .await
+        .map_err(|source| Error::kube(format!("deleting pod {ns}/{name}"), source))?;
+    let note = format!("removed {name}");
+    ctx.event(rr, EventType::Normal, "InstanceRemoved", "ScaleDown", note)
+        .await;
+    Ok(())
+}
+
+/// The claim (with storage, made once) and the pod of `ordinal`, and its user metadata.
+async fn create_instance(ctx: &Context, rr: &RedisReplication, ordinal: u32) -> Result<(), Error> {
+    let ns = rr.namespace().unwrap_or_default();
+    if let Some(claim) = resources::instance_claim(rr, ordinal) {
+        create_if_absent(ctx, &ns, &claim).await?;
+    }
+    let pod = instance_pod(rr, ordinal);
+    info!(pod = %pod.name_any(), "creating instance");
+    apply(ctx, &ns, &pod).await?;
+    apply_pod_metadata(ctx, rr, ordinal).await
+}
+
+/// The Events of a recorded intent: a rolled-back change, or a failover starting.
+async fn announce_intent(ctx: &Context, rr: &RedisReplication, plan: &Plan, intent: &Intent) {
+    if let Some(Change::RolledBack { target }) = &plan.change {
+        let note = format!(
+            "the interrupted change to {target} is undone: {} still acts as master and \
+             {target} is not in sync with it, so it stays the master",
+            intent.master
+        );
+        ctx.event(rr, EventType::Warning, "ChangeRolledBack", "Resume", note)
+            .await;
+    }
+    if let Some(Change::Failover { from, .. } | Change::Switchover { from, .. }) = &plan.change {
+        let note = format!(
+            "epoch {}: replacing {from} with {} ({})",
+            intent.epoch,
+            intent.master,
+            describe(&plan.change)
+        );
+        ctx.event(rr, EventType::Warning, "FailoverStarted", "Failover", note)
+            .await;
+    }
+}
+
+/// Deletes an outdated instance for the rolling update; the next rounds recreate it from the
+/// current spec and wait until it is in sync before the next one goes.
+async fn roll(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let rr = target.rr;
+    let ns = rr.namespace().unwrap_or_default();
+    let outdated = target.instances.iter().filter(|i| i.outdated()).count();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    pods.delete(name, &DeleteParams::default())
+        .await
+        .map_err(|source| Error::kube(format!("deleting pod {ns}/{name}"), source))?;
+    info!(pod = %name, outdated, "replacing instance (rolling update)");
+    ctx.pod_event(
+        rr,
+        EventType::Normal,
+        name,
+        "RollingUpdate",
+        "Replace",
+        format!(
+            "replacing {name} to apply the current spec ({} of {} instances updated)",
+            target.instances.len() - outdated,
+            target.instances.len()
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// A request (switchover, force-master) that is done or can never be done is removed from the
+/// replication, so its annotation always means "pending"; a rejected one says why in an Event.
+/// Returns the replication as patched, whose resourceVersion the final status write needs.
+async fn settle_request(
+    ctx: &Context,
+    rr: &RedisReplication,
+    plan: &Plan,
+) -> Result<Option<RedisReplication>, Error> {
+    let requests = [
+        (SWITCHOVER_ANNOTATION, "SwitchoverRejected", &plan.request),
+        (
+            FORCE_MASTER_ANNOTATION,
+            "ForceMasterRejected",
+            &plan.force_request,
+        ),
+    ];
+    let mut settled = serde_json::Map::new();
+    for (annotation, rejected, outcome) in requests {
+        match outcome {
+            Some(RequestOutcome::Done) => {}
+            Some(RequestOutcome::Rejected(why)) => {
+                ctx.event(
+                    rr,
+                    EventType::Warning,
+                    rejected,
+                    "Request",
+                    format!("{annotation} ignored: {why}"),
+                )
+                .await;
+            }
+            Some(RequestOutcome::Waiting(_)) | None => continue,
+        }
+        settled.insert(annotation.to_string(), serde_json::Value::Null);
+    }
+    if settled.is_empty() {
+        return Ok(None);
+    }
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"metadata": {"annotations": settled}});
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(Some)
+        .map_err(|source| {
+            Error::kube(
+                format!("removing the settled request annotations of {ns}/{name}"),
+                source,
+            )
+        })
+}
+
+/// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
+/// again: the status goes back to it, at the epoch the attempt used, so no one follows a
+/// master that never was.
+async fn roll_back_switchover(
+    ctx: &Context,
+    target: &Target<'_>,
+    recorded: &RedisReplication,
+    from: &str,
+    plan: &Plan,
+) {
+    let (Some(intent), Ok(address)) = (&plan.intent, target.address(from)) else {
+        return;
+    };
+    let back = Intent {
+        master: from.to_string(),
+        address,
+        epoch: intent.epoch,
+        promotes: false,
+        // As before the attempt: a failed hand-back is tried again.
+        hand_back_to: target
+            .rr
+            .status
+            .as_ref()
+            .and_then(|s| s.hand_back_to.clone()),
+    };
+    let note = match record_intent(ctx, recorded, &back).await {
+        Ok(_) => format!(
+            "switchover to {} failed; {from} stays the master",
+            intent.master
+        ),
+        Err(e) => format!(
+            "switchover to {} failed and the status could not be rolled back ({e}); the next \
+             round resolves it",
+            intent.master
+        ),
+    };
+    ctx.event(
+        recorded,
+        EventType::Warning,
+        "SwitchoverFailed",
+        "Switchover",
+        note,
+    )
+    .await;
+}
+
+/// Points one instance at its upstream, closing its clients in the same transaction (rule 6).
+/// The writes a returning old master took while cut off are counted. Returns "<name> follows
+/// <upstream>".
+async fn rewire_one(
+    ctx: &Context,
+    target: &Target<'_>,
+    rewire: &Rewire,
+    master_name: &str,
+) -> Result<String, Error> {
+    let rr = target.rr;
+    let Rewire { name, upstream } = rewire;
+    let old_master = target
+        .instance(name)?
+        .redis
+        .clone()
+        .filter(|r| r.is_master());
+    let mut client = target.client(ctx, name).await?;
+    client.change_role(Some(upstream)).await?;
+    info!(instance = %name, upstream = %upstream, "rewired replica");
+    crash_point("after-rewire");
+    if let Some(old) = old_master {
+        let discarded = match target.client(ctx, master_name).await {
+            Ok(mut m) => m
+                .replication_info()
+                .await
+                .ok()
+                .and_then(|new| old.writes_after_split(&new)),
+            Err(_) => None,
+        };
+        let note = format!(
+            "former master {name} now replicates from {master_name}; {} bytes of writes it \
+             took that {master_name} never received are discarded",
+            discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
+        );
+        ctx.event(rr, EventType::Warning, "InstanceRejoined", "Demote", note)
+            .await;
+    }
+    let upstream_name = target
+        .instances
+        .iter()
+        .find(|i| i.address().as_ref() == Some(upstream))
+        .map_or_else(|| upstream.to_string(), |i| i.name.clone());
+    Ok(format!("{name} follows {upstream_name}"))
+}
+
+/// The Warning a promotion that is not a plain failover deserves: a stand-in master while the
+/// restarted one is refilled, or data discarded on the user's request.
+async fn announce_change(ctx: &Context, rr: &RedisReplication, plan: &Plan, promoted: &str) {
+    let note = match &plan.change {
+        Some(Change::Refill {
+            master,
+            missing_bytes,
+        }) => (
+            "MasterRefilling",
+            format!(
+                "failover is disabled and {master} restarted with {missing_bytes} bytes less \
+                 than {promoted}: {promoted} serves as master while {master} is refilled from \
+                 it, then {master} takes the master role back; nothing is discarded"
+            ),
+        ),
+        Some(Change::Forced { discarded_bytes }) => (
+            "ReplicaDataDiscarded",
+            format!(
+                "{FORCE_MASTER_ANNOTATION}: {promoted} is the master by request; the other \
+                 instances resync from it and discard up to {discarded_bytes} bytes they held \
+                 beyond it"
+            ),
+        ),
+        _ => return,
+    };
+    ctx.event(rr, EventType::Warning, note.0, "Promote", note.1)
+        .await;
+}
+
+fn is_failover(plan: &Plan) -> bool {
+    matches!(
+        plan.change,
+        Some(Change::Failover { .. } | Change::Switchover { .. })
+    )
+}
+
+fn describe(change: &Option<Change>) -> String {
+    match change {
+        Some(Change::Failover { reason, .. }) => format!("failover: {reason}"),
+        Some(Change::Switchover { reason, .. }) => format!("switchover: {reason}"),
+        Some(Change::Bootstrap) => "bootstrap".into(),
+        Some(Change::Restore) => {
+            "the master restarted with all its data; failover is disabled".into()
+        }
+        Some(Change::Refill { master, .. }) => {
+            format!("standing in while {master} is refilled; failover is disabled")
+        }
+        Some(Change::Forced { .. }) => format!("forced by {FORCE_MASTER_ANNOTATION}"),
+        Some(Change::RolledBack { target }) => format!("the change to {target} is undone"),
+        Some(Change::Resume) => "resuming an interrupted promotion".into(),
+        None => "no change".into(),
+    }
+}
+
+/// A merge patch of the label alone: the rest of the pod may predate the current spec (and
+/// most of a pod's spec cannot change).
+async fn set_role_label(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+    label: Option<RoleLabel>,
+) -> Result<(), Error> {
+    target.instance(name)?;
+    let ns = target.rr.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"metadata": {"labels": {ROLE_LABEL: label.map(RoleLabel::as_str)}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    pods.patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::kube(format!("labelling pod {ns}/{name}"), source))?;
+    info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
+    Ok(())
+}
+
+/// Rule 7: `FAILOVER TO` pauses writes on the old master until the target has every byte, then
+/// swaps roles; the target's master role is awaited (bounded).
+async fn switch_over(
+    ctx: &Context,
+    target: &Target<'_>,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let mut old = target.client(ctx, from).await?;
+    old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
+        .await?;
+    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
+    let mut new = target.client(ctx, to).await?;
+    loop {
+        if new.replication_info().await?.is_master() {
+            info!(from = %from, to = %to, "switchover completed");
+            // FAILOVER changes the old master's role but leaves its clients connected, where
+            // every write now fails with READONLY: close them so they re-resolve the master.
+            return match old.disconnect_clients().await {
+                Ok(()) => Ok(()),
+                Err(_) => target
+                    .client(ctx, from)
+                    .await?
+                    .disconnect_clients()
+                    .await
+                    .map_err(Error::from),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::PromotionNotVerified(to.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a switchover may pause writes while the target catches up.
+const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Safety rule 5: the decision is in the status, guarded by the resourceVersion the plan was
+/// made from, before any instance changes. A conflict means someone else moved first.
+async fn record_intent(
+    ctx: &Context,
+    rr: &RedisReplication,
+    intent: &Intent,
+) -> Result<RedisReplication, Error> {
+    let patch = json!({
+        "metadata": {"resourceVersion": rr.resource_version()},
+        "status": {
+            "currentMaster": intent.master,
+            "masterAddress": intent.address.to_string(),
+            "epoch": intent.epoch,
+            "targetMaster": intent.promotes.then_some(&intent.master),
+            "handBackTo": intent.hand_back_to,
+        }
+    });
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let updated = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| status_error(&ns, &name, source))?;
+    info!(master = %intent.master, epoch = intent.epoch, "recorded master intent");
+    Ok(updated)
+}
+
+/// Replaces the whole status (so cleared fields are really cleared), guarded by the
+/// resourceVersion last seen.
+pub async fn write_final_status(
+    ctx: &Context,
+    rr: &RedisReplication,
+    status: &RedisReplicationStatus,
+) -> Result<RedisReplication, Error> {
+    let ns = rr.namespace().unwrap_or_default();
+    let name = rr.name_any();
+    let mut object = rr.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    api.replace_status(&name, &PostParams::default(), &object)
+        .await
+        .map_err(|source| status_error(&ns, &name, source))
+}
+
+fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
+    match &source {
+        kube::Error::Api(s) if s.code == 409 => Error::StatusConflict(format!("{ns}/{name}")),
+        _ => Error::kube(format!("writing status of {ns}/{name}"), source),
+    }
+}
+
+/// `REPLICAOF NO ONE` (closing the instance's clients with it), then check with `INFO
+/// replication` that it took.
+async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let mut client = target.client(ctx, name).await?;
+    client.change_role(None).await?;
+    let info = client.replication_info().await?;
+    if !info.is_master() {
+        return Err(Error::PromotionNotVerified(name.to_string()));
+    }
+    info!(instance = %name, "promoted to master");
+    Ok(())
+}
