@@ -29,8 +29,9 @@ pub struct Step {
     pub cpu_idle: f64,
     /// VmHWM at the end: the largest RSS the process ever had.
     pub rss_hwm: f64,
-    /// Requests a second the apiserver served while idle, beyond what it served with the
-    /// operator running but nothing to manage (the kubelet's and controllers' own traffic).
+    /// Requests a second the apiserver served while idle, less what it served right after,
+    /// with the operator stopped and the same pods running (the kubelet's and controllers'
+    /// own traffic): the operator's share.
     pub api_requests_idle: f64,
 }
 
@@ -165,11 +166,8 @@ pub async fn step(count: usize, idle_seconds: u64) -> Step {
     .await;
     let sampler = Sampler::start(pid);
     let t0 = mono_now();
-    // A short look at the operator with nothing to manage yet (ready: its caches are synced),
-    // and at the apiserver's traffic without it.
-    let requests_before = apiserver_requests(&t.admin).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let baseline = (apiserver_requests(&t.admin).await - requests_before) / (mono_now() - t0);
+    // A short look at the operator with nothing to manage yet (ready: its caches are synced).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, _, rss_empty) = sampler.window(t0, mono_now());
 
     let created = mono_now();
@@ -221,17 +219,24 @@ pub async fn step(count: usize, idle_seconds: u64) -> Step {
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
     let requests_to = apiserver_requests(&t.admin).await;
     let idle_to = mono_now();
-    let api_requests_idle =
-        ((requests_to - requests_from) / (idle_to - idle_from) - baseline).max(0.0);
+    let rate_idle = (requests_to - requests_from) / (idle_to - idle_from);
     let (_, cpu_idle, rss_idle) = sampler.window(idle_from, idle_to);
     let rss_hwm = rss_kib(pid)
         .map(|(_, hwm)| hwm as f64 / 1024.0)
         .unwrap_or(0.0);
     drop(sampler);
 
-    // Leave nothing running for the next step: stop the operator, delete the namespace and wait
-    // until it (and so every pod of it) is gone.
+    // The same window with the operator stopped and its pods still running.
     t.stop_operator();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let without_from = (mono_now(), apiserver_requests(&t.admin).await);
+    tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let rate_without =
+        (apiserver_requests(&t.admin).await - without_from.1) / (mono_now() - without_from.0);
+    let api_requests_idle = (rate_idle - rate_without).max(0.0);
+
+    // Leave nothing running for the next step: delete the namespace and wait until it (and so
+    // every pod of it) is gone.
     let ns = t.name.clone();
     let admin = t.admin.clone();
     drop(t);

@@ -465,8 +465,9 @@ impl Report {
                  `/proc/<pid>/stat` (1.00 = one core busy). *Reconciling*: from creating them \
                  until all are Ready; *idle*: nothing changing, a {} s window starting 5 s after \
                  all are Ready (the operator still probes every instance each second). \
-                 *apiserver requests idle*: `apiserver_request_total` over the idle window, less \
-                 the rate with the operator running and nothing to manage.\n",
+                 *apiserver requests idle*: the rate of `apiserver_request_total` over the idle \
+                 window, less the rate over as long a window right after with the operator \
+                 stopped and the same pods running: the operator's own requests.\n",
                 self.idle_seconds
             );
             let _ = writeln!(
