@@ -1,27 +1,28 @@
 //! Carrying out a plan: its steps in the planner's order (`Plan::steps`), one small function
 //! each, with the Events they raise.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+mod intent;
+mod roles;
+
 use super::apply::{apply, apply_pod_metadata, create_if_absent};
-use super::plan::{
-    Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Rewire, Step,
-};
+use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Step};
 use super::{Context, Error};
-use crate::api::{RedisReplication, RedisReplicationStatus};
+use crate::api::RedisReplication;
 use crate::crash_point::crash_point;
 use crate::redis::{Address, Credentials, InstanceClient};
 use crate::resources::{
-    self, FIELD_MANAGER, FORCE_MASTER_ANNOTATION, ROLE_LABEL, RoleLabel, SWITCHOVER_ANNOTATION,
-    instance_pod,
+    self, FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION, instance_pod,
 };
+use intent::record_intent;
+pub use intent::write_final_status;
+use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_over};
 
 /// Everything a plan needs to act on.
 pub struct Target<'a> {
@@ -308,97 +309,6 @@ async fn settle_request(
         })
 }
 
-/// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
-/// again: the status goes back to it, at the epoch the attempt used, so no one follows a
-/// master that never was.
-async fn roll_back_switchover(
-    ctx: &Context,
-    target: &Target<'_>,
-    recorded: &RedisReplication,
-    from: &str,
-    plan: &Plan,
-) {
-    let (Some(intent), Ok(address)) = (&plan.intent, target.address(from)) else {
-        return;
-    };
-    let back = Intent {
-        master: from.to_string(),
-        address,
-        epoch: intent.epoch,
-        promotes: false,
-        // As before the attempt: a failed hand-back is tried again.
-        hand_back_to: target
-            .rr
-            .status
-            .as_ref()
-            .and_then(|s| s.hand_back_to.clone()),
-    };
-    let note = match record_intent(ctx, recorded, &back).await {
-        Ok(_) => format!(
-            "switchover to {} failed; {from} stays the master",
-            intent.master
-        ),
-        Err(e) => format!(
-            "switchover to {} failed and the status could not be rolled back ({e}); the next \
-             round resolves it",
-            intent.master
-        ),
-    };
-    ctx.event(
-        recorded,
-        EventType::Warning,
-        "SwitchoverFailed",
-        "Switchover",
-        note,
-    )
-    .await;
-}
-
-/// Points one instance at its upstream, closing its clients in the same transaction (rule 6).
-/// The writes a returning old master took while cut off are counted. Returns "<name> follows
-/// <upstream>".
-async fn rewire_one(
-    ctx: &Context,
-    target: &Target<'_>,
-    rewire: &Rewire,
-    master_name: &str,
-) -> Result<String, Error> {
-    let rr = target.rr;
-    let Rewire { name, upstream } = rewire;
-    let old_master = target
-        .instance(name)?
-        .redis
-        .clone()
-        .filter(|r| r.is_master());
-    let mut client = target.client(ctx, name).await?;
-    client.change_role(Some(upstream)).await?;
-    info!(instance = %name, upstream = %upstream, "rewired replica");
-    crash_point("after-rewire");
-    if let Some(old) = old_master {
-        let discarded = match target.client(ctx, master_name).await {
-            Ok(mut m) => m
-                .replication_info()
-                .await
-                .ok()
-                .and_then(|new| old.writes_after_split(&new)),
-            Err(_) => None,
-        };
-        let note = format!(
-            "former master {name} now replicates from {master_name}; {} bytes of writes it \
-             took that {master_name} never received are discarded",
-            discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
-        );
-        ctx.event(rr, EventType::Warning, "InstanceRejoined", "Demote", note)
-            .await;
-    }
-    let upstream_name = target
-        .instances
-        .iter()
-        .find(|i| i.address().as_ref() == Some(upstream))
-        .map_or_else(|| upstream.to_string(), |i| i.name.clone());
-    Ok(format!("{name} follows {upstream_name}"))
-}
-
 /// The Warning a promotion that is not a plain failover deserves: a stand-in master while the
 /// restarted one is refilled, or data discarded on the user's request.
 async fn announce_change(ctx: &Context, rr: &RedisReplication, plan: &Plan, promoted: &str) {
@@ -451,131 +361,4 @@ fn describe(change: &Option<Change>) -> String {
         Some(Change::Resume) => "resuming an interrupted promotion".into(),
         None => "no change".into(),
     }
-}
-
-/// A merge patch of the label alone: the rest of the pod may predate the current spec (and
-/// most of a pod's spec cannot change).
-async fn set_role_label(
-    ctx: &Context,
-    target: &Target<'_>,
-    name: &str,
-    label: Option<RoleLabel>,
-) -> Result<(), Error> {
-    target.instance(name)?;
-    let ns = target.rr.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let patch = json!({"metadata": {"labels": {ROLE_LABEL: label.map(RoleLabel::as_str)}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    pods.patch(name, &params, &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::kube(format!("labelling pod {ns}/{name}"), source))?;
-    info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
-    Ok(())
-}
-
-/// Rule 7: `FAILOVER TO` pauses writes on the old master until the target has every byte, then
-/// swaps roles; the target's master role is awaited (bounded).
-async fn switch_over(
-    ctx: &Context,
-    target: &Target<'_>,
-    from: &str,
-    to: &str,
-) -> Result<(), Error> {
-    let mut old = target.client(ctx, from).await?;
-    old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
-        .await?;
-    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
-    let mut new = target.client(ctx, to).await?;
-    loop {
-        if new.replication_info().await?.is_master() {
-            info!(from = %from, to = %to, "switchover completed");
-            // FAILOVER changes the old master's role but leaves its clients connected, where
-            // every write now fails with READONLY: close them so they re-resolve the master.
-            return match old.disconnect_clients().await {
-                Ok(()) => Ok(()),
-                Err(_) => target
-                    .client(ctx, from)
-                    .await?
-                    .disconnect_clients()
-                    .await
-                    .map_err(Error::from),
-            };
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Error::PromotionNotVerified(to.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// How long a switchover may pause writes while the target catches up.
-const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Safety rule 5: the decision is in the status, guarded by the resourceVersion the plan was
-/// made from, before any instance changes. A conflict means someone else moved first.
-async fn record_intent(
-    ctx: &Context,
-    rr: &RedisReplication,
-    intent: &Intent,
-) -> Result<RedisReplication, Error> {
-    let patch = json!({
-        "metadata": {"resourceVersion": rr.resource_version()},
-        "status": {
-            "currentMaster": intent.master,
-            "masterAddress": intent.address.to_string(),
-            "epoch": intent.epoch,
-            "targetMaster": intent.promotes.then_some(&intent.master),
-            "handBackTo": intent.hand_back_to,
-        }
-    });
-    let ns = rr.namespace().unwrap_or_default();
-    let name = rr.name_any();
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
-    let updated = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| status_error(&ns, &name, source))?;
-    info!(master = %intent.master, epoch = intent.epoch, "recorded master intent");
-    Ok(updated)
-}
-
-/// Replaces the whole status (so cleared fields are really cleared), guarded by the
-/// resourceVersion last seen.
-pub async fn write_final_status(
-    ctx: &Context,
-    rr: &RedisReplication,
-    status: &RedisReplicationStatus,
-) -> Result<RedisReplication, Error> {
-    let ns = rr.namespace().unwrap_or_default();
-    let name = rr.name_any();
-    let mut object = rr.clone();
-    object.metadata.managed_fields = None;
-    object.status = Some(status.clone());
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
-    api.replace_status(&name, &PostParams::default(), &object)
-        .await
-        .map_err(|source| status_error(&ns, &name, source))
-}
-
-fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {
-    match &source {
-        kube::Error::Api(s) if s.code == 409 => Error::StatusConflict(format!("{ns}/{name}")),
-        _ => Error::kube(format!("writing status of {ns}/{name}"), source),
-    }
-}
-
-/// `REPLICAOF NO ONE` (closing the instance's clients with it), then check with `INFO
-/// replication` that it took.
-async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
-    let mut client = target.client(ctx, name).await?;
-    client.change_role(None).await?;
-    let info = client.replication_info().await?;
-    if !info.is_master() {
-        return Err(Error::PromotionNotVerified(name.to_string()));
-    }
-    info!(instance = %name, "promoted to master");
-    Ok(())
 }

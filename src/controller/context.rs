@@ -1,0 +1,244 @@
+//! The operator's shared state: clients, caches, the monitor, and what it remembers between
+//! reconciles of each replication.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, ResourceExt};
+
+use super::plan::{self, Change, PlanInput, RecordedRoles};
+use super::{Error, events};
+use crate::api::{FailoverRecord, RedisReplication};
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
+use crate::redis::Credentials;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub events: events::Publisher,
+    /// Connect and response timeout of every Redis command the operator sends.
+    pub probe_timeout: Duration,
+    /// How often every instance is probed while failover watches it.
+    pub probe_interval: Duration,
+    /// Rate limit: the least time between two failovers of one replication.
+    pub failover_cooldown: Duration,
+    /// Admitted by the replications' NetworkPolicies, as the operator's.
+    pub operator_namespace: String,
+    pub metrics: Metrics,
+    /// Every pod the operator manages, from one watch (the same that wakes the reconciles).
+    pub pods: Store<Pod>,
+    /// The probes of every instance; they wake a reconcile when a fact changes.
+    pub monitor: Monitor,
+    /// Replications (namespace, name) one of whose owned objects changed since the last apply.
+    pub(super) drifted: Arc<Mutex<HashSet<(String, String)>>>,
+    pub(super) memory: Mutex<HashMap<(String, String), Memory>>,
+}
+
+/// What the operator remembers between reconciles of one replication. Lost on restart, which
+/// only delays a detection by one `downAfter`.
+#[derive(Default)]
+pub(super) struct Memory {
+    /// When the recorded master first failed to answer, in the current streak.
+    pub(super) master_unreachable_since: Option<(String, Instant)>,
+    /// The master health last announced with an Event.
+    pub(super) announced: Option<Announced>,
+    /// The generation whose owned objects were last applied, when, and the credentials read then
+    /// (kept, so the every-second probes do not read the Secrets every time).
+    pub(super) objects_applied: Option<(Option<i64>, Instant, Credentials)>,
+    /// The stuck pods last announced with an Event, and why (pod -> reason).
+    pub(super) pod_problems: HashMap<String, String>,
+    /// Why a Secret the spec names (password, TLS) cannot be used, as last announced (reason,
+    /// message).
+    pub(super) secret_problem: Option<(&'static str, String)>,
+    /// The resourceVersion of the replication as this operator last wrote it: a cached copy
+    /// with another one may predate that write, and is read afresh.
+    pub(super) written: Option<String>,
+    /// When the last reconcile acted: later decisions need probes taken after it.
+    pub(super) acted_at: Option<Instant>,
+}
+
+/// Owned objects and live settings are re-applied when the spec changes, when a watched owned
+/// object (Service, ConfigMap) changes, and at least this often: the repair of drift nothing
+/// watches (a deleted PodDisruptionBudget, Role, ...) and the re-read of the Secrets.
+const REAPPLY_OBJECTS: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Announced {
+    Subjective,
+    Objective,
+}
+
+impl Context {
+    /// Roles per instance, forgotten instances, and a completed failover.
+    pub(super) fn record_metrics(
+        &self,
+        rr: &RedisReplication,
+        previous: &crate::api::RedisReplicationStatus,
+        status: &crate::api::RedisReplicationStatus,
+    ) {
+        let (ns, name) = Self::key(rr);
+        for inst in &status.instances {
+            self.metrics
+                .instance_role(&ns, &name, &inst.name, &inst.role);
+        }
+        for gone in previous
+            .instances
+            .iter()
+            .filter(|p| status.instances.iter().all(|i| i.name != p.name))
+        {
+            self.metrics.forget_instance(&ns, &name, &gone.name);
+        }
+        if let Some(record) = &status.last_failover
+            && previous.last_failover.as_ref() != Some(record)
+        {
+            let millis = u64::try_from(record.duration_milliseconds).unwrap_or(0);
+            self.metrics
+                .failover_completed(&ns, &name, Duration::from_millis(millis));
+        }
+    }
+
+    pub(super) fn key(rr: &RedisReplication) -> (String, String) {
+        (rr.namespace().unwrap_or_default(), rr.name_any())
+    }
+
+    /// Runs `f` on what is remembered of `rr`.
+    pub(super) fn remember<T>(&self, rr: &RedisReplication, f: impl FnOnce(&mut Memory) -> T) -> T {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        f(memory.entry(Self::key(rr)).or_default())
+    }
+
+    /// The replication, read afresh when the cached copy may predate this operator's last write
+    /// to it (its watch event not in yet): planning from it would redo what was just done.
+    /// `None` when it is gone.
+    pub(super) async fn current(
+        &self,
+        rr: &RedisReplication,
+    ) -> Result<Option<RedisReplication>, Error> {
+        let written = self.remember(rr, |m| m.written.clone());
+        if written.is_none() || written == rr.resource_version() {
+            return Ok(Some(rr.clone()));
+        }
+        let (ns, name) = Self::key(rr);
+        let api: Api<RedisReplication> = Api::namespaced(self.client.clone(), &ns);
+        match api.get_opt(&name).await {
+            Ok(found) => Ok(found),
+            Err(source) => Err(Error::kube(format!("reading {ns}/{name}"), source)),
+        }
+    }
+
+    /// The credentials when owned objects were last applied, unless a re-apply is due (the spec
+    /// or an owned object changed, or `REAPPLY_OBJECTS` passed): then `None`, and the caller
+    /// applies and re-reads.
+    pub(super) fn applied_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
+        let drifted = self
+            .drifted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&Self::key(rr));
+        if drifted {
+            return None;
+        }
+        self.remember(rr, |m| match &m.objects_applied {
+            Some((generation, at, credentials))
+                if *generation == rr.metadata.generation && at.elapsed() < REAPPLY_OBJECTS =>
+            {
+                Some(credentials.clone())
+            }
+            _ => None,
+        })
+    }
+
+    /// The spec changed since owned objects were last applied (or the operator just started).
+    pub(super) fn spec_changed(&self, rr: &RedisReplication) -> bool {
+        self.remember(rr, |m| {
+            m.objects_applied
+                .as_ref()
+                .is_none_or(|(generation, _, _)| *generation != rr.metadata.generation)
+        })
+    }
+
+    pub(super) fn objects_applied(&self, rr: &RedisReplication, credentials: Credentials) {
+        self.remember(rr, |m| {
+            m.objects_applied = Some((rr.metadata.generation, Instant::now(), credentials));
+        });
+    }
+
+    pub(super) fn forget(&self, rr: &RedisReplication) {
+        let key = Self::key(rr);
+        self.monitor.forget(&key.0, &key.1);
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    /// How long the recorded master has not answered as master (unreachable, pod missing, or
+    /// restarted and fenced): the start of a failure, for `downAfter` and `lastFailover`.
+    pub(super) fn master_unreachable_for(
+        &self,
+        rr: &RedisReplication,
+        recorded: &RecordedRoles,
+        instances: &[plan::ObservedInstance],
+    ) -> Option<Duration> {
+        let master = recorded.current_master.as_ref()?;
+        let answered = instances
+            .iter()
+            .any(|i| &i.name == master && i.redis.as_ref().is_some_and(|r| r.is_master()));
+        self.remember(rr, |entry| {
+            if answered {
+                entry.master_unreachable_since = None;
+                return None;
+            }
+            let since = match &entry.master_unreachable_since {
+                Some((name, since)) if name == master => *since,
+                _ => {
+                    let now = Instant::now();
+                    entry.master_unreachable_since = Some((master.clone(), now));
+                    now
+                }
+            };
+            Some(since.elapsed())
+        })
+    }
+
+    /// The credentials in use before a Secret became unusable, if any.
+    pub(super) fn known_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
+        self.remember(rr, |m| {
+            m.objects_applied.as_ref().map(|(_, _, c)| c.clone())
+        })
+    }
+
+    pub(super) fn secret_problem(&self, rr: &RedisReplication) -> Option<(&'static str, String)> {
+        self.remember(rr, |m| m.secret_problem.clone())
+    }
+
+    /// The record of a failover or switchover this plan completes.
+    pub(super) fn failover_record(
+        input: &PlanInput,
+        plan: &plan::Plan,
+        acting_took: Duration,
+    ) -> Option<FailoverRecord> {
+        let intent = plan.intent.as_ref()?;
+        let (kind, from, reason) = match plan.change.as_ref()? {
+            Change::Failover { from, reason } => ("Failover", from, reason.clone()),
+            Change::Switchover { from, reason } => ("Switchover", from, reason.clone()),
+            _ => return None,
+        };
+        let duration = input.policy.master_unreachable_for.unwrap_or_default() + acting_took;
+        Some(FailoverRecord {
+            time: Time(Timestamp::now()),
+            kind: kind.into(),
+            from: from.clone(),
+            to: intent.master.clone(),
+            reason,
+            duration_milliseconds: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            epoch: intent.epoch,
+        })
+    }
+}

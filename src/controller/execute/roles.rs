@@ -1,0 +1,184 @@
+//! The steps that change an instance's role: promotion, switchover (and its roll-back),
+//! rewiring, and the role labels the Services select on.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::info;
+
+use super::Target;
+use super::intent::record_intent;
+use crate::api::RedisReplication;
+use crate::controller::plan::{Intent, Plan, Rewire};
+use crate::controller::{Context, Error};
+use crate::crash_point::crash_point;
+use crate::resources::{FIELD_MANAGER, ROLE_LABEL, RoleLabel};
+
+/// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
+/// again: the status goes back to it, at the epoch the attempt used, so no one follows a
+/// master that never was.
+pub(super) async fn roll_back_switchover(
+    ctx: &Context,
+    target: &Target<'_>,
+    recorded: &RedisReplication,
+    from: &str,
+    plan: &Plan,
+) {
+    let (Some(intent), Ok(address)) = (&plan.intent, target.address(from)) else {
+        return;
+    };
+    let back = Intent {
+        master: from.to_string(),
+        address,
+        epoch: intent.epoch,
+        promotes: false,
+        // As before the attempt: a failed hand-back is tried again.
+        hand_back_to: target
+            .rr
+            .status
+            .as_ref()
+            .and_then(|s| s.hand_back_to.clone()),
+    };
+    let note = match record_intent(ctx, recorded, &back).await {
+        Ok(_) => format!(
+            "switchover to {} failed; {from} stays the master",
+            intent.master
+        ),
+        Err(e) => format!(
+            "switchover to {} failed and the status could not be rolled back ({e}); the next \
+             round resolves it",
+            intent.master
+        ),
+    };
+    ctx.event(
+        recorded,
+        EventType::Warning,
+        "SwitchoverFailed",
+        "Switchover",
+        note,
+    )
+    .await;
+}
+
+/// Points one instance at its upstream, closing its clients in the same transaction (rule 6).
+/// The writes a returning old master took while cut off are counted. Returns "<name> follows
+/// <upstream>".
+pub(super) async fn rewire_one(
+    ctx: &Context,
+    target: &Target<'_>,
+    rewire: &Rewire,
+    master_name: &str,
+) -> Result<String, Error> {
+    let rr = target.rr;
+    let Rewire { name, upstream } = rewire;
+    let old_master = target
+        .instance(name)?
+        .redis
+        .clone()
+        .filter(|r| r.is_master());
+    let mut client = target.client(ctx, name).await?;
+    client.change_role(Some(upstream)).await?;
+    info!(instance = %name, upstream = %upstream, "rewired replica");
+    crash_point("after-rewire");
+    if let Some(old) = old_master {
+        let discarded = match target.client(ctx, master_name).await {
+            Ok(mut m) => m
+                .replication_info()
+                .await
+                .ok()
+                .and_then(|new| old.writes_after_split(&new)),
+            Err(_) => None,
+        };
+        let note = format!(
+            "former master {name} now replicates from {master_name}; {} bytes of writes it \
+             took that {master_name} never received are discarded",
+            discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
+        );
+        ctx.event(rr, EventType::Warning, "InstanceRejoined", "Demote", note)
+            .await;
+    }
+    let upstream_name = target
+        .instances
+        .iter()
+        .find(|i| i.address().as_ref() == Some(upstream))
+        .map_or_else(|| upstream.to_string(), |i| i.name.clone());
+    Ok(format!("{name} follows {upstream_name}"))
+}
+
+/// A merge patch of the label alone: the rest of the pod may predate the current spec (and
+/// most of a pod's spec cannot change).
+pub(super) async fn set_role_label(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+    label: Option<RoleLabel>,
+) -> Result<(), Error> {
+    target.instance(name)?;
+    let ns = target.rr.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"metadata": {"labels": {ROLE_LABEL: label.map(RoleLabel::as_str)}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    pods.patch(name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::kube(format!("labelling pod {ns}/{name}"), source))?;
+    info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
+    Ok(())
+}
+
+/// Rule 7: `FAILOVER TO` pauses writes on the old master until the target has every byte, then
+/// swaps roles; the target's master role is awaited (bounded).
+pub(super) async fn switch_over(
+    ctx: &Context,
+    target: &Target<'_>,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let mut old = target.client(ctx, from).await?;
+    old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
+        .await?;
+    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
+    let mut new = target.client(ctx, to).await?;
+    loop {
+        if new.replication_info().await?.is_master() {
+            info!(from = %from, to = %to, "switchover completed");
+            // FAILOVER changes the old master's role but leaves its clients connected, where
+            // every write now fails with READONLY: close them so they re-resolve the master.
+            return match old.disconnect_clients().await {
+                Ok(()) => Ok(()),
+                Err(_) => target
+                    .client(ctx, from)
+                    .await?
+                    .disconnect_clients()
+                    .await
+                    .map_err(Error::from),
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::PromotionNotVerified(to.to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a switchover may pause writes while the target catches up.
+pub(super) const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `REPLICAOF NO ONE` (closing the instance's clients with it), then check with `INFO
+/// replication` that it took.
+pub(super) async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let mut client = target.client(ctx, name).await?;
+    client.change_role(None).await?;
+    let info = client.replication_info().await?;
+    if !info.is_master() {
+        return Err(Error::PromotionNotVerified(name.to_string()));
+    }
+    info!(instance = %name, "promoted to master");
+    Ok(())
+}
