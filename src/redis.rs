@@ -379,6 +379,13 @@ impl InstanceClient {
         })
     }
 
+    /// Resolves when the connection has ended (the server closed it, or it broke): for a
+    /// monitor, the first sign that an instance went away, without waiting for a probe. Await
+    /// it at most once to completion; the client is then of no use.
+    pub async fn closed(&mut self) {
+        let _ = (&mut self.driver).await;
+    }
+
     async fn query<T: ::redis::FromRedisValue>(
         &mut self,
         command: &'static str,

@@ -14,9 +14,9 @@ use crate::api::RedisReplication;
 use crate::monitor;
 use crate::redis::Credentials;
 use crate::resources::{
-    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REPLICATION_LABEL, ROLE_LABEL,
-    RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain, instance_pod_spec,
-    password_selector, pod_ordinal, spec_hash,
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REDIS_CONTAINER, REPLICATION_LABEL,
+    ROLE_LABEL, RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain,
+    instance_pod_spec, password_selector, pod_ordinal, spec_hash,
 };
 use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY, TlsClient};
 
@@ -75,6 +75,8 @@ pub async fn observe(
             Some(monitor::Instance {
                 pod: i.name.clone(),
                 address: i.address()?,
+                // The pod says the process stopped: an answer from before does not count.
+                fresh_after: i.stopped.is_some().then(Instant::now),
             })
         })
         .collect();
@@ -127,6 +129,33 @@ fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
             != Some(spec_hash(&instance_pod_spec(rr, ordinal)).as_str()),
         config_outdated: annotation(CONFIG_ANNOTATION) != Some(config_annotation(rr).as_str()),
         problem: pod_problem(pod),
+        stopped: container_stopped(pod),
+    })
+}
+
+/// The Redis container is not running, as the kubelet reports it: terminated, or waiting to
+/// (re)start (a crash in its restart back-off, say).
+fn container_stopped(pod: &Pod) -> Option<String> {
+    let container = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == REDIS_CONTAINER)?;
+    let state = container.state.as_ref()?;
+    if let Some(t) = &state.terminated {
+        let reason = t.reason.as_deref().unwrap_or("no reason");
+        return Some(format!(
+            "container {REDIS_CONTAINER} terminated ({reason}, exit code {})",
+            t.exit_code
+        ));
+    }
+    state.waiting.as_ref().map(|w| {
+        format!(
+            "container {REDIS_CONTAINER} is waiting to start ({})",
+            w.reason.as_deref().unwrap_or("no reason")
+        )
     })
 }
 

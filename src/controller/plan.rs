@@ -44,6 +44,9 @@ pub struct ObservedInstance {
     pub config_outdated: bool,
     /// Why the pod cannot run, when Kubernetes says it cannot (for status and Events).
     pub problem: Option<PodProblem>,
+    /// The pod status says the Redis container is not running (terminated, or waiting to
+    /// start again), and why.
+    pub stopped: Option<String>,
 }
 
 /// A pod that will not run until something changes: unschedulable, its image or configuration

@@ -364,6 +364,7 @@ mod tests {
             spec_outdated: false,
             config_outdated: false,
             problem: None,
+            stopped: None,
         }
     }
 

@@ -27,6 +27,8 @@ use probe::{Prober, Target};
 pub struct Instance {
     pub pod: String,
     pub address: Address,
+    /// An answer older than this is not used (the pod says its process stopped since).
+    pub fresh_after: Option<Instant>,
 }
 
 /// How the probes run.
@@ -140,27 +142,30 @@ impl Monitor {
                         *d = down_after;
                         changed
                     });
-                    receivers.push((running.latest.clone(), running.poke.clone()));
+                    let after = fresh_after.max(inst.fresh_after);
+                    receivers.push((running.latest.clone(), running.poke.clone(), after));
                 }
             }
         }
-        let fresh = |p: &Option<Probe>| {
-            p.as_ref()
-                .is_some_and(|p| fresh_after.is_none_or(|after| p.at >= after))
-        };
         let wait = self.settings.timeout + Duration::from_millis(200);
-        let answers = receivers.into_iter().map(|(mut latest, poke)| async move {
-            if !fresh(&latest.borrow()) {
-                poke.notify_one();
-                let _ = tokio::time::timeout(wait, latest.wait_for(fresh)).await;
-            }
-            let probe = latest.borrow();
-            if fresh(&probe) {
-                probe.as_ref().and_then(|p| p.info.clone())
-            } else {
-                None
-            }
-        });
+        let answers = receivers
+            .into_iter()
+            .map(|(mut latest, poke, after)| async move {
+                let fresh = |p: &Option<Probe>| {
+                    p.as_ref()
+                        .is_some_and(|p| after.is_none_or(|after| p.at >= after))
+                };
+                if !fresh(&latest.borrow()) {
+                    poke.notify_one();
+                    let _ = tokio::time::timeout(wait, latest.wait_for(fresh)).await;
+                }
+                let probe = latest.borrow();
+                if fresh(&probe) {
+                    probe.as_ref().and_then(|p| p.info.clone())
+                } else {
+                    None
+                }
+            });
         futures::future::join_all(answers).await
     }
 

@@ -44,9 +44,17 @@ impl Prober {
         let mut ticks = tokio::time::interval(self.settings.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let closed = async {
+                match client.as_mut() {
+                    Some(c) => c.closed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = ticks.tick() => {}
                 () = self.poke.notified() => {}
+                // The instance closed the connection (it stopped, or restarts): probe now.
+                () = closed => client = None,
             }
             let started = Instant::now();
             let answer = self.probe(&mut client).await;

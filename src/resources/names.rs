@@ -23,6 +23,9 @@ pub const SWITCHOVER_ANNOTATION: &str = "redis.vigil.dev/switchover-to";
 /// data, which they then discard (the only path that discards data, and it takes this request).
 pub const FORCE_MASTER_ANNOTATION: &str = "redis.vigil.dev/force-master";
 /// The field manager of every server-side apply the operator makes.
+/// The container that runs `vigil agent` and Redis in every instance pod.
+pub const REDIS_CONTAINER: &str = "redis";
+
 pub const FIELD_MANAGER: &str = "vigil-operator";
 /// The field manager of the user's pod labels and annotations on instance pods, apart from
 /// `FIELD_MANAGER`'s, so that applying them alone never drops the rest of the pod.

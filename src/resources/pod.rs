@@ -13,8 +13,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONFIG_ANNOTATION, INSTANCE_LABEL, SPEC_HASH_ANNOTATION, claim_name, config_map_name,
-    headless_service_name, instance_account_name, owned_meta, password_selector, pod_name,
+    CONFIG_ANNOTATION, INSTANCE_LABEL, REDIS_CONTAINER, SPEC_HASH_ANNOTATION, claim_name,
+    config_map_name, headless_service_name, instance_account_name, owned_meta, password_selector,
+    pod_name,
 };
 use crate::api::RedisReplication;
 use crate::redis::REDIS_PORT;
@@ -244,7 +245,7 @@ fn server_container(rr: &RedisReplication) -> Container {
         mounts.push(mount("tls", TLS_DIR, true));
     }
     Container {
-        name: "redis".into(),
+        name: REDIS_CONTAINER.into(),
         image: Some(rr.spec.image.clone()),
         image_pull_policy: rr.spec.image_pull_policy.map(|p| p.as_str().into()),
         command: Some(vec![AGENT_BINARY.into(), "agent".into()]),

@@ -208,10 +208,14 @@ pub(super) fn unreachable_master(
 ) -> Decision {
     let policy = &input.policy;
     let unreachable_for = policy.master_unreachable_for.unwrap_or_default();
-    if unreachable_for < policy.down_after {
+    // Objective evidence needs no waiting: a master that does not answer and whose process is
+    // not running (or whose pod is gone or going) takes no writes (rule 3). Silence alone
+    // waits for downAfter and corroboration.
+    let now = dead_now(inst);
+    if now.is_none() && unreachable_for < policy.down_after {
         return Decision::unavailable(name, MasterDown::Suspected, None);
     }
-    let Some(evidence) = corroboration(input, inst) else {
+    let Some(evidence) = now.or_else(|| corroboration(input, inst)) else {
         return Decision::unavailable(
             name,
             MasterDown::Subjective,
@@ -254,6 +258,20 @@ pub(super) fn cooldown_message(wait: Duration) -> String {
         "a failover happened recently; the next is allowed in {}s",
         wait.as_secs().max(1)
     )
+}
+
+/// Evidence, at once, that an unanswering master's Redis is not running.
+fn dead_now(master: Option<&ObservedInstance>) -> Option<String> {
+    let Some(master) = master else {
+        return Some("its pod is gone".into());
+    };
+    if master.deleting {
+        return Some(format!("pod {} is being deleted", master.name));
+    }
+    master
+        .stopped
+        .as_ref()
+        .map(|why| format!("pod {}: {why}", master.name))
 }
 
 /// Evidence beyond the operator's own probes that the master is down.

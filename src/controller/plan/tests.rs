@@ -60,6 +60,7 @@ fn inst(
         spec_outdated: false,
         config_outdated: false,
         problem: None,
+        stopped: None,
     }
 }
 
@@ -1070,4 +1071,41 @@ fn every_plan_runs_its_steps_in_the_safe_order() {
             }
         }
     }
+}
+
+#[test]
+fn a_master_whose_process_is_not_running_fails_over_without_waiting_for_down_after() {
+    let soon = Duration::from_millis(100);
+    let mut crashed = down_master(
+        soon,
+        vec![
+            inst(0, None, Some(RoleLabel::Master)),
+            inst(1, replica_of(0, 900), Some(RoleLabel::Replica)),
+            inst(2, replica_of(0, 800), Some(RoleLabel::Replica)),
+        ],
+    );
+    let silent = plan(&crashed);
+    assert_eq!(silent.promote, None, "silence alone waits for downAfter");
+    assert_eq!(silent.master_down, Some(MasterDown::Suspected));
+
+    crashed.instances[0].stopped = Some("container redis terminated (Error, exit code 137)".into());
+    let p = plan(&crashed);
+    assert_eq!(p.promote.as_deref(), Some("cache-1"));
+    assert!(
+        matches!(&p.master_down, Some(MasterDown::Objective { evidence }) if evidence.contains("terminated")),
+        "{:?}",
+        p.master_down
+    );
+
+    // The pod gone or going is as objective.
+    crashed.instances[0].stopped = None;
+    crashed.instances[0].deleting = true;
+    assert_eq!(plan(&crashed).promote.as_deref(), Some("cache-1"));
+    crashed.instances.remove(0);
+    assert_eq!(plan(&crashed).promote.as_deref(), Some("cache-1"));
+
+    // A process that answers is not down, whatever a stale pod status says.
+    let mut answering = input(3, recorded(0, 4), steady_three());
+    answering.instances[0].stopped = Some("container redis terminated".into());
+    assert_eq!(plan(&answering).promote, None);
 }
