@@ -104,6 +104,17 @@ struct OperatorArgs {
     /// Sentinel connections served at once; more are refused.
     #[arg(long, env = "VIGIL_SENTINEL_MAX_CONNECTIONS", default_value_t = 1024)]
     sentinel_max_connections: usize,
+    /// Announce this replica's Sentinel endpoint to the other replicas (a Lease of its own in
+    /// --leader-election-namespace), which list it in `SENTINEL SENTINELS`, as it lists them.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE", default_value_t = true, action = clap::ArgAction::Set)]
+    sentinel_announce: bool,
+    /// The IP other replicas' clients reach this endpoint at (the chart sets the pod IP);
+    /// default: the --sentinel-addr host, unless it is a wildcard.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_IP")]
+    sentinel_announce_ip: Option<String>,
+    /// The port to announce (default: the one listened on), e.g. behind a NodePort.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_PORT")]
+    sentinel_announce_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -219,6 +230,13 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             password: sentinel_password(&args)?,
             idle_timeout: Duration::from_secs(args.sentinel_idle_timeout_seconds),
             max_connections: args.sentinel_max_connections,
+            announce: args.sentinel_announce.then(|| vigil::discovery::Announce {
+                namespace: args.leader_election_namespace.clone(),
+                group: args.lease_name.clone(),
+                ip: args.sentinel_announce_ip.clone(),
+                port: args.sentinel_announce_port,
+                lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            }),
         },
     )
     .await?;

@@ -2,13 +2,18 @@
 //! answers the Sentinel protocol from a watched cache of `RedisReplication` statuses, so clients
 //! written for Redis Sentinel find the master, and hear of a new one, with no sentinel pods.
 //!
-//! `catalog` derives what Sentinel would say from each status, `watch` keeps it current,
-//! `commands` answers requests, `resp` is the wire format and `server` the connections.
+//! `catalog` derives what Sentinel would say from each status, `watch` keeps it current and
+//! publishes what `events` says a change means, `peers` finds the other replicas, `commands`
+//! (and `sentinel` for `SENTINEL ...`) answers requests, `resp` is the wire format and
+//! `server` the connections.
 
 mod catalog;
 mod commands;
+mod events;
 mod glob;
+mod peers;
 mod resp;
+mod sentinel;
 mod server;
 mod watch;
 
@@ -21,7 +26,8 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-use catalog::{Catalog, Event};
+use catalog::Catalog;
+use events::Event;
 
 /// Events a subscriber may fall behind by before it is disconnected.
 const EVENT_BACKLOG: usize = 1024;
@@ -36,10 +42,24 @@ pub struct Settings {
     pub addr: String,
     /// Watch one namespace, or all of them (the operator's scope).
     pub namespace: Option<String>,
-    /// Clients must AUTH with this before anything but AUTH, HELLO, PING and QUIT.
+    /// Clients must AUTH with this before anything but AUTH, HELLO and QUIT.
     pub password: Option<String>,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Announce this replica to the others (`SENTINEL SENTINELS`); none: serve alone.
+    pub announce: Option<Announce>,
+}
+
+/// How this replica announces itself to the other replicas of its deployment.
+pub struct Announce {
+    /// The operator's namespace, where the announcements live.
+    pub namespace: String,
+    /// The deployment's name (its leader Lease's); replicas of one group list each other.
+    pub group: String,
+    /// The address peers' clients should dial; default: the listener's, unless a wildcard.
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +78,8 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
     password: Option<String>,
     run_id: String,
+    /// The other replicas serving the endpoint.
+    peers: RwLock<Vec<peers::Peer>>,
 }
 
 impl Shared {
@@ -67,6 +89,14 @@ impl Shared {
 
     fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers(&self) -> RwLockReadGuard<'_, Vec<peers::Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers_mut(&self) -> RwLockWriteGuard<'_, Vec<peers::Peer>> {
+        self.peers.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -86,6 +116,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
         events: broadcast::channel(EVENT_BACKLOG).0,
         password: settings.password,
         run_id: run_id(),
+        peers: RwLock::default(),
     });
     let limits = server::Limits {
         max_connections: settings.max_connections.max(1),
@@ -95,6 +126,30 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
             max_args: MAX_REQUEST_ARGS,
         },
     };
+    if let Some(announce) = settings.announce {
+        match peers::announce_address(local, announce.ip.as_deref(), announce.port) {
+            Some(address) => {
+                let peer_settings = peers::PeerSettings {
+                    namespace: announce.namespace,
+                    group: announce.group,
+                    announce: address,
+                    lease_duration: announce.lease_duration,
+                };
+                let scope = peers::Scope::of(settings.namespace.as_deref());
+                tokio::spawn(peers::run(
+                    client.clone(),
+                    peer_settings,
+                    scope,
+                    shared.clone(),
+                ));
+            }
+            None => tracing::warn!(
+                addr = %local,
+                "not announcing this Sentinel endpoint to its peers: it listens on a wildcard \
+                 address; set --sentinel-announce-ip (the chart sets the pod IP)"
+            ),
+        }
+    }
     tokio::spawn(watch::run(client, settings.namespace, shared.clone()));
     tokio::spawn(server::serve(listener, shared, limits));
     Ok(local)

@@ -15,8 +15,8 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::catalog::Event;
 use super::commands::{After, Context, Session};
+use super::events::Event;
 use super::resp::{Proto, Reply, RequestDecoder, RequestError, RequestLimits};
 
 /// A client that does not read its replies for this long is disconnected.
@@ -82,11 +82,12 @@ async fn connection(stream: TcpStream, id: u64, shared: &Shared, limits: Limits)
                 None => return,
                 Some(Ok(args)) => {
                     let (replies, then) = {
-                        let catalog = shared.catalog();
+                        let (catalog, peers) = (shared.catalog(), shared.peers());
                         let ctx = Context {
                             catalog: &catalog,
                             password: shared.password.as_deref(),
                             run_id: &shared.run_id,
+                            peers: &peers,
                         };
                         session.execute(&args, &ctx)
                     };
@@ -187,6 +188,7 @@ mod tests {
             events: broadcast::channel(16).0,
             password: None,
             run_id: "0".repeat(40),
+            peers: RwLock::default(),
         });
         tokio::spawn(serve(listener, shared.clone(), limits));
         (addr, shared)

@@ -1,0 +1,301 @@
+//! The Sentinel events a change of one master's view means, worded as Redis Sentinel publishes
+//! them (its `sentinelEvent` formats), because clients match on the words: Lettuce refreshes
+//! its topology on `+switch-master`, `+slave`, `+sdown`/`-sdown`, `+role-change` (and others)
+//! whose payload names the master, redis-py, go-redis, Jedis and ioredis follow
+//! `+switch-master`. Pure.
+
+use super::catalog::{MasterView, ReplicaView};
+use crate::redis::Address;
+
+/// A Sentinel event: the channel is the event type, as Sentinel publishes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub channel: &'static str,
+    pub payload: String,
+}
+
+/// The events between two views of the same master, in the order Sentinel publishes them.
+pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
+    let mut events = Vec::new();
+    let Some(next_master) = &next.master else {
+        return events;
+    };
+    let switched = match &prev.master {
+        Some(old) if old != next_master => {
+            // Sentinel ends the failover, then announces the new master's address.
+            events.push(master_event("+failover-end", &next.name, old, ""));
+            events.push(Event {
+                channel: "+switch-master",
+                payload: format!(
+                    "{} {} {} {} {}",
+                    next.name, old.host, old.port, next_master.host, next_master.port
+                ),
+            });
+            true
+        }
+        Some(same) => {
+            if next.down && !prev.down {
+                events.push(master_event("+sdown", &next.name, same, ""));
+            }
+            if prev.down && !next.down {
+                events.push(master_event("-sdown", &next.name, same, ""));
+            }
+            // The operator starts a failover only once the master is objectively down.
+            if prev.down && next.failing_over && !prev.failing_over {
+                events.push(master_event("+odown", &next.name, same, " #quorum 1/1"));
+            }
+            false
+        }
+        None => false,
+    };
+    for replica in &next.replicas {
+        let before = prev.replica(&replica.address);
+        // Between the roles Redis reports (a fenced instance is a replica of nobody).
+        if let (Some(b), Some(word)) = (before, replica.role.reported())
+            && b.role.reported().is_some()
+            && b.role != replica.role
+        {
+            events.push(replica_event(
+                "+role-change",
+                next,
+                next_master,
+                replica,
+                &format!(" new reported role is {word}"),
+            ));
+        }
+        let was_master = prev.master.as_ref() == Some(&replica.address);
+        let channel = match before {
+            Some(b) if replica.healthy && (switched || b.reconfiguring) => "+slave-reconf-done",
+            // Following the new master takes a resync: that is not a replica failing.
+            Some(_) if switched => continue,
+            Some(b) if b.healthy && !replica.healthy => "+sdown",
+            Some(b) if !b.healthy && replica.healthy && b.announced => "-sdown",
+            Some(b) if !b.healthy && replica.healthy => "+slave",
+            None if replica.healthy => "+slave",
+            // A replaced master is now a replica, down until it rejoins.
+            None if was_master => "+sdown",
+            _ => continue,
+        };
+        events.push(replica_event(channel, next, next_master, replica, ""));
+    }
+    events
+}
+
+/// `master <name> <ip> <port><suffix>`.
+fn master_event(channel: &'static str, name: &str, master: &Address, suffix: &str) -> Event {
+    Event {
+        channel,
+        payload: format!("master {name} {} {}{suffix}", master.host, master.port),
+    }
+}
+
+/// `slave <ip:port> <ip> <port> @ <name> <master ip> <master port><suffix>`.
+fn replica_event(
+    channel: &'static str,
+    view: &MasterView,
+    master: &Address,
+    replica: &ReplicaView,
+    suffix: &str,
+) -> Event {
+    Event {
+        channel,
+        payload: format!(
+            "slave {} {} {} @ {} {} {}{suffix}",
+            replica.address,
+            replica.address.host,
+            replica.address.port,
+            view.name,
+            master.host,
+            master.port
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Phase;
+    use crate::discovery::catalog::tests::{cache, healthy_set, status};
+
+    fn payloads(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| format!("{} {}", e.channel, e.payload))
+            .collect()
+    }
+
+    #[test]
+    fn a_completed_failover_publishes_switch_master_with_old_and_new_addresses() {
+        let before = healthy_set();
+        let (view, _) = MasterView::observe(&before, None).expect("view");
+
+        // The intent is recorded: the new master is named but not promoted yet.
+        let mut intent = before.clone();
+        status(&mut intent).phase = Some(Phase::MasterUnavailable);
+        status(&mut intent).master_address = Some("10.0.0.2:6379".into());
+        status(&mut intent).target_master = Some("cache-2".into());
+        let (mid, events) = MasterView::observe(&intent, Some(&view)).expect("view");
+        assert_eq!(mid.master, Some(Address::new("10.0.0.1", 6379)), "not yet");
+        assert_eq!(
+            payloads(&events),
+            ["+sdown master ns.cache 10.0.0.1 6379"],
+            "the phase of the intent's status is still the old one"
+        );
+
+        let mut done = cache(
+            2,
+            &[
+                (1, "unknown", false),
+                (2, "master", true),
+                (3, "replica", true),
+            ],
+        );
+        status(&mut done).epoch = 2;
+        let (after, events) = MasterView::observe(&done, Some(&mid)).expect("view");
+        assert_eq!(after.master, Some(Address::new("10.0.0.2", 6379)));
+        assert_eq!(
+            payloads(&events),
+            [
+                "+failover-end master ns.cache 10.0.0.1 6379",
+                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
+                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379",
+                "+slave-reconf-done slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.2 6379"
+            ]
+        );
+        let old = after.replica(&Address::new("10.0.0.1", 6379)).expect("old");
+        assert!(!old.healthy);
+
+        // The old master rejoins as a replica.
+        let rejoined = cache(
+            2,
+            &[
+                (1, "replica", true),
+                (2, "master", true),
+                (3, "replica", true),
+            ],
+        );
+        let (_, events) = MasterView::observe(&rejoined, Some(&after)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            ["-sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379"]
+        );
+    }
+
+    #[test]
+    fn down_odown_and_recovery_are_published_for_the_master() {
+        let (ready, _) = MasterView::observe(&healthy_set(), None).expect("view");
+        let mut down = healthy_set();
+        status(&mut down).phase = Some(Phase::MasterUnavailable);
+        let (down_view, events) = MasterView::observe(&down, Some(&ready)).expect("view");
+        assert_eq!(payloads(&events), ["+sdown master ns.cache 10.0.0.1 6379"]);
+        assert!(down_view.down);
+
+        let mut intent = down.clone();
+        status(&mut intent).target_master = Some("cache-2".into());
+        status(&mut intent).master_address = Some("10.0.0.2:6379".into());
+        let (_, events) = MasterView::observe(&intent, Some(&down_view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            ["+odown master ns.cache 10.0.0.1 6379 #quorum 1/1"]
+        );
+
+        let (_, events) = MasterView::observe(&healthy_set(), Some(&down_view)).expect("view");
+        assert_eq!(payloads(&events), ["-sdown master ns.cache 10.0.0.1 6379"]);
+    }
+
+    #[test]
+    fn replicas_are_announced_when_they_join_and_flagged_when_they_fail() {
+        let two = cache(1, &[(1, "master", true), (2, "replica", true)]);
+        let (view, _) = MasterView::observe(&two, None).expect("view");
+        let syncing = cache(
+            1,
+            &[
+                (1, "master", true),
+                (2, "replica", true),
+                (3, "replica", false),
+            ],
+        );
+        let (view, events) = MasterView::observe(&syncing, Some(&view)).expect("view");
+        assert!(events.is_empty(), "not announced before it is ready");
+        let (view, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            ["+slave slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.1 6379"]
+        );
+        let (_, events) = MasterView::observe(&syncing, Some(&view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            ["+sdown slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.1 6379"]
+        );
+    }
+
+    #[test]
+    fn replicas_resyncing_after_a_switch_are_reconfigured_not_down() {
+        let (view, _) = MasterView::observe(&healthy_set(), None).expect("view");
+        let resyncing = cache(
+            2,
+            &[
+                (1, "fenced", false),
+                (2, "master", true),
+                (3, "replica", false),
+            ],
+        );
+        let (view, events) = MasterView::observe(&resyncing, Some(&view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            [
+                "+failover-end master ns.cache 10.0.0.1 6379",
+                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
+                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379",
+            ],
+            "no +sdown for the replica that resyncs"
+        );
+        let (view, events) = MasterView::observe(&resyncing, Some(&view)).expect("view");
+        assert!(events.is_empty(), "{events:?}");
+        let synced = cache(
+            2,
+            &[
+                (1, "fenced", false),
+                (2, "master", true),
+                (3, "replica", true),
+            ],
+        );
+        let (view, events) = MasterView::observe(&synced, Some(&view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            ["+slave-reconf-done slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.2 6379"]
+        );
+        let (_, events) = MasterView::observe(&synced, Some(&view)).expect("view");
+        assert!(events.is_empty(), "once: {events:?}");
+    }
+
+    #[test]
+    fn an_instance_reporting_another_role_is_a_role_change() {
+        let claims = cache(
+            1,
+            &[
+                (1, "master", true),
+                (2, "master", false),
+                (3, "replica", true),
+            ],
+        );
+        let (view, _) = MasterView::observe(&claims, None).expect("view");
+        let (view, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
+        assert_eq!(
+            payloads(&events),
+            [
+                "+role-change slave 10.0.0.2:6379 10.0.0.2 6379 @ ns.cache 10.0.0.1 6379 new \
+                 reported role is slave",
+                "-sdown slave 10.0.0.2:6379 10.0.0.2 6379 @ ns.cache 10.0.0.1 6379",
+            ]
+        );
+        let mut fenced = healthy_set();
+        status(&mut fenced).instances[1].role = "fenced".into();
+        let (view, _) = MasterView::observe(&fenced, Some(&view)).expect("view");
+        let (_, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
+        assert!(
+            events.iter().all(|e| e.channel != "+role-change"),
+            "a fenced instance already reports itself a replica: {events:?}"
+        );
+    }
+}
