@@ -112,6 +112,10 @@ struct OperatorArgs {
     /// default: the --sentinel-addr host, unless it is a wildcard.
     #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_IP")]
     sentinel_announce_ip: Option<String>,
+    /// Serve the Sentinel endpoint (and health) only: never act on any replication, nor take
+    /// part in leader election. For more discovery capacity than the acting deployment has.
+    #[arg(long, env = "VIGIL_SENTINEL_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    sentinel_only: bool,
     /// The port to announce (default: the one listened on), e.g. behind a NodePort.
     #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_PORT")]
     sentinel_announce_port: Option<u16>,
@@ -241,6 +245,11 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
     )
     .await?;
     tracing::info!(addr = %sentinel, "Sentinel discovery endpoint listening");
+    if args.sentinel_only {
+        tracing::info!("serving Sentinel discovery only (--sentinel-only)");
+        shutdown_signal().await;
+        return Ok(());
+    }
 
     // Every replica serves health, metrics and discovery; only the Lease holder acts.
     let leadership = if args.leader_election {

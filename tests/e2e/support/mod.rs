@@ -145,6 +145,8 @@ pub struct OperatorOptions<'a> {
     pub leader_election: bool,
     /// Suffix of its log file.
     pub tag: Option<&'a str>,
+    /// More `vigil operator` arguments.
+    pub args: Vec<String>,
 }
 
 /// A running operator process, killed when dropped.
@@ -287,6 +289,7 @@ impl TestNs {
         } else {
             cmd.arg("--leader-election=false");
         }
+        cmd.args(&opts.args);
         if let Some(step) = opts.crash_at {
             cmd.env("VIGIL_CRASH_AT", step);
         }
