@@ -112,6 +112,19 @@ struct OperatorArgs {
     /// default: the --sentinel-addr host, unless it is a wildcard.
     #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_IP")]
     sentinel_announce_ip: Option<String>,
+    /// Directory of a TLS Secret's files (tls.crt, tls.key; ca.crt to verify clients): the
+    /// Sentinel endpoint then speaks TLS only, as Sentinel's `tls-port` (default: plain TCP).
+    #[arg(long, env = "VIGIL_SENTINEL_TLS_DIR")]
+    sentinel_tls_dir: Option<PathBuf>,
+    /// With TLS, whether clients must present a certificate signed by ca.crt (Sentinel's
+    /// `tls-auth-clients`, whose default is yes).
+    #[arg(
+        long,
+        env = "VIGIL_SENTINEL_TLS_AUTH_CLIENTS",
+        value_enum,
+        default_value = "yes"
+    )]
+    sentinel_tls_auth_clients: vigil::discovery::ClientAuth,
     /// Serve the Sentinel endpoint (and health) only: never act on any replication, nor take
     /// part in leader election. For more discovery capacity than the acting deployment has.
     #[arg(long, env = "VIGIL_SENTINEL_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
@@ -241,6 +254,13 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
                 port: args.sentinel_announce_port,
                 lease_duration: Duration::from_secs(args.lease_duration_seconds),
             }),
+            tls: args
+                .sentinel_tls_dir
+                .clone()
+                .map(|dir| vigil::discovery::TlsSettings {
+                    dir,
+                    client_auth: args.sentinel_tls_auth_clients,
+                }),
         },
     )
     .await?;

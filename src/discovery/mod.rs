@@ -15,7 +15,10 @@ mod peers;
 mod resp;
 mod sentinel;
 mod server;
+mod tls;
 mod watch;
+
+pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -48,6 +51,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Announce this replica to the others (`SENTINEL SENTINELS`); none: serve alone.
     pub announce: Option<Announce>,
+    /// Speak TLS only, as Sentinel with `tls-port` (and `port 0`).
+    pub tls: Option<TlsSettings>,
 }
 
 /// How this replica announces itself to the other replicas of its deployment.
@@ -70,6 +75,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve TLS on the Sentinel endpoint (check --sentinel-tls-dir): {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// State shared by the watch and every connection.
@@ -103,6 +110,8 @@ impl Shared {
 /// Listens on `settings.addr`, then serves and watches in the background. Returns the bound
 /// address.
 pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Error> {
+    // Bad TLS material stops the start, before anything listens.
+    let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
     let bind_error = |source| Error::Bind {
         addr: settings.addr.clone(),
         source,
@@ -151,7 +160,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
         }
     }
     tokio::spawn(watch::run(client, settings.namespace, shared.clone()));
-    tokio::spawn(server::serve(listener, shared, limits));
+    tokio::spawn(server::serve(listener, shared, limits, tls));
     Ok(local)
 }
 

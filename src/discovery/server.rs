@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, broadcast};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
@@ -21,6 +21,8 @@ use super::resp::{Proto, Reply, RequestDecoder, RequestError, RequestLimits};
 
 /// A client that does not read its replies for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS client that has not completed its handshake by then is disconnected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +33,13 @@ pub struct Limits {
     pub request: RequestLimits,
 }
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
+/// Accepts until the process stops; with `tls`, every connection speaks TLS only.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut next_id: u64 = 0;
     loop {
@@ -48,10 +56,24 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
         let id = next_id;
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let shared = shared.clone();
+                let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     debug!(id, %peer, "Sentinel connection opened");
-                    connection(stream, id, &shared, limits).await;
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => connection(stream, id, &shared, limits).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => connection(stream, id, &shared, limits).await,
+                                Ok(Err(e)) => {
+                                    debug!(id, %peer, error = %e, "Sentinel TLS handshake failed");
+                                }
+                                Err(_) => debug!(id, %peer, "Sentinel TLS handshake timed out"),
+                            }
+                        }
+                    }
                     debug!(id, %peer, "Sentinel connection closed");
                     drop(slot);
                 });
@@ -68,9 +90,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
     }
 }
 
-async fn connection(stream: TcpStream, id: u64, shared: &Shared, limits: Limits) {
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
+async fn connection<S>(stream: S, id: u64, shared: &Shared, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut requests = FramedRead::new(reader, RequestDecoder::new(limits.request));
     let mut session = Session::new(id, shared.password.is_some());
     let mut events: Option<broadcast::Receiver<Arc<Event>>> = None;
@@ -168,6 +192,7 @@ mod tests {
     use std::sync::RwLock;
 
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
 
     use super::*;
 
@@ -190,7 +215,7 @@ mod tests {
             run_id: "0".repeat(40),
             peers: RwLock::default(),
         });
-        tokio::spawn(serve(listener, shared.clone(), limits));
+        tokio::spawn(serve(listener, shared.clone(), limits, None));
         (addr, shared)
     }
 

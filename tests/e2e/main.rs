@@ -7,6 +7,7 @@ mod discovery;
 mod failover;
 mod problems;
 mod restart;
+mod sentinel_secure;
 mod sentinel_shape;
 mod shape;
 mod storage;
