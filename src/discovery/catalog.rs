@@ -64,8 +64,11 @@ pub struct MasterView {
     pub namespace: String,
     /// When this view was taken from the status: the status is what the operator's probes saw.
     pub observed: Instant,
-    /// The master clients should use. While a promotion is in progress (`targetMaster` set) it
-    /// stays the previous one, as Sentinel switches only once the new master is promoted.
+    /// The master clients should use: the recorded one, which a failover's intent names before
+    /// the promotion. Sentinel switches only after it, but here the old master may be back
+    /// (fenced, then demoted) before the status says the promotion is done: a client that
+    /// reconnected to it in that window would stay on a replica. A client that reaches the new
+    /// master early is disconnected by its promotion (safety rule 6) and comes back.
     pub master: Option<Address>,
     /// The recorded master is unavailable (`phase: MasterUnavailable`).
     pub down: bool,
@@ -100,10 +103,7 @@ impl MasterView {
         let status = rr.status.clone().unwrap_or_default();
         let recorded = status.master_address.as_deref().and_then(Address::parse);
         let failing_over = status.target_master.is_some();
-        let master = match previous {
-            Some(p) if failing_over && p.master.is_some() => p.master.clone(),
-            _ => recorded,
-        };
+        let master = recorded;
         let switched = previous.is_some_and(|p| p.master.is_some() && p.master != master);
         let replicas = status
             .instances

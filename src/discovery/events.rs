@@ -20,10 +20,17 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
     let Some(next_master) = &next.master else {
         return events;
     };
+    // The operator starts a failover only once the master is objectively down.
+    let odown = prev.down && next.failing_over && !prev.failing_over;
     let switched = match &prev.master {
         Some(old) if old != next_master => {
-            // Sentinel ends the failover, then announces the new master's address.
-            events.push(master_event("+failover-end", &next.name, old, ""));
+            if odown {
+                events.push(master_event("+odown", &next.name, old, " #quorum 1/1"));
+            }
+            // Both in one change: the failover ends, then the new master is announced.
+            if !next.failing_over {
+                events.push(master_event("+failover-end", &next.name, old, ""));
+            }
             events.push(Event {
                 channel: "+switch-master",
                 payload: format!(
@@ -40,9 +47,11 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
             if prev.down && !next.down {
                 events.push(master_event("-sdown", &next.name, same, ""));
             }
-            // The operator starts a failover only once the master is objectively down.
-            if prev.down && next.failing_over && !prev.failing_over {
+            if odown {
                 events.push(master_event("+odown", &next.name, same, " #quorum 1/1"));
+            }
+            if prev.failing_over && !next.failing_over {
+                events.push(master_event("+failover-end", &next.name, same, ""));
             }
             false
         }
@@ -68,7 +77,10 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
             Some(b) if replica.healthy && (switched || b.reconfiguring) => "+slave-reconf-done",
             // Following the new master takes a resync: that is not a replica failing.
             Some(_) if switched => continue,
-            Some(b) if b.healthy && !replica.healthy => "+sdown",
+            // Replicas lose their link when the master fails: that is the master's news (a
+            // Sentinel sees them up), and Lettuce would spend its rate-limited topology refresh
+            // on it just before the `+switch-master` that matters.
+            Some(b) if b.healthy && !replica.healthy && !next.down => "+sdown",
             Some(b) if !b.healthy && replica.healthy && b.announced => "-sdown",
             Some(b) if !b.healthy && replica.healthy => "+slave",
             None if replica.healthy => "+slave",
@@ -129,17 +141,32 @@ mod tests {
         let before = healthy_set();
         let (view, _) = MasterView::observe(&before, None).expect("view");
 
-        // The intent is recorded: the new master is named but not promoted yet.
-        let mut intent = before.clone();
+        // The master is down, then the intent names the new one: clients are sent there at
+        // once (its promotion closes the connections of any that arrive before it).
+        let mut down = before.clone();
+        status(&mut down).phase = Some(Phase::MasterUnavailable);
+        let (view, events) = MasterView::observe(&down, Some(&view)).expect("view");
+        assert_eq!(payloads(&events), ["+sdown master ns.cache 10.0.0.1 6379"]);
+        let mut intent = cache(
+            2,
+            &[
+                (1, "unknown", false),
+                (2, "replica", true),
+                (3, "replica", true),
+            ],
+        );
         status(&mut intent).phase = Some(Phase::MasterUnavailable);
-        status(&mut intent).master_address = Some("10.0.0.2:6379".into());
         status(&mut intent).target_master = Some("cache-2".into());
         let (mid, events) = MasterView::observe(&intent, Some(&view)).expect("view");
-        assert_eq!(mid.master, Some(Address::new("10.0.0.1", 6379)), "not yet");
+        assert_eq!(mid.master, Some(Address::new("10.0.0.2", 6379)));
         assert_eq!(
             payloads(&events),
-            ["+sdown master ns.cache 10.0.0.1 6379"],
-            "the phase of the intent's status is still the old one"
+            [
+                "+odown master ns.cache 10.0.0.1 6379 #quorum 1/1",
+                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
+                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379",
+                "+slave-reconf-done slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.2 6379"
+            ]
         );
 
         let mut done = cache(
@@ -156,10 +183,8 @@ mod tests {
         assert_eq!(
             payloads(&events),
             [
-                "+failover-end master ns.cache 10.0.0.1 6379",
-                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
-                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379",
-                "+slave-reconf-done slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.2 6379"
+                "-sdown master ns.cache 10.0.0.2 6379",
+                "+failover-end master ns.cache 10.0.0.2 6379"
             ]
         );
         let old = after.replica(&Address::new("10.0.0.1", 6379)).expect("old");
@@ -196,7 +221,12 @@ mod tests {
         let (_, events) = MasterView::observe(&intent, Some(&down_view)).expect("view");
         assert_eq!(
             payloads(&events),
-            ["+odown master ns.cache 10.0.0.1 6379 #quorum 1/1"]
+            [
+                "+odown master ns.cache 10.0.0.1 6379 #quorum 1/1",
+                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
+                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379",
+                "+slave-reconf-done slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.2 6379"
+            ]
         );
 
         let (_, events) = MasterView::observe(&healthy_set(), Some(&down_view)).expect("view");
@@ -297,5 +327,21 @@ mod tests {
             events.iter().all(|e| e.channel != "+role-change"),
             "a fenced instance already reports itself a replica: {events:?}"
         );
+    }
+
+    #[test]
+    fn replicas_unlinked_by_a_failed_master_are_not_reported_down() {
+        let (view, _) = MasterView::observe(&healthy_set(), None).expect("view");
+        let mut failed = cache(
+            1,
+            &[
+                (1, "unknown", false),
+                (2, "replica", false),
+                (3, "replica", false),
+            ],
+        );
+        status(&mut failed).phase = Some(Phase::MasterUnavailable);
+        let (_, events) = MasterView::observe(&failed, Some(&view)).expect("view");
+        assert_eq!(payloads(&events), ["+sdown master ns.cache 10.0.0.1 6379"]);
     }
 }
