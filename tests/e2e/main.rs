@@ -2,6 +2,7 @@
 //! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
 
 mod chart;
+mod client_matrix;
 mod day2;
 mod discovery;
 mod failover;
