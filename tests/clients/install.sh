@@ -75,7 +75,8 @@ WRAP
 need java default-jdk-headless
 need mvn maven
 java_src=$ROOT/tests/clients/java-failover
-java_files=(pom.xml $(cd "$java_src" && find src -type f | sort))
+mapfile -t java_sources < <(cd "$java_src" && find src -type f | sort)
+java_files=(pom.xml "${java_sources[@]}")
 client java-failover "Jedis, Lettuce" "$(sources_hash "$java_src" "${java_files[@]}")" java_build
 
 # ---------------------------------------------------------------- ioredis
