@@ -5,6 +5,7 @@
 //! `+switch-master`. Pure.
 
 use super::catalog::{MasterView, ReplicaView};
+use super::peers::Peer;
 use crate::redis::Address;
 
 /// A Sentinel event: the channel is the event type, as Sentinel publishes them.
@@ -91,6 +92,27 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
         events.push(replica_event(channel, next, next_master, replica, ""));
     }
     events
+}
+
+/// `+sentinel` for each master a newly seen peer serves, as Sentinel announces a Sentinel it
+/// discovers (Lettuce reconnects its Sentinel connections on it).
+pub fn new_sentinel(peer: &Peer, masters: &[(&MasterView, &Address)]) -> Vec<Event> {
+    masters
+        .iter()
+        .filter(|(view, _)| peer.serves(&view.namespace))
+        .map(|(view, master)| Event {
+            channel: "+sentinel",
+            payload: format!(
+                "sentinel {} {} {} @ {} {} {}",
+                peer.run_id,
+                peer.address.host,
+                peer.address.port,
+                view.name,
+                master.host,
+                master.port
+            ),
+        })
+        .collect()
 }
 
 /// `master <name> <ip> <port><suffix>`.
@@ -343,5 +365,24 @@ mod tests {
         status(&mut failed).phase = Some(Phase::MasterUnavailable);
         let (_, events) = MasterView::observe(&failed, Some(&view)).expect("view");
         assert_eq!(payloads(&events), ["+sdown master ns.cache 10.0.0.1 6379"]);
+    }
+
+    #[test]
+    fn a_new_peer_is_announced_for_the_masters_it_serves() {
+        use crate::discovery::peers::Scope;
+        let (view, _) = MasterView::observe(&healthy_set(), None).expect("view");
+        let master = Address::new("10.0.0.1", 6379);
+        let peer = |scope| Peer {
+            run_id: "abc".into(),
+            address: Address::new("10.1.0.5", 26379),
+            scope,
+            renewed: std::time::Instant::now(),
+        };
+        assert_eq!(
+            payloads(&new_sentinel(&peer(Scope::All), &[(&view, &master)])),
+            ["+sentinel sentinel abc 10.1.0.5 26379 @ ns.cache 10.0.0.1 6379"]
+        );
+        let elsewhere = peer(Scope::Namespace("other".into()));
+        assert!(new_sentinel(&elsewhere, &[(&view, &master)]).is_empty());
     }
 }

@@ -22,6 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::events::{self, Event};
 use crate::redis::Address;
 
 /// Lease label naming the group: the replicas of one operator deployment.
@@ -231,7 +232,21 @@ pub async fn run(client: Client, settings: PeerSettings, scope: Scope, shared: A
             )
         });
         peers.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        let arrived: Vec<Event> = {
+            let known = shared.peers();
+            let catalog = shared.catalog();
+            let masters = catalog.masters();
+            peers
+                .iter()
+                .filter(|p| known.iter().all(|k| k.run_id != p.run_id))
+                .flat_map(|p| events::new_sentinel(p, &masters))
+                .collect()
+        };
         *shared.peers_mut() = peers;
+        for event in arrived {
+            // No subscriber is not an error.
+            let _ = shared.events.send(Arc::new(event));
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use redis_protocol::resp3::types::OwnedFrame as Frame3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::clients::ClientProcess;
 use crate::support::{OperatorOptions, TestNs, wait_for};
 
 const SENTINEL_PASSWORD: &str = "sentinel-pw";
@@ -363,6 +364,14 @@ async fn discovery_replies_have_the_shapes_of_a_real_sentinel() {
         .artifacts
         .join(format!("{}-sentinel-password", t.name));
     std::fs::write(&password_file, SENTINEL_PASSWORD).expect("password file");
+    // The first replica hears of the second as Sentinel announces a new Sentinel.
+    let mut subscribe = Command::new(&t.env.redis_cli);
+    subscribe.args(["-h", "127.0.0.1", "-p", &t.sentinel_port().to_string()]);
+    subscribe.args(["SUBSCRIBE", "+sentinel"]);
+    let subscriber = ClientProcess::spawn(&t, "sentinel-subscriber", subscribe);
+    subscriber
+        .wait_lines("subscribed", READY_TIMEOUT, 1, |l| l == "subscribe")
+        .await;
     let peer = t.spawn_operator(OperatorOptions {
         tag: Some("peer"),
         args: vec![
@@ -392,6 +401,17 @@ async fn discovery_replies_have_the_shapes_of_a_real_sentinel() {
     wait_steady(&t, "redis-sentinel (password)", locked.port, pw, &name).await;
     wait_steady(&t, "vigil", t.sentinel_port(), None, &name).await;
     wait_steady(&t, "vigil (password)", peer.sentinel_port, pw, &name).await;
+
+    let (_, heard) = subscriber
+        .wait_lines("+sentinel for the new replica", READY_TIMEOUT, 1, |l| {
+            l.starts_with("sentinel ")
+        })
+        .await;
+    assert!(
+        heard.contains(&format!(" 127.0.0.1 {} @ {name} ", peer.sentinel_port)),
+        "{heard}"
+    );
+    drop(subscriber);
 
     let n = name.as_str();
     let queries = |resp3: bool| {
