@@ -7,6 +7,7 @@ mod day2;
 mod discovery;
 mod failover;
 mod problems;
+mod resp_shape;
 mod restart;
 mod sentinel_secure;
 mod sentinel_shape;
