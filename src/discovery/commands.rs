@@ -152,7 +152,7 @@ impl Session {
 
     /// The pub/sub messages `event` means for this session.
     pub fn deliver(&self, event: &Event) -> Vec<Reply> {
-        let channel = Bytes::from_static(event.channel.as_bytes());
+        let channel = Bytes::from_static(event.channel.as_str().as_bytes());
         let payload = Reply::bulk(event.payload.clone());
         let mut replies = Vec::new();
         if self.channels.contains(&channel) {
@@ -443,6 +443,7 @@ fn unknown_command(args: &[Bytes]) -> Reply {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::catalog::tests::replication;
+    use super::super::events::Channel;
     use super::*;
 
     pub fn catalog() -> Catalog {
@@ -627,7 +628,7 @@ pub(crate) mod tests {
             Reply::Error(m) if m.starts_with("ERR Can't execute 'sentinel|masters': only (P|S)SUBSCRIBE")
         ));
         let event = Event {
-            channel: "+switch-master",
+            channel: Channel::SwitchMaster,
             payload: "ns.cache 10.0.0.1 6379 10.0.0.2 6379".into(),
         };
         assert_eq!(

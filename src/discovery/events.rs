@@ -8,11 +8,41 @@ use super::catalog::{MasterView, ReplicaView};
 use super::peers::Peer;
 use crate::redis::Address;
 
-/// A Sentinel event: the channel is the event type, as Sentinel publishes them.
+/// A Sentinel event: published on the channel named after its type, as Sentinel does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub channel: &'static str,
+    pub channel: Channel,
     pub payload: String,
+}
+
+/// The event types published here (Sentinel has more: those of its own failover steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    SwitchMaster,
+    FailoverEnd,
+    Sdown,
+    SdownEnded,
+    Odown,
+    Slave,
+    SlaveReconfDone,
+    RoleChange,
+    Sentinel,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SwitchMaster => "+switch-master",
+            Self::FailoverEnd => "+failover-end",
+            Self::Sdown => "+sdown",
+            Self::SdownEnded => "-sdown",
+            Self::Odown => "+odown",
+            Self::Slave => "+slave",
+            Self::SlaveReconfDone => "+slave-reconf-done",
+            Self::RoleChange => "+role-change",
+            Self::Sentinel => "+sentinel",
+        }
+    }
 }
 
 /// The events between two views of the same master, in the order Sentinel publishes them.
@@ -26,14 +56,19 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
     let switched = match &prev.master {
         Some(old) if old != next_master => {
             if odown {
-                events.push(master_event("+odown", &next.name, old, " #quorum 1/1"));
+                events.push(master_event(
+                    Channel::Odown,
+                    &next.name,
+                    old,
+                    " #quorum 1/1",
+                ));
             }
             // Both in one change: the failover ends, then the new master is announced.
             if !next.failing_over {
-                events.push(master_event("+failover-end", &next.name, old, ""));
+                events.push(master_event(Channel::FailoverEnd, &next.name, old, ""));
             }
             events.push(Event {
-                channel: "+switch-master",
+                channel: Channel::SwitchMaster,
                 payload: format!(
                     "{} {} {} {} {}",
                     next.name, old.host, old.port, next_master.host, next_master.port
@@ -43,16 +78,21 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
         }
         Some(same) => {
             if next.down && !prev.down {
-                events.push(master_event("+sdown", &next.name, same, ""));
+                events.push(master_event(Channel::Sdown, &next.name, same, ""));
             }
             if prev.down && !next.down {
-                events.push(master_event("-sdown", &next.name, same, ""));
+                events.push(master_event(Channel::SdownEnded, &next.name, same, ""));
             }
             if odown {
-                events.push(master_event("+odown", &next.name, same, " #quorum 1/1"));
+                events.push(master_event(
+                    Channel::Odown,
+                    &next.name,
+                    same,
+                    " #quorum 1/1",
+                ));
             }
             if prev.failing_over && !next.failing_over {
-                events.push(master_event("+failover-end", &next.name, same, ""));
+                events.push(master_event(Channel::FailoverEnd, &next.name, same, ""));
             }
             false
         }
@@ -66,7 +106,7 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
             && b.role != replica.role
         {
             events.push(replica_event(
-                "+role-change",
+                Channel::RoleChange,
                 next,
                 next_master,
                 replica,
@@ -75,18 +115,18 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
         }
         let was_master = prev.master.as_ref() == Some(&replica.address);
         let channel = match before {
-            Some(b) if replica.healthy && (switched || b.reconfiguring) => "+slave-reconf-done",
+            Some(b) if replica.healthy && (switched || b.reconfiguring) => Channel::SlaveReconfDone,
             // Following the new master takes a resync: that is not a replica failing.
             Some(_) if switched => continue,
             // Replicas lose their link when the master fails: that is the master's news (a
             // Sentinel sees them up), and Lettuce would spend its rate-limited topology refresh
             // on it just before the `+switch-master` that matters.
-            Some(b) if b.healthy && !replica.healthy && !next.down => "+sdown",
-            Some(b) if !b.healthy && replica.healthy && b.announced => "-sdown",
-            Some(b) if !b.healthy && replica.healthy => "+slave",
-            None if replica.healthy => "+slave",
+            Some(b) if b.healthy && !replica.healthy && !next.down => Channel::Sdown,
+            Some(b) if !b.healthy && replica.healthy && b.announced => Channel::SdownEnded,
+            Some(b) if !b.healthy && replica.healthy => Channel::Slave,
+            None if replica.healthy => Channel::Slave,
             // A replaced master is now a replica, down until it rejoins.
-            None if was_master => "+sdown",
+            None if was_master => Channel::Sdown,
             _ => continue,
         };
         events.push(replica_event(channel, next, next_master, replica, ""));
@@ -101,7 +141,7 @@ pub fn new_sentinel(peer: &Peer, masters: &[(&MasterView, &Address)]) -> Vec<Eve
         .iter()
         .filter(|(view, _)| peer.serves(&view.namespace))
         .map(|(view, master)| Event {
-            channel: "+sentinel",
+            channel: Channel::Sentinel,
             payload: format!(
                 "sentinel {} {} {} @ {} {} {}",
                 peer.run_id,
@@ -116,7 +156,7 @@ pub fn new_sentinel(peer: &Peer, masters: &[(&MasterView, &Address)]) -> Vec<Eve
 }
 
 /// `master <name> <ip> <port><suffix>`.
-fn master_event(channel: &'static str, name: &str, master: &Address, suffix: &str) -> Event {
+fn master_event(channel: Channel, name: &str, master: &Address, suffix: &str) -> Event {
     Event {
         channel,
         payload: format!("master {name} {} {}{suffix}", master.host, master.port),
@@ -125,7 +165,7 @@ fn master_event(channel: &'static str, name: &str, master: &Address, suffix: &st
 
 /// `slave <ip:port> <ip> <port> @ <name> <master ip> <master port><suffix>`.
 fn replica_event(
-    channel: &'static str,
+    channel: Channel,
     view: &MasterView,
     master: &Address,
     replica: &ReplicaView,
@@ -154,7 +194,7 @@ mod tests {
     fn payloads(events: &[Event]) -> Vec<String> {
         events
             .iter()
-            .map(|e| format!("{} {}", e.channel, e.payload))
+            .map(|e| format!("{} {}", e.channel.as_str(), e.payload))
             .collect()
     }
 
@@ -346,7 +386,7 @@ mod tests {
         let (view, _) = MasterView::observe(&fenced, Some(&view)).expect("view");
         let (_, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
         assert!(
-            events.iter().all(|e| e.channel != "+role-change"),
+            events.iter().all(|e| e.channel != Channel::RoleChange),
             "a fenced instance already reports itself a replica: {events:?}"
         );
     }

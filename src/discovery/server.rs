@@ -194,6 +194,8 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
 
+    use super::super::events::Channel;
+
     use super::*;
 
     const LIMITS: Limits = Limits {
@@ -268,7 +270,7 @@ mod tests {
         shared
             .events
             .send(Arc::new(Event {
-                channel: "+sdown",
+                channel: Channel::Sdown,
                 payload: "master m 10.0.0.1 6379".into(),
             }))
             .expect("a subscriber");
