@@ -252,7 +252,9 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
                 group: args.lease_name.clone(),
                 ip: args.sentinel_announce_ip.clone(),
                 port: args.sentinel_announce_port,
-                lease_duration: Duration::from_secs(args.lease_duration_seconds),
+                // Twice the leader's (renewed every third of it, 10 s by default): a dead peer
+                // stays listed up to 30 s (clients then try the next Sentinel), for few requests.
+                lease_duration: Duration::from_secs(args.lease_duration_seconds.saturating_mul(2)),
             }),
             tls: args
                 .sentinel_tls_dir
