@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # install.sh — the Java and Node Sentinel clients of the e2e client matrix, from Maven Central
 # and npm at the versions pinned in tests/clients/java-failover/pom.xml (Jedis, Lettuce) and
-# tests/clients/node-failover/package-lock.json (ioredis). Called by tests/controlplane/tools.sh,
+# tests/clients/node-failover/package-lock.json (ioredis), and a Spring Boot application with
+# Spring Data Redis (tests/clients/spring-failover/pom.xml). Called by tests/controlplane/tools.sh,
 # which holds the cache's lock; like it, idempotent and quiet apart from one line per client.
 #
 # Built outside the repo, each keyed by a hash of its sources (so editing a client or bumping a
@@ -78,6 +79,24 @@ java_src=$ROOT/tests/clients/java-failover
 mapfile -t java_sources < <(cd "$java_src" && find src -type f | sort)
 java_files=(pom.xml "${java_sources[@]}")
 client java-failover "Jedis, Lettuce" "$(sources_hash "$java_src" "${java_files[@]}")" java_build
+
+# ---------------------------------------------------------------- Spring Data Redis
+spring_build() {
+  local dest=$1
+  mvn -B -q -Dmaven.repo.local="$VIGIL_CACHE/m2" package
+  cp target/spring-failover-0.jar "$dest/"
+  cp -r target/lib "$dest/lib"
+  cat >"$dest/spring-failover" <<WRAP
+#!/bin/sh
+exec java -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xss512k -Xmx128m \\
+  -cp "$dest/spring-failover-0.jar:$dest/lib/*" dev.vigil.failover.SpringFailover "\$@"
+WRAP
+  chmod +x "$dest/spring-failover"
+}
+spring_src=$ROOT/tests/clients/spring-failover
+mapfile -t spring_sources < <(cd "$spring_src" && find src -type f | sort)
+client spring-failover "Spring Data Redis" \
+  "$(sources_hash "$spring_src" pom.xml "${spring_sources[@]}")" spring_build
 
 # ---------------------------------------------------------------- ioredis
 node_build() {

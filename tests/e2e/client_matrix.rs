@@ -1,8 +1,8 @@
 //! The client matrix (issue 12): every Sentinel client applications use — redis-py, go-redis,
 //! Jedis (`JedisSentinelPool`), Lettuce (a sentinel `RedisURI`, and `MasterReplica` with
-//! sentinel) and ioredis (defaults) — writes through the operator's Sentinel endpoint while the
-//! master fails over and over: SIGKILL crashes and `redis-cli SHUTDOWN`s, alternately, then a
-//! planned switchover. Every client must resume writing on each new master (none stuck), every
+//! sentinel), ioredis (defaults) and a Spring Boot application with Spring Data Redis — writes
+//! through the operator's Sentinel endpoint while the master fails over and over: SIGKILL
+//! crashes and `redis-cli SHUTDOWN`s, alternately, then a planned switchover. Every client must resume writing on each new master (none stuck), every
 //! write acknowledged by the master and one replica (`WAIT 1`) must be on the final master, and
 //! each client's resume times (fault to its first write on the new master) are printed.
 

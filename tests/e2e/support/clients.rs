@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{TestNs, wait_for};
 
 /// Where tools.sh installed the clients (`python-redis`, `go-failover`, `java-failover`,
-/// `node-failover`).
+/// `node-failover`, `spring-failover`).
 pub fn clients_dir() -> PathBuf {
     match std::env::var_os("VIGIL_E2E_CLIENTS") {
         Some(dir) => PathBuf::from(dir),
@@ -108,16 +108,19 @@ pub enum Library {
     LettuceMasterReplica,
     /// ioredis with its defaults.
     Ioredis,
+    /// A Spring Boot application, Spring Data Redis in sentinel mode (Lettuce underneath).
+    SpringDataRedis,
 }
 
 impl Library {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::RedisPy,
         Self::GoRedis,
         Self::Jedis,
         Self::Lettuce,
         Self::LettuceMasterReplica,
         Self::Ioredis,
+        Self::SpringDataRedis,
     ];
 
     pub fn name(self) -> &'static str {
@@ -128,6 +131,7 @@ impl Library {
             Self::Lettuce => "lettuce",
             Self::LettuceMasterReplica => "lettuce-mr",
             Self::Ioredis => "ioredis",
+            Self::SpringDataRedis => "spring",
         }
     }
 
@@ -157,9 +161,12 @@ impl Library {
             Self::Jedis => java("jedis"),
             Self::Lettuce => java("lettuce"),
             Self::LettuceMasterReplica => java("lettuce-mr"),
-            Self::Ioredis => {
-                assert_eq!(mode, "write", "ioredis only writes");
-                Command::new(clients_dir().join("node-failover"))
+            Self::Ioredis | Self::SpringDataRedis => {
+                assert_eq!(mode, "write", "{} only writes", self.name());
+                Command::new(clients_dir().join(match self {
+                    Self::Ioredis => "node-failover",
+                    _ => "spring-failover",
+                }))
             }
         };
         cmd.args(["--sentinel", &format!("127.0.0.1:{port}")])
@@ -176,6 +183,7 @@ impl Library {
             Self::Lettuce => "vigil:lettuce",
             Self::LettuceMasterReplica => "vigil:lettuce-mr",
             Self::Ioredis => "vigil:ioredis",
+            Self::SpringDataRedis => "vigil:spring",
         }
     }
 }
