@@ -111,7 +111,10 @@ impl Shared {
 /// address.
 pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Error> {
     // Bad TLS material stops the start, before anything listens.
-    let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
+    let tls = match settings.tls {
+        Some(tls) => Some(Arc::new(tls::Certificates::load(tls, tls::RELOAD_CHECK)?)),
+        None => None,
+    };
     let bind_error = |source| Error::Bind {
         addr: settings.addr.clone(),
         source,

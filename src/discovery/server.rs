@@ -10,7 +10,6 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
@@ -18,6 +17,7 @@ use super::Shared;
 use super::commands::{After, Context, Session};
 use super::events::Event;
 use super::resp::{Proto, Reply, RequestDecoder, RequestError, RequestLimits};
+use super::tls::Certificates;
 
 /// A client that does not read its replies for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +38,7 @@ pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Certificates>>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut next_id: u64 = 0;
@@ -62,7 +62,8 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     match tls {
                         None => connection(stream, id, &shared, limits).await,
-                        Some(acceptor) => {
+                        Some(certificates) => {
+                            let acceptor = certificates.current();
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                                 .await
                             {

@@ -1,9 +1,12 @@
 //! TLS on the Sentinel port, as Sentinel's own `tls-port` (with `port 0`): the endpoint then
 //! speaks TLS only, with the certificate of a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`
-//! and, to verify clients, `ca.crt`), read once at start.
+//! and, to verify clients, `ca.crt`). A mounted Secret is updated in place when cert-manager
+//! renews it, so the files are read again when they change; until new ones load, the last good
+//! ones are served.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls::RootCertStore;
 use rustls::pki_types::PrivateKeyDer;
@@ -57,6 +60,87 @@ pub enum TlsError {
     },
     #[error("{}: {CA_KEY} cannot verify client certificates: {detail}", dir.display())]
     ClientVerifier { dir: PathBuf, detail: String },
+}
+
+/// How often the files' modification times are looked at, at most (on a connection).
+pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// The acceptor for the current files.
+pub struct Certificates {
+    settings: TlsSettings,
+    check_every: Duration,
+    state: Mutex<Loaded>,
+}
+
+struct Loaded {
+    acceptor: TlsAcceptor,
+    /// The modification times the acceptor was built from.
+    stamp: Vec<Option<SystemTime>>,
+    checked: Instant,
+    /// Successful loads, the first included.
+    generation: u64,
+}
+
+impl Certificates {
+    /// Loads the files now: bad material stops the start.
+    pub fn load(settings: TlsSettings, check_every: Duration) -> Result<Self, TlsError> {
+        let stamp = stamp(&settings.dir);
+        let acceptor = acceptor(&settings)?;
+        Ok(Self {
+            settings,
+            check_every,
+            state: Mutex::new(Loaded {
+                acceptor,
+                stamp,
+                checked: Instant::now(),
+                generation: 1,
+            }),
+        })
+    }
+
+    /// The acceptor to use for a new connection, rebuilt first if the files changed.
+    pub fn current(&self) -> TlsAcceptor {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.checked.elapsed() >= self.check_every {
+            state.checked = Instant::now();
+            let now = stamp(&self.settings.dir);
+            if now != state.stamp {
+                match acceptor(&self.settings) {
+                    Ok(acceptor) => {
+                        tracing::info!(dir = %self.settings.dir.display(), "Sentinel TLS certificate reloaded");
+                        state.acceptor = acceptor;
+                        state.stamp = now;
+                        state.generation += 1;
+                    }
+                    // Half-written or mismatched files, typically: try again at the next check.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Sentinel TLS files changed but do not load; serving the previous ones")
+                    }
+                }
+            }
+        }
+        state.acceptor.clone()
+    }
+
+    #[cfg(test)]
+    fn generation(&self) -> u64 {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation
+    }
+}
+
+/// The modification times of the files (through the symlinks a mounted Secret is made of).
+fn stamp(dir: &Path) -> Vec<Option<SystemTime>> {
+    [CERT_KEY, PRIVATE_KEY_KEY, CA_KEY]
+        .iter()
+        .map(|name| {
+            std::fs::metadata(dir.join(name))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .collect()
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, TlsError> {
@@ -135,10 +219,13 @@ mod tests {
     }
 
     async fn tls_server(client_auth: ClientAuth) -> std::net::SocketAddr {
-        let acceptor = acceptor(&TlsSettings {
-            dir: fixtures(),
-            client_auth,
-        })
+        let certificates = Certificates::load(
+            TlsSettings {
+                dir: fixtures(),
+                client_auth,
+            },
+            RELOAD_CHECK,
+        )
         .expect("the fixtures make a server");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -157,7 +244,12 @@ mod tests {
                 max_args: 8,
             },
         };
-        tokio::spawn(serve(listener, shared, limits, Some(acceptor)));
+        tokio::spawn(serve(
+            listener,
+            shared,
+            limits,
+            Some(Arc::new(certificates)),
+        ));
         addr
     }
 
@@ -247,6 +339,63 @@ mod tests {
             err(ClientAuth::Yes).contains("ca.crt"),
             "{}",
             err(ClientAuth::Yes)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn changed_files_are_reloaded_and_bad_ones_leave_the_last_good_ones() {
+        let dir = std::env::temp_dir().join(format!("vigil-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let copy = |name: &str| {
+            std::fs::copy(fixtures().join(name), dir.join(name)).expect("copy");
+        };
+        for name in [CERT_KEY, PRIVATE_KEY_KEY, CA_KEY] {
+            copy(name);
+        }
+        let settings = TlsSettings {
+            dir: dir.clone(),
+            client_auth: ClientAuth::No,
+        };
+        let certificates = Certificates::load(settings, Duration::ZERO).expect("loads");
+        let _ = certificates.current();
+        assert_eq!(
+            certificates.generation(),
+            1,
+            "unchanged files are not reloaded"
+        );
+
+        // A modification time in the future stands for a renewal.
+        let touch = |name: &str, secs: u64| {
+            let file = std::fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .expect("open");
+            file.set_modified(SystemTime::now() + Duration::from_secs(secs))
+                .expect("set mtime");
+        };
+        touch(CERT_KEY, 60);
+        let _ = certificates.current();
+        assert_eq!(
+            certificates.generation(),
+            2,
+            "a renewed certificate is loaded"
+        );
+
+        std::fs::write(dir.join(PRIVATE_KEY_KEY), "half written").expect("write");
+        let _ = certificates.current();
+        assert_eq!(
+            certificates.generation(),
+            2,
+            "bad files keep the last good ones"
+        );
+        copy(PRIVATE_KEY_KEY);
+        touch(PRIVATE_KEY_KEY, 120);
+        let _ = certificates.current();
+        assert_eq!(
+            certificates.generation(),
+            3,
+            "loaded once they are good again"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
