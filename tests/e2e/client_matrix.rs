@@ -86,11 +86,12 @@ async fn every_sentinel_client_writes_through_repeated_failovers_and_a_switchove
         .iter()
         .map(|&library| {
             let mut cmd = library.command(port, &name, &password, "write");
-            let duration = match library {
-                Library::GoRedis => format!("{WRITE_SECONDS}s"),
-                _ => WRITE_SECONDS.to_string(),
-            };
-            cmd.args(["--duration", &duration, "--wait", "1"]);
+            cmd.args([
+                "--duration",
+                &library.duration(WRITE_SECONDS),
+                "--wait",
+                "1",
+            ]);
             (library, ClientProcess::spawn(&t, library.name(), cmd))
         })
         .collect();

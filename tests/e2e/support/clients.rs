@@ -174,6 +174,14 @@ impl Library {
         cmd
     }
 
+    /// Its writer's `--duration` value for `seconds` (go-redis's flag takes a Go duration).
+    pub fn duration(self, seconds: u64) -> String {
+        match self {
+            Self::GoRedis => format!("{seconds}s"),
+            _ => seconds.to_string(),
+        }
+    }
+
     /// The prefix of the keys its writer sets.
     pub fn key_prefix(self) -> &'static str {
         match self {
