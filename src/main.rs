@@ -266,7 +266,16 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    tracing::info!(addr = %sentinel, "Sentinel discovery endpoint listening");
+    tracing::info!(addr = %sentinel.addr, "Sentinel discovery endpoint listening");
+    let result = act(args, client, metrics).await;
+    // A stopping replica leaves its peers' `SENTINEL SENTINELS` now, not when its Lease expires.
+    sentinel.withdraw().await;
+    result
+}
+
+/// Everything after discovery: the leader Lease and the controller (or nothing, with
+/// --sentinel-only), until a shutdown signal.
+async fn act(args: OperatorArgs, client: kube::Client, metrics: Metrics) -> anyhow::Result<()> {
     if args.sentinel_only {
         tracing::info!("serving Sentinel discovery only (--sentinel-only)");
         shutdown_signal().await;

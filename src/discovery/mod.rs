@@ -107,9 +107,8 @@ impl Shared {
     }
 }
 
-/// Listens on `settings.addr`, then serves and watches in the background. Returns the bound
-/// address.
-pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Error> {
+/// Listens on `settings.addr`, then serves and watches in the background.
+pub async fn start(client: Client, settings: Settings) -> Result<Endpoint, Error> {
     // Bad TLS material stops the start, before anything listens.
     let tls = match settings.tls {
         Some(tls) => Some(Arc::new(tls::Certificates::load(tls, tls::RELOAD_CHECK)?)),
@@ -138,6 +137,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
             max_args: MAX_REQUEST_ARGS,
         },
     };
+    let mut withdrawal = None;
     if let Some(announce) = settings.announce {
         match peers::announce_address(local, announce.ip.as_deref(), announce.port) {
             Some(address) => {
@@ -148,7 +148,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
                     lease_duration: announce.lease_duration,
                 };
                 let scope = peers::Scope::of(settings.namespace.as_deref());
-                tokio::spawn(peers::run(
+                withdrawal = Some(peers::start(
                     client.clone(),
                     peer_settings,
                     scope,
@@ -164,7 +164,26 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
     }
     tokio::spawn(watch::run(client, settings.namespace, shared.clone()));
     tokio::spawn(server::serve(listener, shared, limits, tls));
-    Ok(local)
+    Ok(Endpoint {
+        addr: local,
+        withdrawal,
+    })
+}
+
+/// A running endpoint.
+pub struct Endpoint {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    withdrawal: Option<peers::Withdrawal>,
+}
+
+impl Endpoint {
+    /// Stops announcing this replica to the others (on shutdown); it keeps serving meanwhile.
+    pub async fn withdraw(&self) {
+        if let Some(withdrawal) = &self.withdrawal {
+            withdrawal.run().await;
+        }
+    }
 }
 
 /// A Sentinel run id: 40 hex digits, new for each process.

@@ -7,9 +7,10 @@
 //! Leases of its group. A replica that stops renewing drops out of the list once its Lease
 //! expires, and is deleted by the others a while later.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -180,11 +181,52 @@ pub fn announce_address(bound: SocketAddr, ip: Option<&str>, port: Option<u16>) 
     }
 }
 
-/// Announces this replica and keeps `shared`'s peer list current, until the process stops.
-pub async fn run(client: Client, settings: PeerSettings, scope: Scope, shared: Arc<Shared>) {
+/// How long a stopping replica waits for its announcement to be deleted.
+const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Takes this replica's announcement back when it stops, so its peers stop listing it at once
+/// rather than when the Lease expires.
+pub struct Withdrawal {
+    api: Api<Lease>,
+    name: String,
+    withdrawn: Arc<AtomicBool>,
+}
+
+impl Withdrawal {
+    pub async fn run(&self) {
+        // The renewals stop first, so none recreates the Lease afterwards.
+        self.withdrawn.store(true, Ordering::SeqCst);
+        let deleted = tokio::time::timeout(
+            WITHDRAW_TIMEOUT,
+            self.api.delete(&self.name, &DeleteParams::default()),
+        )
+        .await;
+        match deleted {
+            Ok(Ok(_)) | Ok(Err(kube::Error::Api(_))) => {
+                info!(lease = %self.name, "withdrew this Sentinel endpoint's announcement");
+            }
+            Ok(Err(e)) => {
+                warn!(lease = %self.name, error = %e, "withdrawing this Sentinel endpoint's announcement failed; it expires by itself")
+            }
+            Err(_) => {
+                warn!(lease = %self.name, "withdrawing this Sentinel endpoint's announcement timed out; it expires by itself")
+            }
+        }
+    }
+}
+
+/// Starts announcing this replica and keeping `shared`'s peer list current, until the process
+/// stops; the handle withdraws the announcement.
+pub fn start(
+    client: Client,
+    settings: PeerSettings,
+    scope: Scope,
+    shared: Arc<Shared>,
+) -> Withdrawal {
     let api: Api<Lease> = Api::namespaced(client, &settings.namespace);
     let name = lease_name(&settings.group, &shared.run_id);
     info!(lease = %name, address = %settings.announce, "announcing this Sentinel endpoint to its peers");
+    let withdrawn = Arc::new(AtomicBool::new(false));
     let renew_every = (settings.lease_duration / 3).max(Duration::from_millis(200));
     tokio::spawn(renew(
         api.clone(),
@@ -192,21 +234,53 @@ pub async fn run(client: Client, settings: PeerSettings, scope: Scope, shared: A
         scope,
         shared.run_id.clone(),
         renew_every,
+        withdrawn.clone(),
     ));
+    tokio::spawn(watch(api.clone(), settings, shared, renew_every));
+    Withdrawal {
+        api,
+        name,
+        withdrawn,
+    }
+}
 
+/// Keeps `shared`'s peer list current from the group's announcements.
+async fn watch(
+    api: Api<Lease>,
+    settings: PeerSettings,
+    shared: Arc<Shared>,
+    renew_every: Duration,
+) {
     let selector = format!("{GROUP_LABEL}={}", settings.group);
-    let stream = watcher(api.clone(), watcher::Config::default().labels(&selector))
-        .default_backoff()
-        .applied_objects();
+    let stream =
+        watcher(api.clone(), watcher::Config::default().labels(&selector)).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut leases: BTreeMap<String, Lease> = BTreeMap::new();
+    // Names seen since the watch (re)started listing, to forget what was deleted meanwhile.
+    let mut listing: Option<BTreeSet<String>> = None;
     // Expiry is a matter of time, not of events: re-read the list on every renewal tick too.
     let mut tick = tokio::time::interval(renew_every);
     loop {
         tokio::select! {
             event = stream.next() => match event {
-                Some(Ok(lease)) => {
+                Some(Ok(watcher::Event::Init)) => listing = Some(BTreeSet::new()),
+                Some(Ok(watcher::Event::InitApply(lease))) => {
+                    if let Some(seen) = &mut listing {
+                        seen.insert(lease.name_any());
+                    }
                     leases.insert(lease.name_any(), lease);
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if let Some(seen) = listing.take() {
+                        leases.retain(|name, _| seen.contains(name));
+                    }
+                }
+                Some(Ok(watcher::Event::Apply(lease))) => {
+                    leases.insert(lease.name_any(), lease);
+                }
+                // A withdrawn announcement (or one a peer deleted as long expired).
+                Some(Ok(watcher::Event::Delete(lease))) => {
+                    leases.remove(&lease.name_any());
                 }
                 Some(Err(e)) => warn!(error = %e, "watching Sentinel peer announcements failed; retrying"),
                 None => return,
@@ -258,12 +332,16 @@ async fn renew(
     scope: Scope,
     run_id: String,
     every: Duration,
+    withdrawn: Arc<AtomicBool>,
 ) {
     let name = lease_name(&settings.group, &run_id);
     let mut exists = false;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
+        if withdrawn.load(Ordering::SeqCst) {
+            return;
+        }
         let now = Timestamp::now();
         let result = if exists {
             let patch = serde_json::json!({"spec": {"renewTime": MicroTime(now)}});

@@ -360,4 +360,20 @@ async fn discovery_replies_have_the_shapes_of_a_real_sentinel() {
         listed(peer.sentinel_port, pw),
         Some(t.sentinel_port().to_string())
     );
+
+    // A replica that stops (SIGTERM) withdraws its announcement: the other stops listing it at
+    // once, not when its Lease would expire (30 s).
+    let mut peer = peer;
+    peer.terminate();
+    wait_for(
+        "the stopped replica to leave SENTINEL SENTINELS",
+        Duration::from_secs(15),
+        || async {
+            match listed(t.sentinel_port(), None) {
+                None => Ok(()),
+                Some(port) => Err(format!("still lists {port}")),
+            }
+        },
+    )
+    .await;
 }

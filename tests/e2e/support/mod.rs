@@ -165,6 +165,14 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as Kubernetes stops a pod, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on the child this handle owns.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
     pub fn has_exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
