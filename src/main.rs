@@ -104,6 +104,34 @@ struct OperatorArgs {
     /// Sentinel connections served at once; more are refused.
     #[arg(long, env = "VIGIL_SENTINEL_MAX_CONNECTIONS", default_value_t = 1024)]
     sentinel_max_connections: usize,
+    /// Announce this replica's Sentinel endpoint to the other replicas (a Lease of its own in
+    /// --leader-election-namespace), which list it in `SENTINEL SENTINELS`, as it lists them.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE", default_value_t = true, action = clap::ArgAction::Set)]
+    sentinel_announce: bool,
+    /// The IP other replicas' clients reach this endpoint at (the chart sets the pod IP);
+    /// default: the --sentinel-addr host, unless it is a wildcard.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_IP")]
+    sentinel_announce_ip: Option<String>,
+    /// Directory of a TLS Secret's files (tls.crt, tls.key; ca.crt to verify clients): the
+    /// Sentinel endpoint then speaks TLS only, as Sentinel's `tls-port` (default: plain TCP).
+    #[arg(long, env = "VIGIL_SENTINEL_TLS_DIR")]
+    sentinel_tls_dir: Option<PathBuf>,
+    /// With TLS, whether clients must present a certificate signed by ca.crt (Sentinel's
+    /// `tls-auth-clients`, whose default is yes).
+    #[arg(
+        long,
+        env = "VIGIL_SENTINEL_TLS_AUTH_CLIENTS",
+        value_enum,
+        default_value = "yes"
+    )]
+    sentinel_tls_auth_clients: vigil::discovery::ClientAuth,
+    /// Serve the Sentinel endpoint (and health) only: never act on any replication, nor take
+    /// part in leader election. For more discovery capacity than the acting deployment has.
+    #[arg(long, env = "VIGIL_SENTINEL_ONLY", default_value_t = false, action = clap::ArgAction::Set)]
+    sentinel_only: bool,
+    /// The port to announce (default: the one listened on), e.g. behind a NodePort.
+    #[arg(long, env = "VIGIL_SENTINEL_ANNOUNCE_PORT")]
+    sentinel_announce_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -219,10 +247,40 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             password: sentinel_password(&args)?,
             idle_timeout: Duration::from_secs(args.sentinel_idle_timeout_seconds),
             max_connections: args.sentinel_max_connections,
+            announce: args.sentinel_announce.then(|| vigil::discovery::Announce {
+                namespace: args.leader_election_namespace.clone(),
+                group: args.lease_name.clone(),
+                ip: args.sentinel_announce_ip.clone(),
+                port: args.sentinel_announce_port,
+                // Twice the leader's (renewed every third of it, 10 s by default): a dead peer
+                // stays listed up to 30 s (clients then try the next Sentinel), for few requests.
+                lease_duration: Duration::from_secs(args.lease_duration_seconds.saturating_mul(2)),
+            }),
+            tls: args
+                .sentinel_tls_dir
+                .clone()
+                .map(|dir| vigil::discovery::TlsSettings {
+                    dir,
+                    client_auth: args.sentinel_tls_auth_clients,
+                }),
         },
     )
     .await?;
-    tracing::info!(addr = %sentinel, "Sentinel discovery endpoint listening");
+    tracing::info!(addr = %sentinel.addr, "Sentinel discovery endpoint listening");
+    let result = act(args, client, metrics).await;
+    // A stopping replica leaves its peers' `SENTINEL SENTINELS` now, not when its Lease expires.
+    sentinel.withdraw().await;
+    result
+}
+
+/// Everything after discovery: the leader Lease and the controller (or nothing, with
+/// --sentinel-only), until a shutdown signal.
+async fn act(args: OperatorArgs, client: kube::Client, metrics: Metrics) -> anyhow::Result<()> {
+    if args.sentinel_only {
+        tracing::info!("serving Sentinel discovery only (--sentinel-only)");
+        shutdown_signal().await;
+        return Ok(());
+    }
 
     // Every replica serves health, metrics and discovery; only the Lease holder acts.
     let leadership = if args.leader_election {

@@ -89,7 +89,7 @@ impl TlsClient {
 }
 
 /// Every certificate in `pem` (the value of Secret key `key`), at least one.
-fn certificates(key: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub fn certificates(key: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Pem {

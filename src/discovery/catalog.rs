@@ -1,10 +1,12 @@
-//! What discovery knows about each `RedisReplication`, derived from its status alone, and the
-//! Sentinel events that a change of status means. Pure.
+//! What discovery knows about each `RedisReplication`, derived from its status alone (and the
+//! time it was seen). The events a change of view means are `events`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use kube::ResourceExt;
 
+use super::events::{self, Event};
 use crate::api::{Phase, RedisReplication};
 use crate::redis::Address;
 
@@ -24,15 +26,54 @@ pub fn master_name(rr: &RedisReplication) -> Option<String> {
     }
 }
 
+/// The role an instance reports, as the status records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+    /// Read-only and following nobody until the operator decides (safety rule 2).
+    Fenced,
+    Unknown,
+}
+
+impl Role {
+    fn parse(role: &str) -> Self {
+        match role {
+            "master" => Self::Master,
+            "replica" => Self::Replica,
+            "fenced" => Self::Fenced,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The word Sentinel's `+role-change` uses, for the roles it knows.
+    pub fn reported(self) -> Option<&'static str> {
+        match self {
+            Self::Master => Some("master"),
+            Self::Replica => Some("slave"),
+            Self::Fenced | Self::Unknown => None,
+        }
+    }
+}
+
 /// One monitored master, as Sentinel would describe it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MasterView {
     pub name: String,
-    /// The master clients should use. While a promotion is in progress (`targetMaster` set) it
-    /// stays the previous one, as Sentinel switches only once the new master is promoted.
+    /// The replication's namespace.
+    pub namespace: String,
+    /// When this view was taken from the status: the status is what the operator's probes saw.
+    pub observed: Instant,
+    /// The master clients should use: the recorded one, which a failover's intent names before
+    /// the promotion. Sentinel switches only after it, but here the old master may be back
+    /// (fenced, then demoted) before the status says the promotion is done: a client that
+    /// reconnected to it in that window would stay on a replica. A client that reaches the new
+    /// master early is disconnected by its promotion (safety rule 6) and comes back.
     pub master: Option<Address>,
     /// The recorded master is unavailable (`phase: MasterUnavailable`).
     pub down: bool,
+    /// Since when it is, as discovery saw it.
+    pub down_since: Option<Instant>,
     pub failing_over: bool,
     pub epoch: i64,
     pub down_after_milliseconds: i64,
@@ -43,32 +84,27 @@ pub struct MasterView {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaView {
     pub address: Address,
+    pub role: Role,
     /// A ready replica: linked to its master and synced.
     pub healthy: bool,
     pub link_up: bool,
     pub offset: i64,
     /// `+slave` was published for it (or it was there when discovery first saw the set).
-    announced: bool,
-}
-
-/// A Sentinel event: the channel is the event type, as Sentinel publishes them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub channel: &'static str,
-    pub payload: String,
+    pub announced: bool,
+    /// The master switched since it last was healthy: `+slave-reconf-done` is due once it is.
+    pub reconfiguring: bool,
 }
 
 impl MasterView {
     /// The view of `rr` after `previous` (its last view), and the events between the two.
     pub fn observe(rr: &RedisReplication, previous: Option<&Self>) -> Option<(Self, Vec<Event>)> {
         let name = master_name(rr)?;
+        let previous = previous.filter(|p| p.name == name);
         let status = rr.status.clone().unwrap_or_default();
         let recorded = status.master_address.as_deref().and_then(Address::parse);
         let failing_over = status.target_master.is_some();
-        let master = match previous {
-            Some(p) if failing_over && p.name == name && p.master.is_some() => p.master.clone(),
-            _ => recorded,
-        };
+        let master = recorded;
+        let switched = previous.is_some_and(|p| p.master.is_some() && p.master != master);
         let replicas = status
             .instances
             .iter()
@@ -77,106 +113,51 @@ impl MasterView {
                 if Some(&address) == master.as_ref() {
                     return None;
                 }
-                let healthy = i.role == "replica" && i.ready;
-                let announced = match previous {
-                    Some(p) => match p.replica(&address) {
-                        Some(before) => before.announced || healthy,
-                        None => healthy || p.master.as_ref() == Some(&address),
-                    },
+                let role = Role::parse(&i.role);
+                let healthy = role == Role::Replica && i.ready;
+                let before = previous.and_then(|p| p.replica(&address));
+                let announced = match (previous, before) {
+                    (Some(_), Some(before)) => before.announced || healthy,
+                    (Some(p), None) => healthy || p.master.as_ref() == Some(&address),
                     // Discovery's first sight of a set is no news; later arrivals are.
-                    None => true,
+                    (None, _) => true,
                 };
+                // A replica of the old master must follow the new one; the old master itself
+                // rejoins as a new replica (`-sdown`), not a reconfigured one.
+                let reconfiguring = before.is_some_and(|b| switched || b.reconfiguring) && !healthy;
                 Some(ReplicaView {
                     address,
+                    role,
                     healthy,
                     link_up: i.link_status.as_deref() == Some("up"),
                     offset: i.replication_offset.unwrap_or(0),
                     announced,
+                    reconfiguring,
                 })
             })
             .collect();
+        let down = status.phase == Some(Phase::MasterUnavailable);
+        let now = Instant::now();
         let view = Self {
             name,
+            namespace: rr.namespace().unwrap_or_default(),
+            observed: now,
             master,
-            down: status.phase == Some(Phase::MasterUnavailable),
+            down,
+            down_since: down.then(|| previous.and_then(|p| p.down_since).unwrap_or(now)),
             failing_over,
             epoch: status.epoch,
             down_after_milliseconds: rr.spec.failover.down_after_milliseconds,
             replicas,
         };
-        let events = match previous {
-            Some(p) if p.name == view.name => p.events_to(&view),
-            _ => Vec::new(),
-        };
+        let events = previous
+            .map(|p| events::between(p, &view))
+            .unwrap_or_default();
         Some((view, events))
     }
 
     pub fn replica(&self, address: &Address) -> Option<&ReplicaView> {
         self.replicas.iter().find(|r| &r.address == address)
-    }
-
-    fn events_to(&self, next: &Self) -> Vec<Event> {
-        let mut events = Vec::new();
-        let Some(next_master) = &next.master else {
-            return events;
-        };
-        match &self.master {
-            Some(old) if old != next_master => events.push(Event {
-                channel: "+switch-master",
-                payload: format!(
-                    "{} {} {} {} {}",
-                    next.name, old.host, old.port, next_master.host, next_master.port
-                ),
-            }),
-            Some(same) => {
-                if next.down && !self.down {
-                    events.push(self.master_event("+sdown", same, ""));
-                }
-                if self.down && !next.down {
-                    events.push(self.master_event("-sdown", same, ""));
-                }
-                // The operator starts a failover only once the master is objectively down.
-                if self.down && next.failing_over && !self.failing_over {
-                    events.push(self.master_event("+odown", same, " #quorum 1/1"));
-                }
-            }
-            None => {}
-        }
-        for replica in &next.replicas {
-            let was_master = self.master.as_ref() == Some(&replica.address);
-            let channel = match self.replica(&replica.address) {
-                Some(b) if b.healthy && !replica.healthy => "+sdown",
-                Some(b) if !b.healthy && replica.healthy && b.announced => "-sdown",
-                Some(b) if !b.healthy && replica.healthy => "+slave",
-                None if replica.healthy => "+slave",
-                // A replaced master is now a replica, down until it rejoins.
-                None if was_master => "+sdown",
-                _ => continue,
-            };
-            events.push(Event {
-                channel,
-                payload: format!(
-                    "slave {} {} {} @ {} {} {}",
-                    replica.address,
-                    replica.address.host,
-                    replica.address.port,
-                    next.name,
-                    next_master.host,
-                    next_master.port
-                ),
-            });
-        }
-        events
-    }
-
-    fn master_event(&self, channel: &'static str, master: &Address, suffix: &str) -> Event {
-        Event {
-            channel,
-            payload: format!(
-                "master {} {} {}{suffix}",
-                self.name, master.host, master.port
-            ),
-        }
     }
 }
 
@@ -299,16 +280,16 @@ pub(crate) mod tests {
         rr
     }
 
-    fn status(rr: &mut RedisReplication) -> &mut RedisReplicationStatus {
+    pub fn status(rr: &mut RedisReplication) -> &mut RedisReplicationStatus {
         rr.status.as_mut().expect("status")
     }
 
     /// `ns/cache` with master `master` and `instances` (ordinal, role, ready).
-    fn cache(master: u8, instances: &[(u8, &str, bool)]) -> RedisReplication {
+    pub fn cache(master: u8, instances: &[(u8, &str, bool)]) -> RedisReplication {
         replication("ns", "cache", Some(master), instances)
     }
 
-    fn healthy_set() -> RedisReplication {
+    pub fn healthy_set() -> RedisReplication {
         cache(
             1,
             &[
@@ -317,13 +298,6 @@ pub(crate) mod tests {
                 (3, "replica", true),
             ],
         )
-    }
-
-    fn payloads(events: &[Event]) -> Vec<String> {
-        events
-            .iter()
-            .map(|e| format!("{} {}", e.channel, e.payload))
-            .collect()
     }
 
     #[test]
@@ -346,109 +320,6 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(replicas, ["10.0.0.2:6379", "10.0.0.3:6379"]);
         assert!(view.replicas.iter().all(|r| r.healthy && r.link_up));
-    }
-
-    #[test]
-    fn a_completed_failover_publishes_switch_master_with_old_and_new_addresses() {
-        let before = healthy_set();
-        let (view, _) = MasterView::observe(&before, None).expect("view");
-
-        // The intent is recorded: the new master is named but not promoted yet.
-        let mut intent = before.clone();
-        status(&mut intent).phase = Some(Phase::MasterUnavailable);
-        status(&mut intent).master_address = Some("10.0.0.2:6379".into());
-        status(&mut intent).target_master = Some("cache-2".into());
-        let (mid, events) = MasterView::observe(&intent, Some(&view)).expect("view");
-        assert_eq!(mid.master, Some(Address::new("10.0.0.1", 6379)), "not yet");
-        assert_eq!(
-            payloads(&events),
-            ["+sdown master ns.cache 10.0.0.1 6379"],
-            "the phase of the intent's status is still the old one"
-        );
-
-        let mut done = cache(
-            2,
-            &[
-                (1, "unknown", false),
-                (2, "master", true),
-                (3, "replica", true),
-            ],
-        );
-        status(&mut done).epoch = 2;
-        let (after, events) = MasterView::observe(&done, Some(&mid)).expect("view");
-        assert_eq!(after.master, Some(Address::new("10.0.0.2", 6379)));
-        assert_eq!(
-            payloads(&events),
-            [
-                "+switch-master ns.cache 10.0.0.1 6379 10.0.0.2 6379",
-                "+sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379"
-            ]
-        );
-        let old = after.replica(&Address::new("10.0.0.1", 6379)).expect("old");
-        assert!(!old.healthy);
-
-        // The old master rejoins as a replica.
-        let rejoined = cache(
-            2,
-            &[
-                (1, "replica", true),
-                (2, "master", true),
-                (3, "replica", true),
-            ],
-        );
-        let (_, events) = MasterView::observe(&rejoined, Some(&after)).expect("view");
-        assert_eq!(
-            payloads(&events),
-            ["-sdown slave 10.0.0.1:6379 10.0.0.1 6379 @ ns.cache 10.0.0.2 6379"]
-        );
-    }
-
-    #[test]
-    fn down_odown_and_recovery_are_published_for_the_master() {
-        let (ready, _) = MasterView::observe(&healthy_set(), None).expect("view");
-        let mut down = healthy_set();
-        status(&mut down).phase = Some(Phase::MasterUnavailable);
-        let (down_view, events) = MasterView::observe(&down, Some(&ready)).expect("view");
-        assert_eq!(payloads(&events), ["+sdown master ns.cache 10.0.0.1 6379"]);
-        assert!(down_view.down);
-
-        let mut intent = down.clone();
-        status(&mut intent).target_master = Some("cache-2".into());
-        status(&mut intent).master_address = Some("10.0.0.2:6379".into());
-        let (_, events) = MasterView::observe(&intent, Some(&down_view)).expect("view");
-        assert_eq!(
-            payloads(&events),
-            ["+odown master ns.cache 10.0.0.1 6379 #quorum 1/1"]
-        );
-
-        let (_, events) = MasterView::observe(&healthy_set(), Some(&down_view)).expect("view");
-        assert_eq!(payloads(&events), ["-sdown master ns.cache 10.0.0.1 6379"]);
-    }
-
-    #[test]
-    fn replicas_are_announced_when_they_join_and_flagged_when_they_fail() {
-        let two = cache(1, &[(1, "master", true), (2, "replica", true)]);
-        let (view, _) = MasterView::observe(&two, None).expect("view");
-        let syncing = cache(
-            1,
-            &[
-                (1, "master", true),
-                (2, "replica", true),
-                (3, "replica", false),
-            ],
-        );
-        let (view, events) = MasterView::observe(&syncing, Some(&view)).expect("view");
-        assert!(events.is_empty(), "not announced before it is ready");
-        let (view, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
-        assert_eq!(
-            payloads(&events),
-            ["+slave slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.1 6379"]
-        );
-        let (_, events) = MasterView::observe(&syncing, Some(&view)).expect("view");
-        assert_eq!(
-            payloads(&events),
-            ["+sdown slave 10.0.0.3:6379 10.0.0.3 6379 @ ns.cache 10.0.0.1 6379"]
-        );
     }
 
     #[test]

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::catalog::{Catalog, Event, MasterView, ReplicaView};
-use super::glob;
+use super::catalog::{Catalog, MasterView};
+use super::events::Event;
+use super::peers::Peer;
 use super::resp::{Proto, Reply};
-use crate::redis::Address;
+use super::{glob, sentinel};
 
 /// The Redis version HELLO reports: the Sentinel behaviour this endpoint follows.
 const REDIS_VERSION: &str = "7.2.0";
@@ -39,8 +40,9 @@ const PUBSUB_COMMANDS: &[&str] = &[
     "unsubscribe",
 ];
 
-/// Runnable before AUTH when a password is set.
-const NO_AUTH_COMMANDS: &[&str] = &["auth", "hello", "ping", "quit"];
+/// Runnable before AUTH when a password is set. Not PING: Redis answers it NOAUTH too, which
+/// is how a client learns that it must authenticate.
+const NO_AUTH_COMMANDS: &[&str] = &["auth", "hello", "quit"];
 
 /// What the server knows that commands read.
 pub struct Context<'a> {
@@ -48,6 +50,15 @@ pub struct Context<'a> {
     pub password: Option<&'a str>,
     /// This process's Sentinel run id (`SENTINEL MYID`).
     pub run_id: &'a str,
+    /// The other operator replicas serving the endpoint (never this one).
+    pub peers: &'a [Peer],
+}
+
+impl Context<'_> {
+    /// The peers that answer for `view`'s master too.
+    pub fn peers_of<'v>(&'v self, view: &'v MasterView) -> impl Iterator<Item = &'v Peer> {
+        self.peers.iter().filter(|p| p.serves(&view.namespace))
+    }
 }
 
 /// Whether the connection goes on after the replies are written.
@@ -104,8 +115,9 @@ impl Session {
         {
             return (
                 vec![Reply::error(format!(
-                    "ERR Can't execute '{command}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING \
-                     / QUIT are allowed in this context"
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / \
+                     QUIT / RESET are allowed in this context",
+                    full_name(args)
                 ))],
                 After::Continue,
             );
@@ -126,7 +138,7 @@ impl Session {
                         .collect(),
                 ),
             ]),
-            "sentinel" => sentinel(args, ctx),
+            "sentinel" => sentinel::run(args, ctx),
             "subscribe" | "psubscribe" if args.len() >= 2 => {
                 return (self.subscribe(&command, &args[1..]), After::Continue);
             }
@@ -140,7 +152,7 @@ impl Session {
 
     /// The pub/sub messages `event` means for this session.
     pub fn deliver(&self, event: &Event) -> Vec<Reply> {
-        let channel = Bytes::from_static(event.channel.as_bytes());
+        let channel = Bytes::from_static(event.channel.as_str().as_bytes());
         let payload = Reply::bulk(event.payload.clone());
         let mut replies = Vec::new();
         if self.channels.contains(&channel) {
@@ -350,123 +362,6 @@ impl Session {
     }
 }
 
-fn sentinel(args: &[Bytes], ctx: &Context<'_>) -> Reply {
-    let Some(sub) = args.get(1) else {
-        return arity("sentinel");
-    };
-    let name = lower(sub);
-    let expected = match name.as_str() {
-        "masters" | "myid" => 2,
-        "master" | "replicas" | "slaves" | "sentinels" | "get-master-addr-by-name" | "ckquorum" => {
-            3
-        }
-        "failover" => {
-            return Reply::error(
-                "ERR vigil fails over by itself when a master fails; delete the master pod for \
-                 a planned switchover",
-            );
-        }
-        _ => {
-            return Reply::error(format!(
-                "ERR unknown subcommand '{}'. Try SENTINEL HELP.",
-                String::from_utf8_lossy(sub)
-            ));
-        }
-    };
-    if args.len() != expected {
-        return arity(&format!("sentinel|{name}"));
-    }
-    match name.as_str() {
-        "masters" => Reply::Array(
-            ctx.catalog
-                .masters()
-                .into_iter()
-                .map(|(view, address)| master(view, address))
-                .collect(),
-        ),
-        "myid" => Reply::bulk(ctx.run_id.to_string()),
-        _ => {
-            let found = ctx.catalog.get(&String::from_utf8_lossy(&args[2]));
-            match (name.as_str(), found) {
-                ("get-master-addr-by-name", None) => Reply::NullArray,
-                (_, None) => Reply::error("ERR No such master with that name"),
-                ("get-master-addr-by-name", Some((_, address))) => Reply::Array(vec![
-                    Reply::bulk(address.host.clone()),
-                    Reply::bulk(address.port.to_string()),
-                ]),
-                ("master", Some((view, address))) => master(view, address),
-                ("replicas" | "slaves", Some((view, address))) => {
-                    Reply::Array(view.replicas.iter().map(|r| replica(address, r)).collect())
-                }
-                // The operator is the only Sentinel: it has no peers, and alone it is a quorum.
-                ("sentinels", Some(_)) => Reply::Array(Vec::new()),
-                _ => Reply::Simple(
-                    "OK 1 usable Sentinels. Quorum and failover authorization can be reached"
-                        .into(),
-                ),
-            }
-        }
-    }
-}
-
-/// `SENTINEL MASTER`: the fields Sentinel reports that the status can back.
-fn master(view: &MasterView, address: &Address) -> Reply {
-    let mut flags = Vec::new();
-    if view.down {
-        flags.push("s_down");
-    }
-    flags.push("master");
-    if view.failing_over {
-        flags.push("failover_in_progress");
-    }
-    Reply::fields([
-        ("name", view.name.clone()),
-        ("ip", address.host.clone()),
-        ("port", address.port.to_string()),
-        ("runid", String::new()),
-        ("flags", flags.join(",")),
-        (
-            "down-after-milliseconds",
-            view.down_after_milliseconds.to_string(),
-        ),
-        ("role-reported", "master".into()),
-        ("config-epoch", view.epoch.to_string()),
-        ("num-slaves", view.replicas.len().to_string()),
-        ("num-other-sentinels", "0".into()),
-        ("quorum", "1".into()),
-    ])
-}
-
-/// One entry of `SENTINEL REPLICAS`; clients skip those flagged down or disconnected.
-fn replica(master: &Address, r: &ReplicaView) -> Reply {
-    let (master_host, master_port) = if r.link_up {
-        (master.host.clone(), master.port.to_string())
-    } else {
-        ("?".into(), "0".into())
-    };
-    let flags = if r.healthy {
-        "slave"
-    } else {
-        "s_down,slave,disconnected"
-    };
-    Reply::fields([
-        ("name", r.address.to_string()),
-        ("ip", r.address.host.clone()),
-        ("port", r.address.port.to_string()),
-        ("runid", String::new()),
-        ("flags", flags.into()),
-        ("role-reported", "slave".into()),
-        (
-            "master-link-status",
-            if r.link_up { "ok" } else { "err" }.into(),
-        ),
-        ("master-host", master_host),
-        ("master-port", master_port),
-        ("slave-repl-offset", r.offset.to_string()),
-        ("replica-announced", "1".into()),
-    ])
-}
-
 fn check_credentials(
     configured: Option<&str>,
     user: Option<&[u8]>,
@@ -507,11 +402,20 @@ fn bad_client_name() -> Reply {
     Reply::error("ERR Client names cannot contain spaces, newlines or special characters.")
 }
 
-fn lower(b: &[u8]) -> String {
+/// `command|subcommand` for commands that have subcommands, as Redis names them in errors.
+fn full_name(args: &[Bytes]) -> String {
+    let command = lower(&args[0]);
+    match (command.as_str(), args.get(1)) {
+        ("sentinel" | "client", Some(sub)) => format!("{command}|{}", lower(sub)),
+        _ => command,
+    }
+}
+
+pub(super) fn lower(b: &[u8]) -> String {
     String::from_utf8_lossy(b).to_ascii_lowercase()
 }
 
-fn arity(command: &str) -> Reply {
+pub(super) fn arity(command: &str) -> Reply {
     Reply::error(format!(
         "ERR wrong number of arguments for '{command}' command"
     ))
@@ -537,11 +441,12 @@ fn unknown_command(args: &[Bytes]) -> Reply {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::catalog::tests::replication;
+    use super::super::events::Channel;
     use super::*;
 
-    fn catalog() -> Catalog {
+    pub fn catalog() -> Catalog {
         let mut catalog = Catalog::default();
         catalog.apply(&replication(
             "ns",
@@ -557,10 +462,21 @@ mod tests {
     }
 
     /// Runs `line` (arguments separated by single spaces).
-    fn execute(
+    pub fn execute(
         session: &mut Session,
         catalog: &Catalog,
         password: Option<&str>,
+        line: &str,
+    ) -> (Vec<Reply>, After) {
+        execute_with(session, catalog, password, &[], line)
+    }
+
+    /// Runs `line` with `peers` serving the endpoint too.
+    pub fn execute_with(
+        session: &mut Session,
+        catalog: &Catalog,
+        password: Option<&str>,
+        peers: &[Peer],
         line: &str,
     ) -> (Vec<Reply>, After) {
         let args: Vec<Bytes> = line
@@ -571,11 +487,12 @@ mod tests {
             catalog,
             password,
             run_id: "0123",
+            peers,
         };
         session.execute(&args, &ctx)
     }
 
-    fn run(
+    pub fn run(
         session: &mut Session,
         catalog: &Catalog,
         password: Option<&str>,
@@ -584,13 +501,13 @@ mod tests {
         execute(session, catalog, password, line).0
     }
 
-    fn one(session: &mut Session, catalog: &Catalog, line: &str) -> Reply {
+    pub fn one(session: &mut Session, catalog: &Catalog, line: &str) -> Reply {
         let mut replies = run(session, catalog, None, line);
         assert_eq!(replies.len(), 1, "{line}: {replies:?}");
         replies.remove(0)
     }
 
-    fn field(reply: &Reply, name: &str) -> Option<String> {
+    pub fn field(reply: &Reply, name: &str) -> Option<String> {
         let Reply::Map(pairs) = reply else {
             panic!("not a map: {reply:?}")
         };
@@ -602,93 +519,8 @@ mod tests {
         })
     }
 
-    fn bulk(s: &str) -> Reply {
+    pub fn bulk(s: &str) -> Reply {
         Reply::bulk(s.to_string())
-    }
-
-    #[test]
-    fn get_master_addr_by_name_answers_the_address_or_a_null_array() {
-        let (c, mut s) = (catalog(), Session::new(1, false));
-        assert_eq!(
-            one(&mut s, &c, "SENTINEL get-master-addr-by-name ns.cache"),
-            Reply::Array(vec![bulk("10.0.0.1"), bulk("6379")])
-        );
-        assert_eq!(
-            one(&mut s, &c, "sentinel GET-MASTER-ADDR-BY-NAME nope"),
-            Reply::NullArray
-        );
-        assert_eq!(
-            one(&mut s, &c, "SENTINEL get-master-addr-by-name"),
-            Reply::error(
-                "ERR wrong number of arguments for 'sentinel|get-master-addr-by-name' command"
-            )
-        );
-        assert_eq!(
-            one(&mut s, &c, "SENTINEL master nope"),
-            Reply::error("ERR No such master with that name")
-        );
-    }
-
-    #[test]
-    fn master_and_replica_state_carry_the_fields_clients_read() {
-        let (c, mut s) = (catalog(), Session::new(1, false));
-        let master = one(&mut s, &c, "SENTINEL master ns.cache");
-        for (name, value) in [
-            ("name", "ns.cache"),
-            ("ip", "10.0.0.1"),
-            ("port", "6379"),
-            ("flags", "master"),
-            ("num-slaves", "2"),
-            ("num-other-sentinels", "0"),
-            ("quorum", "1"),
-            ("config-epoch", "1"),
-        ] {
-            assert_eq!(field(&master, name).as_deref(), Some(value), "{name}");
-        }
-        assert_eq!(
-            one(&mut s, &c, "SENTINEL masters"),
-            Reply::Array(vec![master])
-        );
-        let Reply::Array(replicas) = one(&mut s, &c, "SENTINEL slaves ns.cache") else {
-            panic!("array")
-        };
-        assert_eq!(replicas, {
-            let Reply::Array(r) = one(&mut s, &c, "SENTINEL replicas ns.cache") else {
-                panic!("array")
-            };
-            r
-        });
-        let summary: Vec<(Option<String>, Option<String>, Option<String>)> = replicas
-            .iter()
-            .map(|r| (field(r, "name"), field(r, "flags"), field(r, "master-host")))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    Some("10.0.0.2:6379".into()),
-                    Some("slave".into()),
-                    Some("10.0.0.1".into())
-                ),
-                (
-                    Some("10.0.0.3:6379".into()),
-                    Some("s_down,slave,disconnected".into()),
-                    Some("?".into())
-                ),
-            ]
-        );
-        assert_eq!(
-            one(&mut s, &c, "SENTINEL sentinels ns.cache"),
-            Reply::Array(vec![])
-        );
-        assert!(matches!(
-            one(&mut s, &c, "SENTINEL ckquorum ns.cache"),
-            Reply::Simple(m) if m.starts_with("OK 1 usable Sentinels")
-        ));
-        assert_eq!(
-            one(&mut s, &c, "ROLE"),
-            Reply::Array(vec![bulk("sentinel"), Reply::Array(vec![bulk("ns.cache")])])
-        );
     }
 
     #[test]
@@ -717,7 +549,7 @@ mod tests {
     }
 
     #[test]
-    fn with_a_password_only_auth_hello_ping_and_quit_run_before_authenticating() {
+    fn with_a_password_only_auth_hello_and_quit_run_before_authenticating() {
         let (c, mut s) = (catalog(), Session::new(1, true));
         let pw = Some("s3cret");
         let noauth = Reply::error("NOAUTH Authentication required.");
@@ -725,8 +557,15 @@ mod tests {
             run(&mut s, &c, pw, "SENTINEL masters"),
             std::slice::from_ref(&noauth)
         );
-        assert_eq!(run(&mut s, &c, pw, "SUBSCRIBE +switch-master"), [noauth]);
-        assert_eq!(run(&mut s, &c, pw, "PING"), [Reply::Simple("PONG".into())]);
+        assert_eq!(
+            run(&mut s, &c, pw, "SUBSCRIBE +switch-master"),
+            std::slice::from_ref(&noauth)
+        );
+        assert_eq!(
+            run(&mut s, &c, pw, "PING"),
+            [noauth],
+            "as Redis: PING needs AUTH too"
+        );
         assert!(matches!(
             &run(&mut s, &c, pw, "HELLO 3")[0],
             Reply::Error(m) if m.starts_with("NOAUTH HELLO must be called")
@@ -786,10 +625,10 @@ mod tests {
         );
         assert!(matches!(
             one(&mut s, &c, "SENTINEL masters"),
-            Reply::Error(m) if m.starts_with("ERR Can't execute 'sentinel'")
+            Reply::Error(m) if m.starts_with("ERR Can't execute 'sentinel|masters': only (P|S)SUBSCRIBE")
         ));
         let event = Event {
-            channel: "+switch-master",
+            channel: Channel::SwitchMaster,
             payload: "ns.cache 10.0.0.1 6379 10.0.0.2 6379".into(),
         };
         assert_eq!(

@@ -2,15 +2,23 @@
 //! answers the Sentinel protocol from a watched cache of `RedisReplication` statuses, so clients
 //! written for Redis Sentinel find the master, and hear of a new one, with no sentinel pods.
 //!
-//! `catalog` derives what Sentinel would say from each status, `watch` keeps it current,
-//! `commands` answers requests, `resp` is the wire format and `server` the connections.
+//! `catalog` derives what Sentinel would say from each status, `watch` keeps it current and
+//! publishes what `events` says a change means, `peers` finds the other replicas, `commands`
+//! (and `sentinel` for `SENTINEL ...`) answers requests, `resp` is the wire format and
+//! `server` the connections.
 
 mod catalog;
 mod commands;
+mod events;
 mod glob;
+mod peers;
 mod resp;
+mod sentinel;
 mod server;
+mod tls;
 mod watch;
+
+pub use tls::{ClientAuth, TlsError, TlsSettings};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -21,7 +29,8 @@ use rand::Rng;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
-use catalog::{Catalog, Event};
+use catalog::Catalog;
+use events::Event;
 
 /// Events a subscriber may fall behind by before it is disconnected.
 const EVENT_BACKLOG: usize = 1024;
@@ -36,10 +45,26 @@ pub struct Settings {
     pub addr: String,
     /// Watch one namespace, or all of them (the operator's scope).
     pub namespace: Option<String>,
-    /// Clients must AUTH with this before anything but AUTH, HELLO, PING and QUIT.
+    /// Clients must AUTH with this before anything but AUTH, HELLO and QUIT.
     pub password: Option<String>,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// Announce this replica to the others (`SENTINEL SENTINELS`); none: serve alone.
+    pub announce: Option<Announce>,
+    /// Speak TLS only, as Sentinel with `tls-port` (and `port 0`).
+    pub tls: Option<TlsSettings>,
+}
+
+/// How this replica announces itself to the other replicas of its deployment.
+pub struct Announce {
+    /// The operator's namespace, where the announcements live.
+    pub namespace: String,
+    /// The deployment's name (its leader Lease's); replicas of one group list each other.
+    pub group: String,
+    /// The address peers' clients should dial; default: the listener's, unless a wildcard.
+    pub ip: Option<String>,
+    pub port: Option<u16>,
+    pub lease_duration: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +75,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve TLS on the Sentinel endpoint (check --sentinel-tls-dir): {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// State shared by the watch and every connection.
@@ -58,6 +85,8 @@ struct Shared {
     events: broadcast::Sender<Arc<Event>>,
     password: Option<String>,
     run_id: String,
+    /// The other replicas serving the endpoint.
+    peers: RwLock<Vec<peers::Peer>>,
 }
 
 impl Shared {
@@ -68,11 +97,23 @@ impl Shared {
     fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn peers(&self) -> RwLockReadGuard<'_, Vec<peers::Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn peers_mut(&self) -> RwLockWriteGuard<'_, Vec<peers::Peer>> {
+        self.peers.write().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
-/// Listens on `settings.addr`, then serves and watches in the background. Returns the bound
-/// address.
-pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Error> {
+/// Listens on `settings.addr`, then serves and watches in the background.
+pub async fn start(client: Client, settings: Settings) -> Result<Endpoint, Error> {
+    // Bad TLS material stops the start, before anything listens.
+    let tls = match settings.tls {
+        Some(tls) => Some(Arc::new(tls::Certificates::load(tls, tls::RELOAD_CHECK)?)),
+        None => None,
+    };
     let bind_error = |source| Error::Bind {
         addr: settings.addr.clone(),
         source,
@@ -86,6 +127,7 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
         events: broadcast::channel(EVENT_BACKLOG).0,
         password: settings.password,
         run_id: run_id(),
+        peers: RwLock::default(),
     });
     let limits = server::Limits {
         max_connections: settings.max_connections.max(1),
@@ -95,9 +137,53 @@ pub async fn start(client: Client, settings: Settings) -> Result<SocketAddr, Err
             max_args: MAX_REQUEST_ARGS,
         },
     };
+    let mut withdrawal = None;
+    if let Some(announce) = settings.announce {
+        match peers::announce_address(local, announce.ip.as_deref(), announce.port) {
+            Some(address) => {
+                let peer_settings = peers::PeerSettings {
+                    namespace: announce.namespace,
+                    group: announce.group,
+                    announce: address,
+                    lease_duration: announce.lease_duration,
+                };
+                let scope = peers::Scope::of(settings.namespace.as_deref());
+                withdrawal = Some(peers::start(
+                    client.clone(),
+                    peer_settings,
+                    scope,
+                    shared.clone(),
+                ));
+            }
+            None => tracing::warn!(
+                addr = %local,
+                "not announcing this Sentinel endpoint to its peers: it listens on a wildcard \
+                 address; set --sentinel-announce-ip (the chart sets the pod IP)"
+            ),
+        }
+    }
     tokio::spawn(watch::run(client, settings.namespace, shared.clone()));
-    tokio::spawn(server::serve(listener, shared, limits));
-    Ok(local)
+    tokio::spawn(server::serve(listener, shared, limits, tls));
+    Ok(Endpoint {
+        addr: local,
+        withdrawal,
+    })
+}
+
+/// A running endpoint.
+pub struct Endpoint {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    withdrawal: Option<peers::Withdrawal>,
+}
+
+impl Endpoint {
+    /// Stops announcing this replica to the others (on shutdown); it keeps serving meanwhile.
+    pub async fn withdraw(&self) {
+        if let Some(withdrawal) = &self.withdrawal {
+            withdrawal.run().await;
+        }
+    }
 }
 
 /// A Sentinel run id: 40 hex digits, new for each process.

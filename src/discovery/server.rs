@@ -7,20 +7,22 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, broadcast};
 use tokio_util::codec::FramedRead;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::catalog::Event;
 use super::commands::{After, Context, Session};
+use super::events::Event;
 use super::resp::{Proto, Reply, RequestDecoder, RequestError, RequestLimits};
+use super::tls::Certificates;
 
 /// A client that does not read its replies for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS client that has not completed its handshake by then is disconnected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds on connections.
 #[derive(Clone, Copy, Debug)]
@@ -31,7 +33,13 @@ pub struct Limits {
     pub request: RequestLimits,
 }
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
+/// Accepts until the process stops; with `tls`, every connection speaks TLS only.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Limits,
+    tls: Option<Arc<Certificates>>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut next_id: u64 = 0;
     loop {
@@ -48,10 +56,25 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
         let id = next_id;
         match slots.clone().try_acquire_owned() {
             Ok(slot) => {
-                let shared = shared.clone();
+                let (shared, tls) = (shared.clone(), tls.clone());
                 tokio::spawn(async move {
                     debug!(id, %peer, "Sentinel connection opened");
-                    connection(stream, id, &shared, limits).await;
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => connection(stream, id, &shared, limits).await,
+                        Some(certificates) => {
+                            let acceptor = certificates.current();
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(stream)) => connection(stream, id, &shared, limits).await,
+                                Ok(Err(e)) => {
+                                    debug!(id, %peer, error = %e, "Sentinel TLS handshake failed");
+                                }
+                                Err(_) => debug!(id, %peer, "Sentinel TLS handshake timed out"),
+                            }
+                        }
+                    }
                     debug!(id, %peer, "Sentinel connection closed");
                     drop(slot);
                 });
@@ -68,9 +91,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, limits: Limits) {
     }
 }
 
-async fn connection(stream: TcpStream, id: u64, shared: &Shared, limits: Limits) {
-    let _ = stream.set_nodelay(true);
-    let (reader, mut writer) = stream.into_split();
+async fn connection<S>(stream: S, id: u64, shared: &Shared, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (reader, mut writer) = tokio::io::split(stream);
     let mut requests = FramedRead::new(reader, RequestDecoder::new(limits.request));
     let mut session = Session::new(id, shared.password.is_some());
     let mut events: Option<broadcast::Receiver<Arc<Event>>> = None;
@@ -82,11 +107,12 @@ async fn connection(stream: TcpStream, id: u64, shared: &Shared, limits: Limits)
                 None => return,
                 Some(Ok(args)) => {
                     let (replies, then) = {
-                        let catalog = shared.catalog();
+                        let (catalog, peers) = (shared.catalog(), shared.peers());
                         let ctx = Context {
                             catalog: &catalog,
                             password: shared.password.as_deref(),
                             run_id: &shared.run_id,
+                            peers: &peers,
                         };
                         session.execute(&args, &ctx)
                     };
@@ -167,6 +193,9 @@ mod tests {
     use std::sync::RwLock;
 
     use tokio::io::AsyncReadExt;
+    use tokio::net::TcpStream;
+
+    use super::super::events::Channel;
 
     use super::*;
 
@@ -187,8 +216,9 @@ mod tests {
             events: broadcast::channel(16).0,
             password: None,
             run_id: "0".repeat(40),
+            peers: RwLock::default(),
         });
-        tokio::spawn(serve(listener, shared.clone(), limits));
+        tokio::spawn(serve(listener, shared.clone(), limits, None));
         (addr, shared)
     }
 
@@ -241,7 +271,7 @@ mod tests {
         shared
             .events
             .send(Arc::new(Event {
-                channel: "+sdown",
+                channel: Channel::Sdown,
                 payload: "master m 10.0.0.1 6379".into(),
             }))
             .expect("a subscriber");

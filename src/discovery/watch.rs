@@ -52,7 +52,7 @@ pub async fn run(client: Client, namespace: Option<String>, shared: Arc<Shared>)
 fn apply(shared: &Shared, rr: &RedisReplication) {
     let events = shared.catalog_mut().apply(rr);
     for event in events {
-        info!(channel = event.channel, payload = %event.payload, "Sentinel event");
+        info!(channel = event.channel.as_str(), payload = %event.payload, "Sentinel event");
         // No subscriber is not an error.
         let _ = shared.events.send(Arc::new(event));
     }

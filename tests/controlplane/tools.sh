@@ -309,6 +309,7 @@ go-failover_build() {
   install_bin go-failover go-failover "$go_client_hash"
 }
 go_tool go-failover "$go_client_hash"
+"$ROOT/tests/clients/install.sh"  # Jedis, Lettuce and ioredis clients (Maven Central, npm)
 
 # ---------------------------------------------------------------- wait for kubernetes
 if [[ -n $K8S_PID ]]; then

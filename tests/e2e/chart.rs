@@ -12,7 +12,7 @@ use vigil::metrics::Metrics;
 
 use crate::support::{TestNs, wait_for};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/vigil");
+pub const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/vigil");
 /// Stand-ins for the Prometheus Operator's CRDs, which the local control plane lacks.
 const PROMETHEUS_CRDS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -305,7 +305,7 @@ async fn the_operator_pod_meets_the_restricted_pod_security_standard() {
     );
 }
 
-fn helm(t: &TestNs, args: &[&str]) -> Output {
+pub fn helm(t: &TestNs, args: &[&str]) -> Output {
     Command::new(&t.env.helm)
         .args(args)
         .output()
@@ -313,7 +313,7 @@ fn helm(t: &TestNs, args: &[&str]) -> Output {
 }
 
 /// `helm template` of release `vigil` in the test namespace: the text and its documents.
-fn render(t: &TestNs, extra: &[&str]) -> (String, Vec<Value>) {
+pub fn render(t: &TestNs, extra: &[&str]) -> (String, Vec<Value>) {
     let out = helm(
         t,
         &[
@@ -339,24 +339,24 @@ fn objects<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
 }
 
-fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     objects(docs, kind)
         .into_iter()
         .find(|d| d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("{kind}/{name} not rendered"))
 }
 
-fn text(v: &Value) -> &str {
+pub fn text(v: &Value) -> &str {
     v.as_str()
         .unwrap_or_else(|| panic!("a string expected: {v:?}"))
 }
 
-fn sequence(v: &Value) -> &[Value] {
+pub fn sequence(v: &Value) -> &[Value] {
     v.as_sequence()
         .unwrap_or_else(|| panic!("a list expected: {v:?}"))
 }
 
-fn strings(v: &Value) -> Vec<&str> {
+pub fn strings(v: &Value) -> Vec<&str> {
     sequence(v).iter().map(text).collect()
 }
 

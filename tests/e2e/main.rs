@@ -2,11 +2,15 @@
 //! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
 
 mod chart;
+mod client_matrix;
 mod day2;
 mod discovery;
 mod failover;
 mod problems;
+mod resp_shape;
 mod restart;
+mod sentinel_secure;
+mod sentinel_shape;
 mod shape;
 mod storage;
 mod support;

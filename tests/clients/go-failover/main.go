@@ -1,7 +1,8 @@
 // go-failover: a go-redis failover client driven by the e2e discovery tests. It finds the
 // master (or a replica) only through the Sentinel endpoint given, and prints one line per
 // operation: "ok <i> <server addr>" / "err <i> <error>" for writes, "read <server addr> <role>"
-// for reads.
+// for reads. With -wait N a write counts as "ok" only once `WAIT N` says N replicas have it;
+// otherwise it prints "unacked <i> <server addr>".
 package main
 
 import (
@@ -24,6 +25,7 @@ func main() {
 	duration := flag.Duration("duration", 2*time.Minute, "how long to keep writing")
 	interval := flag.Duration("interval", 50*time.Millisecond, "pause between writes")
 	reads := flag.Int("reads", 5, "reads to make from a replica")
+	wait := flag.Int("wait", 0, "replicas that must acknowledge a write")
 	flag.Parse()
 
 	client := redis.NewFailoverClient(&redis.FailoverOptions{
@@ -41,18 +43,22 @@ func main() {
 	if *mode == "read" {
 		os.Exit(read(client, *reads))
 	}
-	write(client, *duration, *interval)
+	write(client, *duration, *interval, *wait)
 }
 
 // write sets vigil:go:<i> = i, with CLIENT INFO on the same connection to tell which server
-// took it, until the duration is over; errors are printed and retried.
-func write(client *redis.Client, duration, interval time.Duration) {
+// took it (and WAIT, when asked), until the duration is over; errors are printed and retried.
+func write(client *redis.Client, duration, interval time.Duration, wait int) {
 	deadline := time.Now().Add(duration)
 	for i := 0; time.Now().Before(deadline); i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		pipe := client.Pipeline()
 		pipe.Set(ctx, fmt.Sprintf("vigil:go:%d", i), i, 0)
 		info := pipe.ClientInfo(ctx)
+		var acked *redis.Cmd
+		if wait > 0 {
+			acked = pipe.Do(ctx, "WAIT", wait, 1000)
+		}
 		_, err := pipe.Exec(ctx)
 		cancel()
 		if err != nil {
@@ -60,7 +66,13 @@ func write(client *redis.Client, duration, interval time.Duration) {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		fmt.Printf("ok %d %s\n", i, info.Val().LAddr)
+		verdict := "ok"
+		if acked != nil {
+			if n, _ := acked.Int64(); n < int64(wait) {
+				verdict = "unacked"
+			}
+		}
+		fmt.Printf("%s %d %s\n", verdict, i, info.Val().LAddr)
 		time.Sleep(interval)
 	}
 }

@@ -26,6 +26,8 @@ def main():
     p.add_argument("--master", required=True, help="Sentinel master name")
     p.add_argument("--password", default=None, help="password of the Redis instances")
     p.add_argument("--sentinel-password", default=None, help="password of the Sentinel endpoint")
+    p.add_argument("--sentinel-ca", default=None,
+                   help="CA file: reach the Sentinel endpoint over TLS, verifying it with this CA")
     p.add_argument("--mode", choices=["write", "read"], default="write")
     p.add_argument("--duration", type=float, default=120, help="seconds to keep writing")
     p.add_argument("--interval", type=float, default=0.05, help="pause between writes")
@@ -45,6 +47,9 @@ def main():
     sentinel_kwargs = dict(timeouts)
     if args.sentinel_password:
         sentinel_kwargs["password"] = args.sentinel_password
+    if args.sentinel_ca:
+        # The endpoint is dialled by IP, which its certificate need not name (as redis-cli).
+        sentinel_kwargs.update(ssl=True, ssl_ca_certs=args.sentinel_ca, ssl_check_hostname=False)
     sentinel = Sentinel(endpoints, sentinel_kwargs=sentinel_kwargs, **timeouts)
     client_kwargs = dict(password=args.password, decode_responses=True, **timeouts)
 

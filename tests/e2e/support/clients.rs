@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{TestNs, wait_for};
 
-/// Where tools.sh installed the clients (`python-redis`, `go-failover`).
+/// Where tools.sh installed the clients (`python-redis`, `go-failover`, `java-failover`,
+/// `node-failover`, `spring-failover`).
 pub fn clients_dir() -> PathBuf {
     match std::env::var_os("VIGIL_E2E_CLIENTS") {
         Some(dir) => PathBuf::from(dir),
@@ -94,15 +95,54 @@ impl Drop for ClientProcess {
     }
 }
 
-/// A client library under test, as installed by tools.sh.
-#[derive(Clone, Copy)]
+/// A client library under test, as installed by tools.sh (tests/clients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Library {
     RedisPy,
     GoRedis,
+    /// `JedisSentinelPool`.
+    Jedis,
+    /// `RedisClient.connect` of a sentinel `RedisURI`.
+    Lettuce,
+    /// `MasterReplica.connect` of a sentinel `RedisURI` (topology from Sentinel's events).
+    LettuceMasterReplica,
+    /// ioredis with its defaults.
+    Ioredis,
+    /// A Spring Boot application, Spring Data Redis in sentinel mode (Lettuce underneath).
+    SpringDataRedis,
 }
 
 impl Library {
+    pub const ALL: [Self; 7] = [
+        Self::RedisPy,
+        Self::GoRedis,
+        Self::Jedis,
+        Self::Lettuce,
+        Self::LettuceMasterReplica,
+        Self::Ioredis,
+        Self::SpringDataRedis,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RedisPy => "redis-py",
+            Self::GoRedis => "go-redis",
+            Self::Jedis => "jedis",
+            Self::Lettuce => "lettuce",
+            Self::LettuceMasterReplica => "lettuce-mr",
+            Self::Ioredis => "ioredis",
+            Self::SpringDataRedis => "spring",
+        }
+    }
+
+    /// A writer (`mode` "write") or, for redis-py and go-redis, a replica reader ("read").
     pub fn command(self, port: u16, name: &str, password: &str, mode: &str) -> Command {
+        let java = |client: &str| {
+            assert_eq!(mode, "write", "{client} only writes");
+            let mut cmd = Command::new(clients_dir().join("java-failover"));
+            cmd.args(["--client", client]);
+            cmd
+        };
         let mut cmd = match self {
             Self::RedisPy => {
                 let mut cmd = Command::new(clients_dir().join("python-redis"));
@@ -110,13 +150,36 @@ impl Library {
                     env!("CARGO_MANIFEST_DIR"),
                     "/tests/clients/py-failover/failover.py"
                 ));
+                cmd.args(["--mode", mode]);
                 cmd
             }
-            Self::GoRedis => Command::new(clients_dir().join("go-failover")),
+            Self::GoRedis => {
+                let mut cmd = Command::new(clients_dir().join("go-failover"));
+                cmd.args(["--mode", mode]);
+                cmd
+            }
+            Self::Jedis => java("jedis"),
+            Self::Lettuce => java("lettuce"),
+            Self::LettuceMasterReplica => java("lettuce-mr"),
+            Self::Ioredis | Self::SpringDataRedis => {
+                assert_eq!(mode, "write", "{} only writes", self.name());
+                Command::new(clients_dir().join(match self {
+                    Self::Ioredis => "node-failover",
+                    _ => "spring-failover",
+                }))
+            }
         };
         cmd.args(["--sentinel", &format!("127.0.0.1:{port}")])
-            .args(["--master", name, "--password", password, "--mode", mode]);
+            .args(["--master", name, "--password", password]);
         cmd
+    }
+
+    /// Its writer's `--duration` value for `seconds` (go-redis's flag takes a Go duration).
+    pub fn duration(self, seconds: u64) -> String {
+        match self {
+            Self::GoRedis => format!("{seconds}s"),
+            _ => seconds.to_string(),
+        }
     }
 
     /// The prefix of the keys its writer sets.
@@ -124,6 +187,11 @@ impl Library {
         match self {
             Self::RedisPy => "vigil:py",
             Self::GoRedis => "vigil:go",
+            Self::Jedis => "vigil:jedis",
+            Self::Lettuce => "vigil:lettuce",
+            Self::LettuceMasterReplica => "vigil:lettuce-mr",
+            Self::Ioredis => "vigil:ioredis",
+            Self::SpringDataRedis => "vigil:spring",
         }
     }
 }

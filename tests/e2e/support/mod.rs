@@ -145,6 +145,8 @@ pub struct OperatorOptions<'a> {
     pub leader_election: bool,
     /// Suffix of its log file.
     pub tag: Option<&'a str>,
+    /// More `vigil operator` arguments.
+    pub args: Vec<String>,
 }
 
 /// A running operator process, killed when dropped.
@@ -160,6 +162,14 @@ impl Operator {
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod, and waits for it to exit.
+    pub fn terminate(&mut self) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on the child this handle owns.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 
@@ -287,6 +297,7 @@ impl TestNs {
         } else {
             cmd.arg("--leader-election=false");
         }
+        cmd.args(&opts.args);
         if let Some(step) = opts.crash_at {
             cmd.env("VIGIL_CRASH_AT", step);
         }
