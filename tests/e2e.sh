@@ -37,8 +37,14 @@ if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
   mkdir -p "$(dirname "$STATE")"
   exec 8>"$STATE.lock"
   flock 8
-  # The images, on the host (builds reach Debian's mirror), from the binary just built.
-  if [[ $TARGET == node ]]; then "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"; fi
+  if [[ $TARGET == node ]]; then
+    # One real node per machine at a time, whatever its state directory: the host sysctls it
+    # saves and restores, and its cgroup parent, are machine-wide.
+    exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
+    flock 6
+    # The images, on the host (builds reach Debian's mirror), from the binary just built.
+    "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
+  fi
   exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
 fi
 
