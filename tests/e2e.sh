@@ -48,12 +48,19 @@ if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
   exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
 fi
 
+# shellcheck source=tests/controlplane/lib.sh
+source "$ROOT/tests/controlplane/lib.sh"
 # shellcheck source=tests/local-cluster.sh
 source "$ROOT/tests/local-cluster.sh"
 ip link set lo up
 
 on_exit() {
   local code=$?
+  if [[ $code -ne 0 && $TARGET == node && -s ${KUBECONFIG:-} ]]; then
+    # Real pods' logs and state, of the namespaces the harness kept for failed tests.
+    echo "e2e: collecting the cluster's state into $ARTIFACTS/cluster" >&2
+    collect_cluster "$ARTIFACTS/cluster"
+  fi
   local_cluster_down "$STATE"
   if [[ $code -ne 0 && -d ${ARTIFACTS:-} ]]; then
     echo "e2e: FAILED (exit $code); logs are in $ARTIFACTS and $STATE/logs" >&2

@@ -37,6 +37,27 @@ stop_pid() {
   echo "$name (pid $pid): stopped"
 }
 
+# collect_cluster DIR: what a failed e2e run leaves to read, from the cluster $KUBECTL reaches:
+# the objects, and for the chart's namespaces and those the harness kept for failed tests,
+# pod descriptions, events and every container's logs (also the previous run's). Every request
+# is bounded, so a broken cluster cannot hang the exit.
+collect_cluster() {
+  local dir=$1 ns pod kq=("$KUBECTL" --request-timeout=30s)
+  mkdir -p "$dir"
+  "${kq[@]}" get nodes,pods,services,endpointslices,pvc,pv -A -o wide >"$dir/get.txt" 2>&1 || true
+  "${kq[@]}" get redisreplications -A -o yaml >"$dir/redisreplications.yaml" 2>&1 || true
+  for ns in $("${kq[@]}" get namespaces -o name 2>/dev/null | sed -nE 's#^namespace/((e2e|vigil)-.*)$#\1#p'); do
+    mkdir -p "$dir/$ns"
+    "${kq[@]}" -n "$ns" describe pods >"$dir/$ns/pods.txt" 2>&1 || true
+    "${kq[@]}" -n "$ns" get events --sort-by=.lastTimestamp >"$dir/$ns/events.txt" 2>&1 || true
+    for pod in $("${kq[@]}" -n "$ns" get pods -o name | sed 's|^pod/||'); do
+      "${kq[@]}" -n "$ns" logs "$pod" --all-containers --prefix >"$dir/$ns/$pod.log" 2>&1 || true
+      "${kq[@]}" -n "$ns" logs "$pod" --all-containers --prefix --previous >"$dir/$ns/$pod.previous.log" 2>/dev/null \
+        || rm -f "$dir/$ns/$pod.previous.log"
+    done
+  done
+}
+
 # ---------------------------------------------------------------- daemons (up.sh, node)
 # These expect LOGS and PIDS (directories), TIMEOUT (seconds per wait) and DOWN (the command,
 # as an array, that stops what was started, run when a wait fails).

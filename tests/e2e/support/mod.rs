@@ -144,6 +144,9 @@ pub struct ReadySet {
     pub password: String,
 }
 
+/// How long one redis-cli command of the checks may take.
+pub const REDIS_CLI_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The failover rate limit of the operators the tests start.
 pub const FAILOVER_COOLDOWN: Duration = Duration::from_secs(2);
 
@@ -556,17 +559,29 @@ impl TestNs {
             .collect()
     }
 
-    /// Runs redis-cli against `ip`; returns stdout, trimmed, or stderr as the error.
+    /// Runs redis-cli against `ip`; returns stdout, trimmed, or stderr as the error. Bounded
+    /// (`REDIS_CLI_TIMEOUT`): on a real node the address of a pod that is gone stays silent
+    /// (no ARP answer on the bridge, "No route to host" only after many seconds), unlike the
+    /// stand-in's loopback addresses, which refuse at once; an unbounded call there outlived the
+    /// waits that made it. Redis 7.0's redis-cli has no timeout option.
     pub fn redis_cli(&self, ip: &str, password: Option<&str>, args: &[&str]) -> String {
-        let mut cmd = Command::new(&self.env.redis_cli);
-        cmd.args(["-h", ip, "-p", "6379", "--no-auth-warning"]);
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=1", &REDIS_CLI_TIMEOUT.as_secs().to_string()])
+            .arg(&self.env.redis_cli)
+            .args(["-h", ip, "-p", "6379", "--no-auth-warning"]);
         if let Some(pw) = password {
             cmd.args(["-a", pw]);
         }
         let out = cmd.args(args).output().expect("run redis-cli");
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stdout.is_empty() { stderr } else { stdout }
+        match out.status.code() {
+            Some(124 | 137) if stdout.is_empty() => {
+                format!("redis-cli {args:?} on {ip}: no answer within {REDIS_CLI_TIMEOUT:?}")
+            }
+            _ if stdout.is_empty() => stderr,
+            _ => stdout,
+        }
     }
 
     /// A field of `INFO replication`.
@@ -807,7 +822,15 @@ impl TestNs {
                                 == Some("up")
                     };
                     if !ok {
-                        wrong.push(format!("{pod}: role {role:?}"));
+                        // (With no role, what the instance answered tells why.)
+                        let answer = match role {
+                            Some(_) => String::new(),
+                            None => format!(
+                                " ({})",
+                                self.redis_cli(&ip, Some(password), &["INFO", "replication"])
+                            ),
+                        };
+                        wrong.push(format!("{pod} at {ip}: role {role:?}{answer}"));
                     }
                 }
                 if wrong.is_empty() {
@@ -908,8 +931,9 @@ done
 impl Drop for TestNs {
     fn drop(&mut self) {
         self.operator = None;
-        if self.env.kind && std::thread::panicking() {
-            // Its pods' logs and state are what tests/kind/e2e.sh collects on failure.
+        if self.env.kubelet_state.is_none() && std::thread::panicking() {
+            // Its pods' logs and state are what tests/kind/e2e.sh and tests/e2e.sh (on the real
+            // node) collect on failure.
             eprintln!("keeping namespace {} of a failed test", self.name);
             return;
         }
