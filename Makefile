@@ -2,7 +2,7 @@
 # `make test` (installs what it needs, then runs every test). Tools are cached in
 # $VIGIL_CACHE (default ~/.cache/vigil), outside the repo.
 
-.PHONY: demo test test-unit test-e2e lint tools crds build bench
+.PHONY: demo test test-node test-unit test-e2e test-e2e-node lint tools crds build bench
 
 demo:
 	tests/demo.sh
@@ -21,6 +21,13 @@ test-unit:
 
 test-e2e:
 	tests/e2e.sh
+
+# The same with real pods: a kubelet on containerd running the images built from images/ (tests/node/;
+# not yet the default of `make test`). Root, a private network namespace, cgroups.
+test-node: tools lint test-unit test-e2e-node
+
+test-e2e-node:
+	VIGIL_E2E_TARGET=node tests/e2e.sh
 
 build:
 	cargo build --workspace --bins

@@ -1,10 +1,14 @@
+# shellcheck shell=bash
 # tests/local-cluster.sh — sourced by tests/e2e.sh and tests/demo.sh: a local cluster made of the
 # real control plane (tests/controlplane/up.sh), the CRD from crds/, the chart's ServiceAccount
 # and RBAC, a kubeconfig holding a token of that ServiceAccount (so the operator acts with
-# exactly the chart's permissions), and the process-based kubelet stand-in.
+# exactly the chart's permissions), and a node: with VIGIL_E2E_TARGET=node the real one
+# (tests/node/up.sh: kubelet, containerd, the images of $VIGIL_NODE_IMAGES), else the
+# process-based kubelet stand-in.
 #
-# local_cluster_up STATE  sets KUBECONFIG, KUBECTL, HELM, OPERATOR_KUBECONFIG, KUBELET_STATE,
-#                         ARTIFACTS; local_cluster_down STATE stops all of it.
+# local_cluster_up STATE  sets KUBECONFIG, KUBECTL, HELM, OPERATOR_KUBECONFIG, KUBELET_STATE (the
+#                         stand-in's) or NODE_LINE (the real node's), ARTIFACTS;
+#                         local_cluster_down STATE stops all of it.
 # Expects ROOT (the repo) and that `cargo build --workspace --bins` has run.
 
 KUBELET_PID=
@@ -13,6 +17,7 @@ local_cluster_up() {
   local state=$1
   if [[ -d $state ]]; then
     # Fresh every time: nothing leaks from an earlier, maybe interrupted, run.
+    if [[ -d $state/node ]]; then "$ROOT/tests/node/down.sh" "$state" >/dev/null 2>&1 || true; fi
     "$ROOT/tests/controlplane/down.sh" "$state" --purge >/dev/null 2>&1 || true
     rm -rf "$state"
   fi
@@ -21,7 +26,14 @@ local_cluster_up() {
   OPERATOR_KUBECONFIG=$state/operator.kubeconfig
   mkdir -p "$ARTIFACTS" "$KUBELET_STATE"
 
-  VIGIL_SKIP_TOOLS=1 "$ROOT/tests/controlplane/up.sh" "$state"
+  if [[ ${VIGIL_E2E_TARGET:-local} == node ]]; then
+    # shellcheck source=tests/node/node.sh
+    source "$ROOT/tests/node/node.sh"
+    VIGIL_APISERVER_ADVERTISE_ADDRESS=$NODE_IP VIGIL_SKIP_TOOLS=1 \
+      "$ROOT/tests/controlplane/up.sh" "$state"
+  else
+    VIGIL_SKIP_TOOLS=1 "$ROOT/tests/controlplane/up.sh" "$state"
+  fi
   # shellcheck source=/dev/null
   source "$state/env"
 
@@ -43,6 +55,18 @@ local_cluster_up() {
   "$KUBECTL" config "${kc[@]}" set-context vigil --cluster=local --user=vigil >/dev/null
   "$KUBECTL" config "${kc[@]}" use-context vigil >/dev/null
 
+  if [[ ${VIGIL_E2E_TARGET:-local} == node ]]; then
+    echo "local cluster: starting the real node"
+    "$ROOT/tests/node/up.sh" "$state" "$VIGIL_NODE_IMAGES"
+    NODE_LINE=$(IMAGE_LIST=$VIGIL_NODE_IMAGES node_line)
+    export NODE_LINE
+  else
+    start_standin "$state"
+  fi
+  export KUBECONFIG KUBECTL HELM OPERATOR_KUBECONFIG KUBELET_STATE ARTIFACTS
+}
+
+start_standin() {
   echo "local cluster: starting the kubelet stand-in"
   "$ROOT/target/debug/vigil-testkubelet" \
     --kubeconfig "$KUBECONFIG" --node-name vigil-node --state-dir "$KUBELET_STATE" \
@@ -50,14 +74,12 @@ local_cluster_up() {
     --apiserver-port "${VIGIL_APISERVER##*:}" --ip-range-start "${VIGIL_KUBELET_IP_START:-10}" \
     >"$ARTIFACTS/kubelet.log" 2>&1 &
   KUBELET_PID=$!
-  local i
-  for i in $(seq 1 120); do
+  for _ in $(seq 1 120); do
     "$KUBECTL" get node vigil-node >/dev/null 2>&1 && break
     kill -0 "$KUBELET_PID" 2>/dev/null || { tail -n 30 "$ARTIFACTS/kubelet.log" >&2; return 1; }
     sleep 0.5
   done
   wait_condition node/vigil-node Ready
-  export KUBECONFIG KUBECTL HELM OPERATOR_KUBECONFIG KUBELET_STATE ARTIFACTS
 }
 
 # wait_condition OBJECT TYPE: waits (60 s at most) for condition TYPE of OBJECT to be True.
@@ -78,9 +100,11 @@ local_cluster_down() {
   if [[ -n $KUBELET_PID ]] && kill -0 "$KUBELET_PID" 2>/dev/null; then
     # The stand-in stops every pod process it started before it exits.
     kill -TERM "$KUBELET_PID" 2>/dev/null || true
-    local i
-    for i in $(seq 1 150); do kill -0 "$KUBELET_PID" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 150); do kill -0 "$KUBELET_PID" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$KUBELET_PID" 2>/dev/null || true
+  fi
+  if [[ ${VIGIL_E2E_TARGET:-local} == node ]]; then
+    "$ROOT/tests/node/down.sh" "$state" || true
   fi
   "$ROOT/tests/controlplane/down.sh" "$state" >/dev/null 2>&1 || true
 }

@@ -30,25 +30,8 @@ if [[ ! -d $STATE ]]; then
   exit 0
 fi
 
-# running PID: the process exists and is not a zombie (an un-reaped zombie counts as gone).
-running() {
-  local st
-  st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [[ -n $st && $st != Z ]]
-}
-
 for c in kube-controller-manager kube-apiserver etcd; do
-  if pid=$(alive_pid "$c"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    deadline=$(( $(date +%s) + TIMEOUT ))
-    while running "$pid" && (( $(date +%s) < deadline )); do sleep 0.2; done
-    if running "$pid"; then
-      echo "$c (pid $pid): no exit after ${TIMEOUT}s, sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do running "$pid" || break; sleep 0.1; done
-    fi
-    echo "$c (pid $pid): stopped"
-  fi
+  if pid=$(alive_pid "$c"); then stop_pid "$c" "$pid" "$TIMEOUT"; fi
   rm -f "$PIDS/$c.pid"
 done
 

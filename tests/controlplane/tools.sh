@@ -53,52 +53,6 @@ mkdir -p "$BIN" "$CUR" "$BUILD"
 exec 9>"$VIGIL_CACHE/.lock"
 flock 9
 
-now() { date +%s; }
-# fail NAME LOG: report a failed build with the tail of its log.
-fail() {
-  echo "$1: BUILD FAILED, last lines of $2:" >&2
-  tail -n 30 "$2" >&2 || true
-  exit 1
-}
-link() { ln -sfn "$2" "$CUR/$1"; }
-
-# build NAME VERSION FUNC: run FUNC in a fresh $BUILD/NAME-VERSION, its output in build.log there.
-build() {
-  rm -rf "$BUILD/$1-$2"; mkdir -p "$BUILD/$1-$2"
-  cd "$BUILD/$1-$2"
-  "$3" >build.log 2>&1
-}
-
-# built NAME VERSION T0 STATUS: report a build started at T0 that ended with STATUS: its time,
-# or the tail of its log and exit 1.
-built() {
-  [[ $4 -eq 0 ]] || fail "$1 $2" "$BUILD/$1-$2/build.log"
-  echo "$1 $2: built in $(( $(now) - $3 ))s"
-}
-
-# install_bin FILE NAME VERSION: move FILE to $BIN/NAME-VERSION/NAME via a temporary name in
-# that directory, so that an interrupted copy never looks cached.
-install_bin() {
-  mkdir -p "$BIN/$2-$3"
-  mv "$1" "$BIN/$2-$3/$2.tmp"
-  mv "$BIN/$2-$3/$2.tmp" "$BIN/$2-$3/$2"
-}
-
-# go_tool NAME VERSION: reuse $BIN/NAME-VERSION/NAME or build it now with NAME_build; then link it.
-go_tool() {
-  local name=$1 version=$2 t0 pid rc=0
-  if [[ -x $BIN/$name-$version/$name ]]; then
-    echo "$name $version: cached"
-  else
-    echo "$name $version: building..."
-    t0=$(now)
-    ( build "$name" "$version" "${name}_build" ) & pid=$!
-    wait "$pid" || rc=$?
-    built "$name" "$version" "$t0" "$rc"
-  fi
-  link "$name" "$BIN/$name-$version/$name"
-}
-
 # ---------------------------------------------------------------- kubernetes
 K8S_BINS=(kube-apiserver kube-controller-manager kubectl)
 
@@ -107,48 +61,15 @@ k8s_cached() {
   for b in "${K8S_BINS[@]}"; do [[ -x $BIN/$b-$K8S_VERSION/$b ]] || return 1; done
 }
 
-# Builds all three Kubernetes commands from ONE wrapper module (shared build cache).
-# The wrapper requires k8s.io/kubernetes and replaces each staging module (read from the
-# downloaded go.mod) with its published v0.<minor>.<patch> version; it builds the upstream
-# main packages k8s.io/kubernetes/cmd/<cmd> directly, so no main.go is needed.
+# Builds all three Kubernetes commands from ONE wrapper module (k8s_wrapper_module in lib.sh;
+# shared build cache); it builds the upstream main packages k8s.io/kubernetes/cmd/<cmd>
+# directly, so no main.go is needed.
 k8s_build() {
-  local gomod stage minor out=$PWD/out
-  stage="v0.${K8S_VERSION#v1.}"
-  minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
-  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-  [[ -f $gomod ]] || { echo "no GoMod for k8s.io/kubernetes@$K8S_VERSION"; return 1; }
-  {
-    echo "module vigil.local/k8s-tools"
-    echo
-    sed -n 's/^go \([0-9.]*\)$/go \1/p' "$gomod"
-    echo
-    echo "require k8s.io/kubernetes $K8S_VERSION"
-    echo
-    echo "replace ("
-    # staging modules: those the kubernetes go.mod replaces with ./staging/...
-    awk -v v="$stage" '$2 == "=>" && $3 ~ /^\.\/staging\// { print "\t" $1 " => " $1 " " v }' "$gomod"
-    echo ")"
-  } >go.mod
-  # A tiny file so the module has a package importing the commands (lets tidy keep them).
-  cat >tools.go <<EOF
-//go:build tools
-
-package tools
-
-import (
-	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
-	_ "k8s.io/kubectl/pkg/cmd"
-)
-EOF
-  go mod tidy
+  local out=$PWD/out ld
+  k8s_wrapper_module "$K8S_VERSION" k8s.io/kubernetes/cmd/kube-apiserver/app \
+    k8s.io/kubernetes/cmd/kube-controller-manager/app k8s.io/kubectl/pkg/cmd
   mkdir -p "$out"
-  local ld="-s -w"
-  local p
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-    ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
-  done
+  ld=$(k8s_ldflags "$K8S_VERSION")
   go build -trimpath -ldflags="$ld" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
@@ -252,18 +173,7 @@ else
   echo "redis, iptables (Debian): installing..."
   t0=$(now)
   log=$BUILD/redis-apt.log
-  [[ $(id -u) -eq 0 ]] || { echo "redis: apt-get needs root" >&2; exit 1; }
-  # Keep the packages' maintainer scripts from starting the Debian services.
-  prc_added=
-  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; prc_added=1
-  fi
-  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-          redis-server redis-tools redis-sentinel iptables; } >"$log" 2>&1; then
-    [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
-    fail "redis" "$log"
-  fi
-  [[ -n $prc_added ]] && rm -f /usr/sbin/policy-rc.d
+  apt_install "$log" redis-server redis-tools redis-sentinel iptables
   stop_debian_redis
   echo "redis $(redis_version) (Debian): installed in $(( $(now) - t0 ))s"
 fi
@@ -287,9 +197,7 @@ else
   t0=$(now)
   log=$BUILD/redis-py.log
   if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    [[ $(id -u) -eq 0 ]] || { echo "redis-py: python3-venv is missing and apt-get needs root" >&2; exit 1; }
-    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; } >"$log" 2>&1 \
-      || fail "python3-venv" "$log"
+    apt_install "$log" python3-venv
   fi
   rm -rf "$py_venv"
   { python3 -m venv "$py_venv/venv" && "$py_venv/venv/bin/pip" install -q "redis==$REDIS_PY_VERSION"; } \

@@ -19,7 +19,8 @@
 #
 # Environment: VIGIL_APISERVER_PORT (6443), VIGIL_ETCD_CLIENT_PORT (23790),
 #   VIGIL_ETCD_PEER_PORT (23800), VIGIL_KCM_PORT (10357, controller-manager https),
-#   VIGIL_CACHE (see tools.sh), VIGIL_UP_TIMEOUT (seconds per wait step, default 120),
+#   VIGIL_APISERVER_ADVERTISE_ADDRESS (a non-loopback address of this network namespace, for a
+#   real node's pods; default none: loopback only), VIGIL_CACHE (see tools.sh), VIGIL_UP_TIMEOUT (seconds per wait step, default 120),
 #   VIGIL_UP_KEEP_ON_FAILURE=1 (on failure leave started components running; default: stop them).
 # On failure: exit 1 with the reason and the tail of the failing component's log.
 # If STATE_DIR already has a running control plane, says so and exits 0.
@@ -42,6 +43,7 @@ API_PORT=${VIGIL_APISERVER_PORT:-6443}
 ETCD_PORT=${VIGIL_ETCD_CLIENT_PORT:-23790}
 ETCD_PEER_PORT=${VIGIL_ETCD_PEER_PORT:-23800}
 KCM_PORT=${VIGIL_KCM_PORT:-10357}
+ADVERTISE=${VIGIL_APISERVER_ADVERTISE_ADDRESS:-}
 TIMEOUT=${VIGIL_UP_TIMEOUT:-120}
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_IP=10.96.0.1
@@ -87,31 +89,6 @@ for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT"; do
 done
 
 # ---------------------------------------------------------------- PKI (generated once)
-# have NAME: $PKI/NAME.crt and $PKI/NAME.key both exist.
-have() { [[ -s $PKI/$1.crt && -s $PKI/$1.key ]]; }
-# new_ca NAME CN STALE...: self-signed CA NAME unless present; a new CA first deletes the STALE
-# files (certificates the old one signed).
-new_ca() {
-  local name=$1 cn=$2; shift 2
-  have "$name" && return 0
-  rm -f "$@"
-  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -out "$PKI/$name.crt" \
-    -days 3650 -sha256 -subj "/CN=$cn" \
-    -addext "basicConstraints=critical,CA:TRUE" \
-    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
-}
-# [CA=name] sign NAME SUBJ EXTENSIONS: key + cert signed by $CA (default: ca), unless present.
-sign() {
-  local name=$1 subj=$2 ext=$3
-  have "$name" && return 0
-  openssl genrsa -out "$PKI/$name.key" 2048 2>/dev/null
-  openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
-  printf '%s\n' "$ext" >"$PKI/$name.ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/${CA:-ca}.crt" -CAkey "$PKI/${CA:-ca}.key" \
-    -set_serial "0x$(openssl rand -hex 16)" -days 3650 -sha256 \
-    -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
-  rm -f "$PKI/$name.csr" "$PKI/$name.ext"
-}
 (
   umask 077
   new_ca ca vigil-local-ca "$PKI"/*.crt "$PKI"/*.key
@@ -124,6 +101,9 @@ subjectAltName=IP:127.0.0.1,IP:$SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kube
 extendedKeyUsage=clientAuth"
   sign kube-controller-manager "/CN=system:kube-controller-manager" "$leaf
 extendedKeyUsage=clientAuth"
+  # The apiserver's identity towards kubelets (logs, exec, port-forward on a real node).
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$leaf
+extendedKeyUsage=clientAuth"
   # front-proxy (aggregation layer / requestheader authn): a separate CA, as in kubeadm
   new_ca front-proxy-ca vigil-front-proxy-ca "$PKI"/front-proxy-client.*
   CA=front-proxy-ca sign front-proxy-client "/CN=front-proxy-client" "$leaf
@@ -134,31 +114,6 @@ extendedKeyUsage=clientAuth"
   fi
 )
 
-# kubeconfig FILE USER: kubeconfig for the apiserver with the USER client cert.
-kubeconfig() {
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: vigil
-  cluster:
-    server: $API
-    certificate-authority-data: $(base64 -w0 <"$PKI/ca.crt")
-users:
-- name: $2
-  user:
-    client-certificate-data: $(base64 -w0 <"$PKI/$2.crt")
-    client-key-data: $(base64 -w0 <"$PKI/$2.key")
-contexts:
-- name: vigil
-  context:
-    cluster: vigil
-    user: $2
-    namespace: default
-current-context: vigil
-EOF
-  chmod 600 "$1"
-}
 kubeconfig "$STATE/admin.kubeconfig" admin
 kubeconfig "$STATE/kube-controller-manager.kubeconfig" kube-controller-manager
 
@@ -174,44 +129,11 @@ export HELM=$CUR/helm
 EOF
 
 # ---------------------------------------------------------------- processes
-# start NAME ARGS...: run $CUR/NAME in its own session (survives the caller's process group).
-start() {
-  local name=$1; shift
-  {
-    echo "=== $(date -u +%FT%TZ) up.sh starting $name"
-  } >>"$LOGS/$name.log"
-  setsid "$CUR/$name" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 &
-  echo $! >"$PIDS/$name.pid"
-}
-
-# die_with_log NAME MSG
-die_with_log() {
-  echo "up.sh: $2" >&2
-  echo "---- last 40 lines of $LOGS/$1.log" >&2
-  tail -n 40 "$LOGS/$1.log" >&2 || true
-  if [[ ${VIGIL_UP_KEEP_ON_FAILURE:-0} == 1 ]]; then
-    echo "---- (components left running; stop them with $HERE/down.sh $STATE)" >&2
-  else
-    echo "---- stopping what was started (logs kept in $LOGS)" >&2
-    "$HERE/down.sh" "$STATE" >&2 || true
-  fi
-  exit 1
-}
-
-# wait_for NAME WHAT CMD...: poll CMD until it succeeds; NAME's log is shown on failure,
-# and failure is immediate if NAME's process exits.
-wait_for() {
-  local name=$1 what=$2; shift 2
-  local deadline=$(( $(date +%s) + TIMEOUT ))
-  until "$@" >/dev/null 2>&1; do
-    alive_pid "$name" >/dev/null || die_with_log "$name" "$name exited while waiting for $what"
-    (( $(date +%s) < deadline )) || die_with_log "$name" "timed out after ${TIMEOUT}s waiting for $what"
-    sleep 0.5
-  done
-}
+# (start, wait_for: lib.sh; DOWN is what a failed wait runs to stop what was started)
+DOWN=("$HERE/down.sh" "$STATE")
 
 mkdir -p "$STATE/etcd"
-start etcd \
+start etcd "$CUR/etcd" \
   --name vigil \
   --data-dir "$STATE/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -225,13 +147,23 @@ start etcd \
   --log-level warn
 wait_for etcd "etcd /health" curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
-start kube-apiserver \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
+# Without a node address the apiserver advertises loopback, which the `kubernetes` Endpoints
+# may not hold; with one (the real node tier, inside its own network namespace) it listens on
+# every address of that namespace and publishes the node address, so pods reach it through the
+# `kubernetes` Service.
+if [[ -n $ADVERTISE ]]; then
+  address_flags=(--bind-address=0.0.0.0 --advertise-address="$ADVERTISE" --endpoint-reconciler-type=lease)
+else
+  address_flags=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+fi
+start kube-apiserver "$CUR/kube-apiserver" \
+  "${address_flags[@]}" \
   --secure-port="$API_PORT" \
-  --endpoint-reconciler-type=none \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --authorization-mode=RBAC \
+  --authorization-mode=Node,RBAC \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP,Hostname \
   --client-ca-file="$PKI/ca.crt" \
   --tls-cert-file="$PKI/apiserver.crt" \
   --tls-private-key-file="$PKI/apiserver.key" \
@@ -253,7 +185,7 @@ start kube-apiserver \
 wait_for kube-apiserver "$API/readyz" "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" \
   --request-timeout=5s get --raw /readyz
 
-start kube-controller-manager \
+start kube-controller-manager "$CUR/kube-controller-manager" \
   --kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
   --authentication-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \
   --authorization-kubeconfig="$STATE/kube-controller-manager.kubeconfig" \

@@ -1,11 +1,13 @@
 //! End-to-end scenarios on the local control plane (real apiserver, controller-manager, redis
-//! processes under the kubelet stand-in). Run by `make test` through `tests/e2e.sh`.
+//! processes under the kubelet stand-in, or real pods on the node of `tests/node/` with
+//! `VIGIL_E2E_TARGET=node`). Run by `make test` (`make test-node`) through `tests/e2e.sh`.
 
 mod chart;
 mod client_matrix;
 mod day2;
 mod discovery;
 mod failover;
+mod incluster;
 mod problems;
 mod resp_shape;
 mod restart;

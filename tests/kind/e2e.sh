@@ -23,6 +23,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/controlplane/lib.sh
+. "$ROOT/tests/controlplane/lib.sh"
 CLUSTER=${VIGIL_KIND_CLUSTER:-vigil-e2e}
 STATE=${VIGIL_E2E_STATE:-$ROOT/target/kind-e2e}
 THREADS=${VIGIL_E2E_THREADS:-3}
@@ -45,8 +47,6 @@ SUDO=()
 [[ $(id -u) -eq 0 ]] || SUDO=(sudo)
 
 k() { "$KUBECTL" "$@"; }
-# For collecting logs: every request bounded, so a broken cluster cannot hang the exit.
-kq() { "$KUBECTL" --request-timeout=30s "$@"; }
 
 mkdir -p "$STATE"
 rm -rf "$ARTIFACTS"
@@ -58,21 +58,7 @@ CREATED=
 ROUTES=()
 
 collect() {
-  local dir=$ARTIFACTS/cluster ns pod
-  mkdir -p "$dir"
-  kq get nodes,pods,services,endpointslices,pvc -A -o wide >"$dir/get.txt" 2>&1 || true
-  kq get redisreplications -A -o yaml >"$dir/redisreplications.yaml" 2>&1 || true
-  # The chart's namespaces and those of failed tests (the harness keeps them on kind).
-  for ns in $(kq get namespaces -o name 2>/dev/null | sed -nE 's#^namespace/((e2e|vigil)-.*)$#\1#p'); do
-    mkdir -p "$dir/$ns"
-    kq -n "$ns" describe pods >"$dir/$ns/pods.txt" 2>&1 || true
-    kq -n "$ns" get events --sort-by=.lastTimestamp >"$dir/$ns/events.txt" 2>&1 || true
-    for pod in $(kq -n "$ns" get pods -o name | sed 's|^pod/||'); do
-      kq -n "$ns" logs "$pod" --all-containers --prefix >"$dir/$ns/$pod.log" 2>&1 || true
-      kq -n "$ns" logs "$pod" --all-containers --prefix --previous >"$dir/$ns/$pod.previous.log" 2>/dev/null \
-        || rm -f "$dir/$ns/$pod.previous.log"
-    done
-  done
+  KUBECTL=$KUBECTL collect_cluster "$ARTIFACTS/cluster"
   timeout 300 kind export logs "$ARTIFACTS/kind" --name "$CLUSTER" >/dev/null 2>&1 || true
 }
 

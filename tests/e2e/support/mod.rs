@@ -3,9 +3,11 @@
 //! the environment. Each test gets its own namespace (enforcing the `restricted` Pod Security
 //! Standard) and its own operator process, authenticated as the chart's ServiceAccount.
 //!
-//! With `VIGIL_E2E_TARGET=kind`, `tests/kind/e2e.sh` passes a kind cluster instead: the same
-//! scenarios run against real pods, the operator still runs here (the host routes to the pod
-//! network), and chaos signals the pod's container from its node.
+//! With `VIGIL_E2E_TARGET=node`, `tests/e2e.sh` runs the real node of `tests/node/` instead of
+//! the stand-in (kubelet, containerd, the images built from `images/`): pods are real, the
+//! per-test operators still run here (in the node's network namespace, which routes to the pods)
+//! and chaos signals the pod's container through the CRI. With `VIGIL_E2E_TARGET=kind`,
+//! `tests/kind/e2e.sh` passes a kind cluster: the same, with chaos from the kind node.
 
 pub mod clients;
 
@@ -27,7 +29,7 @@ use vigil::api::{RedisReplication, RedisReplicationStatus};
 pub struct Env {
     pub admin_kubeconfig: PathBuf,
     pub operator_kubeconfig: PathBuf,
-    /// The kubelet stand-in's state; none on kind.
+    /// The kubelet stand-in's state; none on a real node.
     pub kubelet_state: Option<PathBuf>,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
@@ -35,6 +37,8 @@ pub struct Env {
     pub artifacts: PathBuf,
     /// The cluster is kind, not the local control plane.
     pub kind: bool,
+    /// crictl for chaos on the local real node (`VIGIL_E2E_TARGET=node`).
+    pub crictl: Option<PathBuf>,
 }
 
 fn required(var: &str) -> PathBuf {
@@ -47,13 +51,29 @@ fn required(var: &str) -> PathBuf {
     }
 }
 
-/// Whether `VIGIL_E2E_TARGET` names kind (unset or `local`: the local control plane).
-fn target_is_kind() -> bool {
+/// Where the pods run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// The local control plane with the process-based kubelet stand-in.
+    StandIn,
+    /// The local control plane with the real node of `tests/node/`.
+    Node,
+    /// A kind cluster.
+    Kind,
+}
+
+/// The target `VIGIL_E2E_TARGET` names (unset or `local`: the stand-in).
+pub fn target() -> Target {
     match std::env::var("VIGIL_E2E_TARGET").as_deref() {
-        Ok("kind") => true,
-        Ok("local" | "") | Err(_) => false,
-        Ok(other) => panic!("VIGIL_E2E_TARGET={other}: expected `local` or `kind`"),
+        Ok("kind") => Target::Kind,
+        Ok("node") => Target::Node,
+        Ok("local" | "") | Err(_) => Target::StandIn,
+        Ok(other) => panic!("VIGIL_E2E_TARGET={other}: expected `local`, `node` or `kind`"),
     }
+}
+
+fn target_is_kind() -> bool {
+    target() == Target::Kind
 }
 
 /// For the few tests that need the local control plane itself: on kind, prints why the test is
@@ -68,11 +88,13 @@ pub fn skipped_on_kind(reason: &str) -> bool {
 
 impl Env {
     pub fn load() -> Self {
-        let kind = target_is_kind();
+        let target = target();
+        let kind = target == Target::Kind;
         Self {
             admin_kubeconfig: required("VIGIL_E2E_ADMIN_KUBECONFIG"),
             operator_kubeconfig: required("VIGIL_E2E_OPERATOR_KUBECONFIG"),
-            kubelet_state: (!kind).then(|| required("VIGIL_E2E_KUBELET_STATE")),
+            kubelet_state: (target == Target::StandIn).then(|| required("VIGIL_E2E_KUBELET_STATE")),
+            crictl: (target == Target::Node).then(|| required("VIGIL_E2E_CRICTL")),
             kubectl: required("KUBECTL"),
             helm: required("HELM"),
             redis_cli: std::env::var_os("REDIS_CLI")
@@ -121,6 +143,9 @@ pub struct ReadySet {
     pub master_ip: String,
     pub password: String,
 }
+
+/// How long one redis-cli command of the checks may take.
+pub const REDIS_CLI_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The failover rate limit of the operators the tests start.
 pub const FAILOVER_COOLDOWN: Duration = Duration::from_secs(2);
@@ -545,17 +570,29 @@ impl TestNs {
             .collect()
     }
 
-    /// Runs redis-cli against `ip`; returns stdout, trimmed, or stderr as the error.
+    /// Runs redis-cli against `ip`; returns stdout, trimmed, or stderr as the error. Bounded
+    /// (`REDIS_CLI_TIMEOUT`): on a real node the address of a pod that is gone stays silent
+    /// (no ARP answer on the bridge, "No route to host" only after many seconds), unlike the
+    /// stand-in's loopback addresses, which refuse at once; an unbounded call there outlived the
+    /// waits that made it. Redis 7.0's redis-cli has no timeout option.
     pub fn redis_cli(&self, ip: &str, password: Option<&str>, args: &[&str]) -> String {
-        let mut cmd = Command::new(&self.env.redis_cli);
-        cmd.args(["-h", ip, "-p", "6379", "--no-auth-warning"]);
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--kill-after=1", &REDIS_CLI_TIMEOUT.as_secs().to_string()])
+            .arg(&self.env.redis_cli)
+            .args(["-h", ip, "-p", "6379", "--no-auth-warning"]);
         if let Some(pw) = password {
             cmd.args(["-a", pw]);
         }
         let out = cmd.args(args).output().expect("run redis-cli");
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stdout.is_empty() { stderr } else { stdout }
+        match out.status.code() {
+            Some(124 | 137) if stdout.is_empty() => {
+                format!("redis-cli {args:?} on {ip}: no answer within {REDIS_CLI_TIMEOUT:?}")
+            }
+            _ if stdout.is_empty() => stderr,
+            _ => stdout,
+        }
     }
 
     /// A field of `INFO replication`.
@@ -607,8 +644,8 @@ impl TestNs {
     }
 
     pub fn chaos(&self, pod: &str, chaos: Chaos) {
-        if self.env.kind {
-            return self.chaos_on_kind(pod, chaos);
+        if self.env.kubelet_state.is_none() {
+            return self.chaos_through_cri(pod, chaos);
         }
         let signal = match chaos {
             Chaos::Crash => libc::SIGKILL,
@@ -621,37 +658,51 @@ impl TestNs {
         assert_eq!(rc, 0, "signal {chaos:?} to pod {pod} (group {group})");
     }
 
-    /// Chaos on kind, from the pod's node (a container of the kind cluster): inside the pod,
-    /// kill(2) cannot stop or kill PID 1 (the agent), and signalling redis-server alone would
-    /// leave the agent answering probes. A Resume finding no running container is a no-op: the
-    /// kubelet replaced the frozen one.
-    fn chaos_on_kind(&self, pod: &str, chaos: Chaos) {
-        let node = self.kubectl(&[
-            "get",
-            "pod",
-            pod,
-            "-n",
-            &self.name,
-            "-o",
-            "jsonpath={.spec.nodeName}",
-        ]);
-        let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
-        assert!(!node.is_empty(), "the node of pod {pod}");
+    /// Chaos on a real node, through its container runtime (crictl; on kind, from the pod's node,
+    /// a container of the kind cluster): inside the pod, kill(2) cannot stop or kill PID 1 (the
+    /// agent), and signalling redis-server alone would leave the agent answering probes. A Resume
+    /// finding no running container is a no-op: the kubelet replaced the frozen one.
+    fn chaos_through_cri(&self, pod: &str, chaos: Chaos) {
         let signal = match chaos {
             Chaos::Crash => "KILL",
             Chaos::Freeze => "STOP",
             Chaos::Resume => "CONT",
         };
-        let out = Command::new("docker")
-            .args(["exec", &node, "sh", "-c", SIGNAL_CONTAINER, "sh"])
-            .args([self.name.as_str(), pod, "redis", signal])
-            .output()
-            .expect("run docker exec");
+        let script_args = [self.name.as_str(), pod, "redis", signal];
+        let (out, node) = if self.env.kind {
+            let node = self.kubectl(&[
+                "get",
+                "pod",
+                pod,
+                "-n",
+                &self.name,
+                "-o",
+                "jsonpath={.spec.nodeName}",
+            ]);
+            let node = String::from_utf8_lossy(&node.stdout).trim().to_string();
+            assert!(!node.is_empty(), "the node of pod {pod}");
+            let out = Command::new("docker")
+                .args(["exec", &node, "sh", "-c", SIGNAL_CONTAINER, "sh"])
+                .args(script_args)
+                .output()
+                .expect("run docker exec");
+            (out, node)
+        } else {
+            // The local node: crictl finds containerd through CRI_CONFIG_FILE.
+            let crictl = self.env.crictl.as_ref().expect("VIGIL_E2E_CRICTL");
+            let out = Command::new("sh")
+                .args(["-c", SIGNAL_CONTAINER, "sh"])
+                .args(script_args)
+                .env("CRICTL", crictl)
+                .output()
+                .expect("run sh");
+            (out, "the local node".to_string())
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let not_running = out.status.code() == Some(3);
         assert!(
             out.status.success() || (not_running && matches!(chaos, Chaos::Resume)),
-            "signal {chaos:?} to pod {pod} on node {node}: {}{stderr}",
+            "signal {chaos:?} to pod {pod} on {node}: {}{stderr}",
             String::from_utf8_lossy(&out.stdout)
         );
     }
@@ -782,7 +833,15 @@ impl TestNs {
                                 == Some("up")
                     };
                     if !ok {
-                        wrong.push(format!("{pod}: role {role:?}"));
+                        // (With no role, what the instance answered tells why.)
+                        let answer = match role {
+                            Some(_) => String::new(),
+                            None => format!(
+                                " ({})",
+                                self.redis_cli(&ip, Some(password), &["INFO", "replication"])
+                            ),
+                        };
+                        wrong.push(format!("{pod} at {ip}: role {role:?}{answer}"));
                     }
                 }
                 if wrong.is_empty() {
@@ -863,10 +922,11 @@ impl TestNs {
     }
 }
 
-/// Run on a kind node as `sh -c SIGNAL_CONTAINER sh NAMESPACE POD CONTAINER SIGNAL`: sends
-/// SIGNAL to every process in the PID namespace of the pod's running container (exit 3 when
-/// none runs).
+/// Run on a node as `sh -c SIGNAL_CONTAINER sh NAMESPACE POD CONTAINER SIGNAL`: sends SIGNAL to
+/// every process in the PID namespace of the pod's running container (exit 3 when none runs).
+/// `$CRICTL` names crictl when it is not on PATH.
 const SIGNAL_CONTAINER: &str = r#"
+crictl() { "${CRICTL:-crictl}" "$@"; }
 id=$(crictl ps -q --label "io.kubernetes.pod.namespace=$1" --label "io.kubernetes.pod.name=$2" \
   --label "io.kubernetes.container.name=$3")
 [ -n "$id" ] || { echo "no running container $3 in pod $1/$2" >&2; exit 3; }
@@ -882,8 +942,9 @@ done
 impl Drop for TestNs {
     fn drop(&mut self) {
         self.operator = None;
-        if self.env.kind && std::thread::panicking() {
-            // Its pods' logs and state are what tests/kind/e2e.sh collects on failure.
+        if self.env.kubelet_state.is_none() && std::thread::panicking() {
+            // Its pods' logs and state are what tests/kind/e2e.sh and tests/e2e.sh (on the real
+            // node) collect on failure.
             eprintln!("keeping namespace {} of a failed test", self.name);
             return;
         }
