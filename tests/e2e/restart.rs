@@ -79,6 +79,8 @@ async fn tutorial(prefix: &str, spec: Value, stop: Stop) {
                 && status.ready_instances == 3
                 && home
                 && status.hand_back_to.is_none()
+                // The intent of the hand-back names the master before FAILOVER completes.
+                && status.target_master.is_none()
             {
                 Ok(status)
             } else {
@@ -224,7 +226,8 @@ async fn a_role_change_closes_the_clients_of_the_instance() {
     wait_for("the hand-back", TIMEOUT, || async {
         let s = t.status("cache").await.ok_or("no status")?;
         let home = s.current_master.as_deref() == Some(master.as_str());
-        if home && s.hand_back_to.is_none() && s.ready_instances == 3 {
+        let settled = s.hand_back_to.is_none() && s.target_master.is_none();
+        if home && settled && s.ready_instances == 3 {
             Ok(())
         } else {
             Err(format!("{s:?}"))

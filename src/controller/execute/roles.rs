@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Target;
 use super::intent::record_intent;
@@ -150,15 +150,17 @@ pub(super) async fn switch_over(
             info!(from = %from, to = %to, "switchover completed");
             // FAILOVER changes the old master's role but leaves its clients connected, where
             // every write now fails with READONLY: close them so they re-resolve the master.
-            return match old.disconnect_clients().await {
-                Ok(()) => Ok(()),
-                Err(_) => target
-                    .client(ctx, from)
-                    .await?
-                    .disconnect_clients()
-                    .await
-                    .map_err(Error::from),
-            };
+            // The switchover is done either way: a failure here must never roll it back.
+            if old.disconnect_clients().await.is_err() {
+                let retried = match target.client(ctx, from).await {
+                    Ok(mut c) => c.disconnect_clients().await.map_err(Error::from),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = retried {
+                    warn!(instance = %from, error = %e, "could not close the clients of the old master");
+                }
+            }
+            return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::PromotionNotVerified(to.to_string()));

@@ -456,6 +456,8 @@ impl TestNs {
                     && generation_seen
                     && status.ready_instances == instances
                     && status.current_master.is_some()
+                    // Ready stays set while a recorded promotion is carried out.
+                    && status.target_master.is_none()
                 {
                     Ok(status)
                 } else {
