@@ -344,6 +344,13 @@ pub struct FailoverSpec {
     pub min_replicas_max_lag: i32,
 }
 
+impl FailoverSpec {
+    /// `downAfterMilliseconds` as a duration (the schema keeps it positive).
+    pub fn down_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.down_after_milliseconds).unwrap_or(0))
+    }
+}
+
 impl Default for FailoverSpec {
     fn default() -> Self {
         Self {

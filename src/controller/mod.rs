@@ -226,9 +226,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         desired_instances: u32::try_from(rr.spec.instances.max(1)).unwrap_or(1),
         policy: FailoverPolicy {
             enabled: rr.spec.failover.enabled,
-            down_after: Duration::from_millis(
-                u64::try_from(rr.spec.failover.down_after_milliseconds).unwrap_or(0),
-            ),
+            down_after: rr.spec.failover.down_after(),
             master_unreachable_for: ctx.master_unreachable_for(rr, &recorded, &observed.instances),
             cooldown_remaining: cooldown_remaining(&previous, now, ctx.failover_cooldown),
             bootstrap_grace_over: rr

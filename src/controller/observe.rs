@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{Api, ResourceExt};
@@ -75,16 +75,15 @@ pub async fn observe(
             Some(monitor::Instance {
                 pod: i.name.clone(),
                 address: i.address()?,
-                // The pod says the process stopped: an answer from before does not count.
-                fresh_after: i.stopped.is_some().then(Instant::now),
+                // Answers from before the last action, or from before the pod said the process
+                // stopped, do not count.
+                fresh_after: fresh_after.max(i.stopped.is_some().then(Instant::now)),
             })
         })
         .collect();
-    let down_after =
-        Duration::from_millis(u64::try_from(rr.spec.failover.down_after_milliseconds).unwrap_or(0));
     let answers = ctx
         .monitor
-        .observe(rr, &probed, &credentials, down_after, fresh_after)
+        .observe(rr, &probed, &credentials, rr.spec.failover.down_after())
         .await;
     for (probe, info) in probed.iter().zip(answers) {
         if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {

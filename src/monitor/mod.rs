@@ -27,7 +27,8 @@ use probe::{Prober, Target};
 pub struct Instance {
     pub pod: String,
     pub address: Address,
-    /// An answer older than this is not used (the pod says its process stopped since).
+    /// An answer older than this is not used (the set was acted on, or the pod says its
+    /// process stopped, since).
     pub fresh_after: Option<Instant>,
 }
 
@@ -100,16 +101,15 @@ impl Monitor {
 
     /// Probes exactly `instances` of `rr` from now on (starting, restarting on a new address or
     /// credentials, and stopping probes as needed) and returns the latest answer of each, in
-    /// order: `None` when it does not answer. An answer older than `fresh_after` (the set was
-    /// just acted on) or not there yet (a new pod) is asked for now and awaited, bounded by the
-    /// probe timeout: a decision never rests on what was true before the last action.
+    /// order: `None` when it does not answer. An answer older than the instance's `fresh_after`
+    /// or not there yet (a new pod) is asked for now and awaited, bounded by the probe timeout:
+    /// a decision never rests on what was true before the last action.
     pub async fn observe(
         &self,
         rr: &RedisReplication,
         instances: &[Instance],
         credentials: &Credentials,
         down_after: Duration,
-        fresh_after: Option<Instant>,
     ) -> Vec<Option<ReplicationInfo>> {
         let namespace = rr.namespace().unwrap_or_default();
         let replication = rr.name_any();
@@ -142,8 +142,11 @@ impl Monitor {
                         *d = down_after;
                         changed
                     });
-                    let after = fresh_after.max(inst.fresh_after);
-                    receivers.push((running.latest.clone(), running.poke.clone(), after));
+                    receivers.push((
+                        running.latest.clone(),
+                        running.poke.clone(),
+                        inst.fresh_after,
+                    ));
                 }
             }
         }

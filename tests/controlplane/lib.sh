@@ -155,6 +155,24 @@ EOF
 # ---------------------------------------------------------------- tool builds (tools.sh, node)
 # These expect BIN, CUR and BUILD (see tools.sh) and the Go environment tools.sh sets up.
 
+# tool_cache LABEL: the tool cache's layout (VIGIL_CACHE, BIN, CUR, BUILD), Go set up for
+# reproducible local builds, and the cache's lock held on fd 9 for the rest of the script.
+tool_cache() {
+  VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
+  BIN=$VIGIL_CACHE/bin
+  CUR=$BIN/current
+  BUILD=$VIGIL_CACHE/build
+  if [[ -x /usr/local/go/bin/go ]] && ! command -v go >/dev/null 2>&1; then
+    PATH=/usr/local/go/bin:$PATH
+  fi
+  command -v go >/dev/null || { echo "$1: go not found" >&2; exit 1; }
+  export CGO_ENABLED=0 GOTOOLCHAIN=local
+  export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
+  mkdir -p "$BIN" "$CUR" "$BUILD"
+  exec 9>"$VIGIL_CACHE/.lock"
+  flock 9
+}
+
 now() { date +%s; }
 # fail NAME LOG: report a failed build with the tail of its log.
 fail() {

@@ -36,22 +36,7 @@ REDIS_PY_VERSION=8.1.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
-VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
-BIN=$VIGIL_CACHE/bin
-CUR=$BIN/current
-BUILD=$VIGIL_CACHE/build
-
-if [[ -x /usr/local/go/bin/go ]] && ! command -v go >/dev/null 2>&1; then
-  PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null || { echo "tools.sh: go not found" >&2; exit 1; }
-
-export CGO_ENABLED=0 GOTOOLCHAIN=local
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
-
-mkdir -p "$BIN" "$CUR" "$BUILD"
-exec 9>"$VIGIL_CACHE/.lock"
-flock 9
+tool_cache "tools.sh"
 
 # ---------------------------------------------------------------- kubernetes
 K8S_BINS=(kube-apiserver kube-controller-manager kubectl)

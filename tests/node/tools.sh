@@ -30,19 +30,7 @@ if [[ ${VIGIL_SKIP_TOOLS:-0} != 1 ]]; then
   "$HERE/../controlplane/tools.sh"
 fi
 
-VIGIL_CACHE=${VIGIL_CACHE:-$HOME/.cache/vigil}
-BIN=$VIGIL_CACHE/bin
-CUR=$BIN/current
-BUILD=$VIGIL_CACHE/build
-if [[ -x /usr/local/go/bin/go ]] && ! command -v go >/dev/null 2>&1; then
-  PATH=/usr/local/go/bin:$PATH
-fi
-command -v go >/dev/null || { echo "node tools: go not found" >&2; exit 1; }
-export CGO_ENABLED=0 GOTOOLCHAIN=local
-export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
-mkdir -p "$BIN" "$CUR" "$BUILD"
-exec 9>"$VIGIL_CACHE/.lock"
-flock 9
+tool_cache "node tools"
 
 # ---------------------------------------------------------------- Debian packages
 # package:command pairs; a missing command means the package is installed.
