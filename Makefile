@@ -1,8 +1,9 @@
-# The two commands: `make demo` (vigil on a local control plane, no cluster needed) and
-# `make test` (installs what it needs, then runs every test). Tools are cached in
+# The two commands: `make demo` (vigil on a local control plane and a real node, no cluster
+# needed) and `make test` (installs what it needs, then runs every test). Both run a kubelet and
+# containerd (tests/node/): root, network namespaces, cgroups. Tools are cached in
 # $VIGIL_CACHE (default ~/.cache/vigil), outside the repo.
 
-.PHONY: demo test test-node test-unit test-e2e test-e2e-node lint tools crds build bench
+.PHONY: demo test test-unit test-e2e lint tools crds build bench
 
 demo:
 	tests/demo.sh
@@ -10,7 +11,7 @@ demo:
 test: tools lint test-unit test-e2e
 
 tools:
-	tests/controlplane/tools.sh
+	tests/node/tools.sh
 
 lint:
 	cargo fmt --all -- --check
@@ -21,13 +22,6 @@ test-unit:
 
 test-e2e:
 	tests/e2e.sh
-
-# The same with real pods: a kubelet on containerd running the images built from images/ (tests/node/;
-# not yet the default of `make test`). Root, a private network namespace, cgroups.
-test-node: tools lint test-unit test-e2e-node
-
-test-e2e-node:
-	VIGIL_E2E_TARGET=node tests/e2e.sh
 
 build:
 	cargo build --workspace --bins

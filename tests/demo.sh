@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tests/demo.sh (make demo) — vigil on a laptop with no cluster: builds what it needs, starts a
-# local control plane with real Redis processes, the operator (as the chart's ServiceAccount) and
+# tests/demo.sh (make demo) — vigil on a machine with no cluster: builds what it needs (tools,
+# vigil, the images of images/), starts a local control plane and a real node (tests/node/:
+# kubelet, containerd; root, namespaces, cgroups), the operator (as the chart's ServiceAccount) and
 # examples/redisreplication.yaml, prints how to reach it, and runs until interrupted, cleaning
 # up on exit. Uses the cluster configured in KUBECONFIG instead when VIGIL_DEMO_USE_KUBECONFIG=1
 # (then only the example is applied: install the operator with Helm first).
@@ -20,24 +21,33 @@ if [[ ${VIGIL_DEMO_USE_KUBECONFIG:-0} == 1 ]]; then
 fi
 
 # The cluster runs in a named network namespace, so pods get addresses of their own (10.244.0.N)
-# and a second terminal can join it with `ip netns exec vigil-demo ...`.
+# and a second terminal can join it with `nsenter --net=/run/netns/vigil-demo ...`. nsenter, not
+# `ip netns exec`: that one remounts /sys (hiding the cgroup mounts from the kubelet) in a
+# private mount namespace (hiding the kubelet's volume mounts from containerd).
 NETNS=vigil-demo
+export VIGIL_NODE_IMAGES=$STATE.images
 if [[ ${VIGIL_DEMO_INSIDE:-} != 1 ]]; then
-  "$ROOT/tests/controlplane/tools.sh"
+  [[ $(id -u) -eq 0 ]] || { echo "demo: needs root (it runs a kubelet and containerd)" >&2; exit 1; }
+  "$ROOT/tests/node/tools.sh"  # (runs tests/controlplane/tools.sh first)
   echo "demo: building vigil"
   cargo build --quiet --workspace --bins
+  # One real node per machine at a time (host sysctls, cgroup parent): an e2e run waits for us.
+  exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
+  flock 6
+  "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
   ip netns del "$NETNS" 2>/dev/null || true
   ip netns add "$NETNS"
+  INNER=(nsenter --net="/run/netns/$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@")
   status=0
   if [[ -t 0 ]]; then
     # On a terminal, job control runs the inner script as the terminal's foreground job: Ctrl-C
     # reaches it (it cleans up and exits 0) but not make, which would otherwise die of the
     # interrupt and report it however cleanly the demo stopped.
     set -m
-    ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" || status=$?
+    "${INNER[@]}" || status=$?
     set +m
   else
-    ip netns exec "$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@" &
+    "${INNER[@]}" &
     inner=$!
     # Pass a stop on to the inner script and wait until its cleanup is done; only then is the
     # network namespace empty and removable. `wait` returns 128+N when a trapped signal
@@ -87,7 +97,7 @@ cat <<INFO
 
 vigil is running. In another terminal, join its network namespace (as root):
 
-  ip netns exec $NETNS bash
+  nsenter --net=/run/netns/$NETNS bash
   export KUBECONFIG=$KUBECONFIG
   export PATH=$(dirname "$KUBECTL"):\$PATH
   kubectl -n demo get redisreplication cache -o yaml
@@ -101,8 +111,9 @@ $MASTER_NAME (<namespace>.<name>):
 
   redis-cli -h ${SENTINEL%:*} -p ${SENTINEL##*:} SENTINEL get-master-addr-by-name $MASTER_NAME
 
-Every pod is a real process with its own address (10.244.0.N); logs are in
-$ARTIFACTS and $KUBELET_STATE/pods. Operator log: $ARTIFACTS/operator.log
+Pods run on $NODE_LINE,
+each with its own address (10.244.0.N): \`kubectl -n demo logs cache-0\`; the cluster's logs are in
+$STATE/logs. Operator log: $ARTIFACTS/operator.log
 Press Ctrl-C to stop and clean up.
 INFO
 while kill -0 "$OPERATOR_PID" 2>/dev/null; do sleep 1; done

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# tests/e2e.sh — run the end-to-end suite on a fresh local cluster (see tests/local-cluster.sh),
-# then tear it down. Environment: VIGIL_E2E_STATE (default target/e2e), VIGIL_E2E_THREADS
-# (default 3), VIGIL_E2E_TARGET (`local`: the kubelet stand-in, the default; `node`: the real
-# node of tests/node/, with the images built from images/ in this run); extra arguments go to
-# the test binary (e.g. a test name filter).
+# tests/e2e.sh — run the end-to-end suite on a fresh local cluster (see tests/local-cluster.sh:
+# the real control plane and the real node of tests/node/, with the images built from images/ in
+# this run), then tear it down. Environment: VIGIL_E2E_STATE (default target/e2e),
+# VIGIL_E2E_THREADS (default 3); extra arguments go to the test binary (e.g. a test name filter).
+# (kind: tests/kind/e2e.sh.)
 #
-# Tools and binaries are built first, on the host (they need the package registries); the
+# Tools, binaries and images are built first, on the host (they need the package registries); the
 # cluster and the tests then run inside a private network namespace, where pods get addresses
 # of their own (10.244.0.N) and nothing can collide with, or reach, the host's network.
 set -euo pipefail
@@ -15,21 +15,12 @@ STATE=${VIGIL_E2E_STATE:-$ROOT/target/e2e}
 THREADS=${VIGIL_E2E_THREADS:-3}
 cd "$ROOT"
 
-TARGET=${VIGIL_E2E_TARGET:-local}
-case $TARGET in
-  local | node) ;;
-  *) echo "e2e: VIGIL_E2E_TARGET=$TARGET: expected local or node (kind: tests/kind/e2e.sh)" >&2; exit 2 ;;
-esac
-export VIGIL_E2E_TARGET=$TARGET
+export VIGIL_E2E_TARGET=node
 # The image list tests/node/images.sh writes (next to the state: local_cluster_up wipes that).
 export VIGIL_NODE_IMAGES=$STATE.images
 
 if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
-  if [[ $TARGET == node ]]; then
-    "$ROOT/tests/node/tools.sh"  # (runs tests/controlplane/tools.sh first)
-  else
-    "$ROOT/tests/controlplane/tools.sh"
-  fi
+  "$ROOT/tests/node/tools.sh"  # (runs tests/controlplane/tools.sh first)
   echo "e2e: building"
   cargo build --quiet --workspace --bins
   cargo test --quiet --features e2e --test e2e --no-run
@@ -37,14 +28,12 @@ if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
   mkdir -p "$(dirname "$STATE")"
   exec 8>"$STATE.lock"
   flock 8
-  if [[ $TARGET == node ]]; then
-    # One real node per machine at a time, whatever its state directory: the host sysctls it
-    # saves and restores, and its cgroup parent, are machine-wide.
-    exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
-    flock 6
-    # The images, on the host (builds reach Debian's mirror), from the binary just built.
-    "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
-  fi
+  # One real node per machine at a time, whatever its state directory: the host sysctls it
+  # saves and restores, and its cgroup parent, are machine-wide.
+  exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
+  flock 6
+  # The images, on the host (builds reach Debian's mirror), from the binary just built.
+  "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
   exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
 fi
 
@@ -56,7 +45,7 @@ ip link set lo up
 
 on_exit() {
   local code=$?
-  if [[ $code -ne 0 && $TARGET == node && -s ${KUBECONFIG:-} ]]; then
+  if [[ $code -ne 0 && -s ${KUBECONFIG:-} ]]; then
     # Real pods' logs and state, of the namespaces the harness kept for failed tests.
     echo "e2e: collecting the cluster's state into $ARTIFACTS/cluster" >&2
     collect_cluster "$ARTIFACTS/cluster"
@@ -77,19 +66,13 @@ trap 'exit 130' INT TERM
 
 local_cluster_up "$STATE"
 
-if [[ $TARGET == node ]]; then
-  echo "e2e: running the scenarios on $NODE_LINE"
-  # A real kubelet's crash back-off doubles from 10 s (the stand-in caps it at 10 s): more crashes
-  # of one pod would outgrow the scenarios' 60 s waits.
-  export VIGIL_FAILOVER_RUNS=${VIGIL_FAILOVER_RUNS:-5}
-  export VIGIL_E2E_CRICTL=$VIGIL_TOOLS_BIN/crictl
-  export CRI_CONFIG_FILE=$STATE/node/crictl.yaml
-else
-  echo "e2e: running the scenarios"
-fi
+echo "e2e: running the scenarios on $NODE_LINE"
+# A real kubelet's crash back-off doubles from 10 s: more crashes of one pod would outgrow the
+# scenarios' 60 s waits.
+export VIGIL_FAILOVER_RUNS=${VIGIL_FAILOVER_RUNS:-5}
+export_node_env "$STATE"
 export VIGIL_E2E_ADMIN_KUBECONFIG=$KUBECONFIG
 export VIGIL_E2E_OPERATOR_KUBECONFIG=$OPERATOR_KUBECONFIG
-export VIGIL_E2E_KUBELET_STATE=$KUBELET_STATE
 export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
 REDIS_CLI=$(command -v redis-cli)
 export REDIS_CLI

@@ -213,8 +213,8 @@ pub fn machine() -> String {
     let _ = writeln!(out, "- OS: {os}, Linux {kernel}");
     let _ = writeln!(
         out,
-        "- vigil {} (git {git}{}), operator built `{profile}` with {rustc}; the pods' \
-         `vigil agent` is the debug build the e2e tests use",
+        "- vigil {} (git {git}{}), operator and the pods' `vigil agent` built `{profile}` \
+         with {rustc}",
         env!("CARGO_PKG_VERSION"),
         if dirty {
             ", with uncommitted changes"
@@ -241,11 +241,12 @@ pub fn machine() -> String {
         "- Client: redis-py {redis_py} on Python {python_version} \
          (tests/clients/py-failover/failover.py)"
     );
+    let node = std::env::var("BENCH_NODE_LINE").unwrap_or_else(|_| "unknown".into());
     let _ = writeln!(
         out,
         "- Kubernetes: local control plane {kube} (etcd, kube-apiserver, \
-         kube-controller-manager) and the process-based kubelet stand-in, in a private network \
-         namespace"
+         kube-controller-manager) and a real node (tests/node/), in a private network \
+         namespace: {node}"
     );
     out
 }
@@ -693,19 +694,22 @@ both alike. Each run starts from a healthy set (every replica linked; vigil Read
 failover cooldown passed; every sentinel naming the same master, knowing the other two sentinels \
 and both replicas as healthy).
 - **vigil**: the operator as the e2e tests run it (one `vigil operator` per namespace, the chart's \
-RBAC, probe interval 1000 ms, failover cooldown 2 s), pods run by the kubelet stand-in (`vigil \
-agent` supervising `redis-server`), clients through the operator's Sentinel endpoint (one \
-endpoint).
+RBAC, probe interval 1000 ms, failover cooldown 2 s), pods on the real node: the kubelet on \
+containerd runs the server image built from `images/server` in its `SERVER=redis` variant \
+(`vigil agent` supervising Debian's `redis-server`, the same as the Sentinel side's), clients \
+through the operator's Sentinel endpoint (one endpoint).
 - **Sentinel**: three `redis-sentinel` (`sentinel monitor bench <master> 6379 2`, the same \
 `down-after-milliseconds`, `failover-timeout 10000` (Sentinel's default is 180000; it also \
 bounds the leader election), `parallel-syncs 2`) watching three `redis-server` with vigil's \
 redis.conf defaults (no persistence, diskless sync without delay, `replica-announce-ip`). Auth \
 as vigil: a password on the instances (`requirepass`/`masterauth`, `sentinel auth-pass`), none on \
 the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
-- **The crash**: SIGKILL of the master's process: vigil's pod container (the agent and its \
-`redis-server`, as the e2e chaos tests do), Sentinel's `redis-server`. Both are restarted by a \
-supervisor with the same back-off (1 s, doubling to 10 s, reset after 10 s of running: the \
-kubelet stand-in's). Neither comes back as a writable master on its own: vigil's agent boots it \
+- **The crash**: SIGKILL of the master's process: vigil's pod container (every process of it, \
+through the CRI, as the e2e chaos tests do), Sentinel's `redis-server`. vigil's is restarted by \
+the kubelet, Sentinel's by a supervisor with the kubelet's crash back-off (10 s, doubling). After \
+each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
+recreated; Sentinel: the supervisor forgets the back-off), so every run is a first crash. \
+Neither comes back as a writable master on its own: vigil's agent boots it \
 fenced until the operator decides; the Sentinel side's start script asks the sentinels for the \
 master and starts as its replica, waiting while they still name the crashed instance (Sentinel \
 deployments do this so that an empty restarted master is never synced from). So *every replica \

@@ -42,8 +42,11 @@ pub(crate) trait System {
     async fn switchover(&self, master: &Instance, target: &Instance);
     /// Ok once the system names `master_ip` as the master to its clients and has finished.
     async fn names_master(&self, master_ip: &str) -> Result<(), String>;
-    /// How long the instance's process (vigil: its pod's container) has been running.
-    async fn running_for(&self, instance: &Instance) -> Option<Duration>;
+    /// Gives a crashed instance a fresh restart history, as a new pod has (vigil: the pod is
+    /// replaced; Sentinel: its supervisor forgets the back-off), so that every crash run is a
+    /// first crash: under the kubelet's doubling back-off, the third crash of one pod would
+    /// take minutes to rejoin.
+    async fn renew(&self, instance: &Instance);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,36 +87,9 @@ const WRITES_AROUND: usize = 20;
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often the instances are polled.
 const POLL: Duration = Duration::from_millis(50);
-/// The master must have run this long before it is crashed, so that both supervisors restart it
-/// after their first back-off step (1 s; a process that ran 10 s resets the back-off) rather than
-/// a longer one left over from an earlier crash of the same instance. One second more than the
-/// kubelet's 10 s: a pod's `startedAt` has whole seconds.
-const UPTIME_BEFORE_CHANGE: Duration = Duration::from_secs(11);
-
 /// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
 pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
-    let mut master = system.wait_stable().await;
-    if system
-        .running_for(&master)
-        .await
-        .is_none_or(|up| up < UPTIME_BEFORE_CHANGE)
-    {
-        wait_for(
-            &format!(
-                "{tag}: {} running for {UPTIME_BEFORE_CHANGE:?}",
-                master.name
-            ),
-            Duration::from_secs(30),
-            || async {
-                match system.running_for(&master).await {
-                    Some(up) if up >= UPTIME_BEFORE_CHANGE => Ok(()),
-                    other => Err(format!("running for {other:?}")),
-                }
-            },
-        )
-        .await;
-        master = system.wait_stable().await;
-    }
+    let master = system.wait_stable().await;
     let instances = system.instances();
     let endpoints = system.endpoints();
     let master_name = system.master_name();
@@ -254,6 +230,9 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
     let lost_plain = missing(&new.ip, &password, &acked_plain).await;
     let lost_wait = missing(&new.ip, &password, &acked_wait).await;
+    if change == Change::Crash {
+        system.renew(&master).await;
+    }
     Run {
         from: master.name.clone(),
         to: new.name.clone(),

@@ -3,8 +3,8 @@
 //! on an address of its own added to `lo`, configured like vigil's instances (same redis.conf
 //! defaults, auth on the instances, none on the Sentinel endpoints).
 //!
-//! A crashed instance is restarted by a supervisor with the kubelet stand-in's back-off (1 s,
-//! doubling to 10 s, reset after 10 s of running), and boots the way vigil's agent does: never as
+//! A crashed instance is restarted by a supervisor with the kubelet's crash back-off (10 s,
+//! doubling to 300 s, forgotten 600 s after the last crash), and boots the way vigil's agent does: never as
 //! a writable master on its own. Its start script asks the sentinels who the master is and starts
 //! as that master's replica; while they still name the crashed instance itself, it waits (polling
 //! every 100 ms). Without that, a master restarted empty (no persistence) before Sentinel
@@ -34,22 +34,24 @@ pub const PARALLEL_SYNCS: u32 = 2;
 /// How long a restarted instance's start script waits for the sentinels to name a master.
 const START_SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The kubelet stand-in's restart back-off (tests/kubelet/src/container.rs).
+/// The kubelet's crash back-off (CrashLoopBackOff: 10 s, doubling to 5 min; its entry expires
+/// twice the maximum after the last restart), so that vigil's pods and Sentinel's processes come
+/// back alike.
+#[derive(Default)]
 struct Backoff {
-    next: Duration,
+    last: Option<(Instant, Duration)>,
 }
 
 impl Backoff {
-    const INITIAL: Duration = Duration::from_secs(1);
-    const MAX: Duration = Duration::from_secs(10);
-    const RESET_AFTER: Duration = Duration::from_secs(10);
+    const INITIAL: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(300);
 
-    fn next_delay(&mut self, ran_for: Duration) -> Duration {
-        if ran_for >= Self::RESET_AFTER {
-            self.next = Self::INITIAL;
-        }
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+    fn next_delay(&mut self) -> Duration {
+        let delay = match self.last {
+            Some((at, delay)) if at.elapsed() < 2 * Self::MAX => (delay * 2).min(Self::MAX),
+            _ => Self::INITIAL,
+        };
+        self.last = Some((Instant::now(), delay));
         delay
     }
 }
@@ -68,6 +70,7 @@ type Running = Arc<Mutex<Option<(u32, Instant)>>>;
 /// One supervised redis-server.
 struct Supervised {
     running: Running,
+    backoff: Arc<Mutex<Backoff>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -164,11 +167,9 @@ async fn supervise(
     instance: Instance,
     initial_master: Option<String>,
     running: Running,
+    backoff: Arc<Mutex<Backoff>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff {
-        next: Backoff::INITIAL,
-    };
     let mut replica_of = initial_master;
     let dir = shared.dir.join(&instance.name);
     std::fs::create_dir_all(&dir).expect("instance dir");
@@ -225,7 +226,10 @@ async fn supervise(
             }
         }
         *running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let delay = backoff.next_delay(started.elapsed());
+        let delay = backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
@@ -271,14 +275,20 @@ impl SentinelSet {
             .enumerate()
             .map(|(n, instance)| {
                 let running = Arc::new(Mutex::new(None));
+                let backoff = Arc::new(Mutex::new(Backoff::default()));
                 let task = tokio::spawn(supervise(
                     shared.clone(),
                     instance.clone(),
                     (n > 0).then(|| master_ip.clone()),
                     running.clone(),
+                    backoff.clone(),
                     stop_rx.clone(),
                 ));
-                Supervised { running, task }
+                Supervised {
+                    running,
+                    backoff,
+                    task,
+                }
             })
             .collect();
         let sentinel_bin = binary("REDIS_SENTINEL", "redis-sentinel");
@@ -499,8 +509,13 @@ impl System for SentinelSet {
         panic!("SENTINEL FAILOVER {MASTER_NAME} refused for 10 s: {last}");
     }
 
-    async fn running_for(&self, instance: &Instance) -> Option<Duration> {
-        self.running(instance).map(|(_, started)| started.elapsed())
+    async fn renew(&self, instance: &Instance) {
+        if let Some(n) = self.instances.iter().position(|i| i.ip == instance.ip) {
+            *self.supervised[n]
+                .backoff
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Backoff::default();
+        }
     }
 
     async fn names_master(&self, master_ip: &str) -> Result<(), String> {

@@ -1,13 +1,14 @@
-//! vigil under test: a `RedisReplication` of three instances on the local control plane, its own
+//! vigil under test: a `RedisReplication` of three instances on the local cluster's real node, its own
 //! `vigil operator` (the e2e harness's: the chart's RBAC, failover cooldown 2 s), clients finding
 //! the master through the operator's Sentinel endpoint.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::jiff;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::scenario::{Instance, System};
@@ -20,7 +21,8 @@ const NAME: &str = "cache";
 
 pub struct VigilSet {
     pub t: TestNs,
-    instances: Vec<Instance>,
+    /// Their addresses change when a pod is replaced (`renew`).
+    instances: Mutex<Vec<Instance>>,
     password: String,
 }
 
@@ -31,7 +33,9 @@ impl VigilSet {
         t.start_operator();
         t.create_replication(
             NAME,
-            json!({"instances": 3, "failover": {"downAfterMilliseconds": down_after}}),
+            // The Redis variant of the server image: the Sentinel side runs the same Redis.
+            json!({"instances": 3, "image": format!("{}-redis", vigil::api::DEFAULT_IMAGE),
+                "failover": {"downAfterMilliseconds": down_after}}),
         )
         .await;
         t.wait_ready(NAME, 3, Duration::from_secs(180)).await;
@@ -43,7 +47,7 @@ impl VigilSet {
         let password = t.password(NAME).await;
         Self {
             t,
-            instances,
+            instances: Mutex::new(instances),
             password,
         }
     }
@@ -75,13 +79,13 @@ impl VigilSet {
             }
         }
         let master = status.current_master.ok_or("no master")?;
-        let master = self
-            .instances
+        let instances = self.instances();
+        let master = instances
             .iter()
             .find(|i| i.name == master)
             .ok_or(format!("unknown master {master}"))?
             .clone();
-        for i in &self.instances {
+        for i in &instances {
             let seen = Seen::of(&i.ip, &self.password).await;
             let ok = if i.ip == master.ip {
                 seen == Seen::Master
@@ -114,7 +118,10 @@ impl System for VigilSet {
     }
 
     fn instances(&self) -> Vec<Instance> {
-        self.instances.clone()
+        self.instances
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn artifacts(&self) -> PathBuf {
@@ -143,18 +150,34 @@ impl System for VigilSet {
             .unwrap_or_else(|e| panic!("annotate {NAME} to switch over to {}: {e}", target.name));
     }
 
-    async fn running_for(&self, instance: &Instance) -> Option<Duration> {
-        let pod = self.t.pods().get(&instance.name).await.ok()?;
-        let started = pod
-            .status?
-            .container_statuses?
-            .into_iter()
-            .find(|c| c.name == "redis")?
-            .state?
-            .running?
-            .started_at?;
-        let up = started.0.duration_until(jiff::Timestamp::now());
-        Some(up.unsigned_abs())
+    async fn renew(&self, instance: &Instance) {
+        let pods = self.t.pods();
+        let old = pods
+            .get(&instance.name)
+            .await
+            .unwrap_or_else(|e| panic!("get pod {}: {e}", instance.name));
+        pods.delete(&instance.name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete pod {}: {e}", instance.name));
+        // The operator recreates it under the same name; its address is new.
+        let ip = wait_for(
+            &format!("pod {} replaced and given an address", instance.name),
+            Duration::from_secs(120),
+            || async {
+                let pod = pods.get(&instance.name).await.map_err(|e| e.to_string())?;
+                if pod.uid() == old.uid() {
+                    return Err("the old pod is still there".into());
+                }
+                pod.status
+                    .and_then(|s| s.pod_ip)
+                    .ok_or_else(|| "no address yet".to_string())
+            },
+        )
+        .await;
+        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = instances.iter_mut().find(|i| i.name == instance.name) {
+            i.ip = ip;
+        }
     }
 
     async fn names_master(&self, master_ip: &str) -> Result<(), String> {

@@ -1,8 +1,7 @@
 //! The operator as users run it: installed by `helm install charts/vigil` from the image built
 //! from `images/operator`, two replicas electing a leader, its Sentinel Service and metrics reached
 //! through kube-proxy, failing over a crashed master and switching over on request, while a
-//! client writes through the `<name>-master` ClusterIP Service. Needs real pods: skipped on the
-//! kubelet stand-in.
+//! client writes through the `<name>-master` ClusterIP Service.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -67,10 +66,6 @@ fn http_get(ip: &str, port: u16, path: &str) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_installed_operator_fails_over_and_switches_over() {
-    if target() == Target::StandIn {
-        eprintln!("skipped on the kubelet stand-in: it runs no images");
-        return;
-    }
     let t = TestNs::new("incluster").await;
     let started = Instant::now();
     let installed = helm(

@@ -1,6 +1,6 @@
-//! End-to-end scenarios on the local control plane (real apiserver, controller-manager, redis
-//! processes under the kubelet stand-in, or real pods on the node of `tests/node/` with
-//! `VIGIL_E2E_TARGET=node`). Run by `make test` (`make test-node`) through `tests/e2e.sh`.
+//! End-to-end scenarios on the local cluster (real apiserver, controller-manager, and the real node
+//! of `tests/node/`: kubelet, containerd, the images built from `images/`). Run by `make test`
+//! through `tests/e2e.sh`; on kind by `tests/kind/e2e.sh`.
 
 mod chart;
 mod client_matrix;

@@ -34,8 +34,8 @@ async fn scheduling_and_shape_fields_reach_pods_services_and_budget() {
         .expect("create PriorityClass");
 
     t.start_operator();
-    // Every scheduling field is satisfiable on the stand-in's single node, which has no taints
-    // and the usual kubelet labels (it ignores affinity and spread anyway).
+    // Every scheduling field is satisfiable on the single local node, which has no taints and
+    // the usual kubelet labels (preferred anti-affinity and a ScheduleAnyway spread).
     let instance = json!({"matchLabels": {"app.kubernetes.io/instance": "cache"}});
     t.create_replication(
         "cache",

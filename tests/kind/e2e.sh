@@ -129,8 +129,8 @@ else
   kind create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s \
     ${KIND_NODE_IMAGE:+--image "$KIND_NODE_IMAGE"}
 fi
-# Scenarios that roll to "another" server image name it by tag: on kind it is this build too (the
-# local tier's stand-in ignores images).
+# Scenarios that roll to "another" server image name it by tag: on kind it is this build too (as
+# tests/node/images.sh tags it on the local node).
 mapfile -t OTHER_TAGS < <(grep -ho "${SERVER_IMAGE%:*}:[A-Za-z0-9._-]*" tests/e2e/*.rs | sort -u \
   | grep -vxF "$SERVER_IMAGE")
 for image in "${OTHER_TAGS[@]}"; do docker tag "$SERVER_IMAGE" "$image"; done
@@ -197,8 +197,8 @@ export VIGIL_E2E_ADMIN_KUBECONFIG=$KUBECONFIG
 export VIGIL_E2E_OPERATOR_KUBECONFIG=$OPERATOR_KUBECONFIG
 export VIGIL_E2E_ARTIFACTS=$ARTIFACTS
 export VIGIL_E2E_CLIENTS KUBECTL HELM REDIS_CLI
-# A real kubelet's crash back-off doubles from 10 s with no 10 s cap (the stand-in has one): more
-# crashes of one pod would outgrow the scenarios' 60 s waits.
+# A real kubelet's crash back-off doubles from 10 s: more crashes of one pod would outgrow the
+# scenarios' 60 s waits.
 export VIGIL_FAILOVER_RUNS=${VIGIL_FAILOVER_RUNS:-5}
 filter=()
 [[ -z ${VIGIL_E2E_TESTS:-} ]] || filter=("$VIGIL_E2E_TESTS")

@@ -187,6 +187,8 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# The footprint benchmark runs 100 one-instance replications on this one node (default 110).
+maxPods: 250
 # ConfigMap and Secret volumes follow their objects within seconds (the TLS and config tests).
 syncFrequency: 10s
 EOF

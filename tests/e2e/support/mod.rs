@@ -1,13 +1,11 @@
-//! Harness for the local control plane tier: a real kube-apiserver, kube-controller-manager and
-//! the process-based kubelet stand-in, started by `tests/e2e.sh`, which passes their locations in
-//! the environment. Each test gets its own namespace (enforcing the `restricted` Pod Security
-//! Standard) and its own operator process, authenticated as the chart's ServiceAccount.
-//!
-//! With `VIGIL_E2E_TARGET=node`, `tests/e2e.sh` runs the real node of `tests/node/` instead of
-//! the stand-in (kubelet, containerd, the images built from `images/`): pods are real, the
-//! per-test operators still run here (in the node's network namespace, which routes to the pods)
-//! and chaos signals the pod's container through the CRI. With `VIGIL_E2E_TARGET=kind`,
-//! `tests/kind/e2e.sh` passes a kind cluster: the same, with chaos from the kind node.
+//! Harness for the local cluster tier: a real kube-apiserver, kube-controller-manager and the real
+//! node of `tests/node/` (kubelet, containerd, the images built from `images/`), started by
+//! `tests/e2e.sh`, which passes their locations in the environment. Each test gets its own
+//! namespace (enforcing the `restricted` Pod Security Standard) and, unless it tests the chart's
+//! in-cluster operator, its own operator process, authenticated as the chart's ServiceAccount; it
+//! runs in the node's network namespace, which routes to the pods. Chaos signals the pod's
+//! container through the CRI. With `VIGIL_E2E_TARGET=kind`, `tests/kind/e2e.sh` passes a kind
+//! cluster: the same, with chaos from the kind node.
 
 pub mod clients;
 
@@ -29,8 +27,6 @@ use vigil::api::{RedisReplication, RedisReplicationStatus};
 pub struct Env {
     pub admin_kubeconfig: PathBuf,
     pub operator_kubeconfig: PathBuf,
-    /// The kubelet stand-in's state; none on a real node.
-    pub kubelet_state: Option<PathBuf>,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
     pub redis_cli: PathBuf,
@@ -54,21 +50,18 @@ fn required(var: &str) -> PathBuf {
 /// Where the pods run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Target {
-    /// The local control plane with the process-based kubelet stand-in.
-    StandIn,
     /// The local control plane with the real node of `tests/node/`.
     Node,
     /// A kind cluster.
     Kind,
 }
 
-/// The target `VIGIL_E2E_TARGET` names (unset or `local`: the stand-in).
+/// The target `VIGIL_E2E_TARGET` names (unset: the local node).
 pub fn target() -> Target {
     match std::env::var("VIGIL_E2E_TARGET").as_deref() {
         Ok("kind") => Target::Kind,
-        Ok("node") => Target::Node,
-        Ok("local" | "") | Err(_) => Target::StandIn,
-        Ok(other) => panic!("VIGIL_E2E_TARGET={other}: expected `local`, `node` or `kind`"),
+        Ok("node" | "") | Err(_) => Target::Node,
+        Ok(other) => panic!("VIGIL_E2E_TARGET={other}: expected `node` or `kind`"),
     }
 }
 
@@ -93,7 +86,6 @@ impl Env {
         Self {
             admin_kubeconfig: required("VIGIL_E2E_ADMIN_KUBECONFIG"),
             operator_kubeconfig: required("VIGIL_E2E_OPERATOR_KUBECONFIG"),
-            kubelet_state: (target == Target::StandIn).then(|| required("VIGIL_E2E_KUBELET_STATE")),
             crictl: (target == Target::Node).then(|| required("VIGIL_E2E_CRICTL")),
             kubectl: required("KUBECTL"),
             helm: required("HELM"),
@@ -573,9 +565,8 @@ impl TestNs {
     }
 
     /// Runs redis-cli against `ip`; returns stdout, trimmed, or stderr as the error. Bounded
-    /// (`REDIS_CLI_TIMEOUT`): on a real node the address of a pod that is gone stays silent
-    /// (no ARP answer on the bridge, "No route to host" only after many seconds), unlike the
-    /// stand-in's loopback addresses, which refuse at once; an unbounded call there outlived the
+    /// (`REDIS_CLI_TIMEOUT`): the address of a pod that is gone stays silent (no ARP answer on
+    /// the bridge, "No route to host" only after many seconds); an unbounded call outlived the
     /// waits that made it. Redis 7.0's redis-cli has no timeout option.
     pub fn redis_cli(&self, ip: &str, password: Option<&str>, args: &[&str]) -> String {
         let mut cmd = Command::new("timeout");
@@ -616,8 +607,7 @@ impl TestNs {
     }
 }
 
-/// Signals for chaos on a pod's container (its process group: the agent and its redis-server; on
-/// kind, every process of the container).
+/// Signals for chaos on a pod's container (every process of it: the agent and its redis-server).
 #[derive(Clone, Copy, Debug)]
 pub enum Chaos {
     /// SIGKILL: the container crashes and the kubelet restarts it.
@@ -629,42 +619,11 @@ pub enum Chaos {
 }
 
 impl TestNs {
-    /// The PID (and process group) of the pod's container, from the kubelet stand-in.
-    pub fn container_pid(&self, pod: &str) -> i32 {
-        let path = self
-            .env
-            .kubelet_state
-            .as_ref()
-            .expect("the kubelet stand-in's state (local control plane only)")
-            .join("pods")
-            .join(&self.name)
-            .join(pod)
-            .join("redis.pid");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        text.trim().parse().expect("pid file holds a number")
-    }
-
+    /// Chaos through the container runtime (crictl on the local node; on kind, from the pod's
+    /// node, a container of the kind cluster): inside the pod, kill(2) cannot stop or kill PID 1
+    /// (the agent), and signalling redis-server alone would leave the agent answering probes. A
+    /// Resume finding no running container is a no-op: the kubelet replaced the frozen one.
     pub fn chaos(&self, pod: &str, chaos: Chaos) {
-        if self.env.kubelet_state.is_none() {
-            return self.chaos_through_cri(pod, chaos);
-        }
-        let signal = match chaos {
-            Chaos::Crash => libc::SIGKILL,
-            Chaos::Freeze => libc::SIGSTOP,
-            Chaos::Resume => libc::SIGCONT,
-        };
-        let group = self.container_pid(pod);
-        // SAFETY: kill(2) on a process group the stand-in created for this pod.
-        let rc = unsafe { libc::kill(-group, signal) };
-        assert_eq!(rc, 0, "signal {chaos:?} to pod {pod} (group {group})");
-    }
-
-    /// Chaos on a real node, through its container runtime (crictl; on kind, from the pod's node,
-    /// a container of the kind cluster): inside the pod, kill(2) cannot stop or kill PID 1 (the
-    /// agent), and signalling redis-server alone would leave the agent answering probes. A Resume
-    /// finding no running container is a no-op: the kubelet replaced the frozen one.
-    fn chaos_through_cri(&self, pod: &str, chaos: Chaos) {
         let signal = match chaos {
             Chaos::Crash => "KILL",
             Chaos::Freeze => "STOP",
@@ -944,7 +903,7 @@ done
 impl Drop for TestNs {
     fn drop(&mut self) {
         self.operator = None;
-        if self.env.kubelet_state.is_none() && std::thread::panicking() {
+        if std::thread::panicking() {
             // Its pods' logs and state are what tests/kind/e2e.sh and tests/e2e.sh (on the real
             // node) collect on failure.
             eprintln!("keeping namespace {} of a failed test", self.name);
