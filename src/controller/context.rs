@@ -13,7 +13,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::plan::{self, Change, PlanInput, RecordedRoles};
 use super::{Error, events};
-use crate::api::{FailoverRecord, RedisReplication};
+use crate::api::{FailoverKind, FailoverRecord, RedisReplication};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::redis::Credentials;
@@ -85,7 +85,7 @@ impl Context {
         let (ns, name) = Self::key(rr);
         for inst in &status.instances {
             self.metrics
-                .instance_role(&ns, &name, &inst.name, &inst.role);
+                .instance_role(&ns, &name, &inst.name, inst.role);
         }
         for gone in previous
             .instances
@@ -226,14 +226,14 @@ impl Context {
     ) -> Option<FailoverRecord> {
         let intent = plan.intent.as_ref()?;
         let (kind, from, reason) = match plan.change.as_ref()? {
-            Change::Failover { from, reason } => ("Failover", from, reason.clone()),
-            Change::Switchover { from, reason } => ("Switchover", from, reason.clone()),
+            Change::Failover { from, reason } => (FailoverKind::Failover, from, reason.clone()),
+            Change::Switchover { from, reason } => (FailoverKind::Switchover, from, reason.clone()),
             _ => return None,
         };
         let duration = input.policy.master_unreachable_for.unwrap_or_default() + acting_took;
         Some(FailoverRecord {
             time: Time(Timestamp::now()),
-            kind: kind.into(),
+            kind,
             from: from.clone(),
             to: intent.master.clone(),
             reason,

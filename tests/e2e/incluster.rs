@@ -224,7 +224,11 @@ async fn the_chart_installed_operator_fails_over_and_switches_over() {
     wait_for("the switchover", TIMEOUT, || async {
         let s = t.status("cache").await.ok_or("no status")?;
         match (&s.current_master, &s.last_failover) {
-            (Some(m), Some(f)) if *m == target_pod && f.kind == "Switchover" => Ok(()),
+            (Some(m), Some(f))
+                if *m == target_pod && f.kind == vigil::api::FailoverKind::Switchover =>
+            {
+                Ok(())
+            }
             _ => Err(format!("{s:?}")),
         }
     })
