@@ -550,7 +550,7 @@ fn reserved_prefix_condition() -> String {
 
 /// CEL: key `k` is a label vigil sets on its pods (its prefix, or one of the common labels).
 fn reserved_label_condition() -> String {
-    let common: Vec<String> = crate::resources::common_labels("")
+    let common: Vec<String> = crate::labels::common_labels("")
         .into_keys()
         .filter(|k| !k.starts_with(&reserved_prefix()))
         .map(|k| format!("'{k}'"))
@@ -652,16 +652,13 @@ mod tests {
     #[test]
     fn reserved_pod_keys_cover_every_label_vigil_sets() {
         let labels = reserved_label_condition();
-        for key in crate::resources::common_labels("cache").keys() {
+        for key in crate::labels::common_labels("cache").keys() {
             assert!(
                 labels.contains(&format!("'{key}'")) || key.starts_with(&reserved_prefix()),
                 "{key}"
             );
         }
-        for key in [
-            crate::resources::ROLE_LABEL,
-            crate::resources::INSTANCE_LABEL,
-        ] {
+        for key in [crate::labels::ROLE_LABEL, crate::labels::INSTANCE_LABEL] {
             assert!(key.starts_with(&reserved_prefix()), "{key}");
         }
         let yaml = crd_yaml().expect("crd renders");

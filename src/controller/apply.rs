@@ -16,9 +16,10 @@ use tracing::info;
 use super::observe::Observation;
 use super::{Context, Error};
 use crate::api::RedisReplication;
+use crate::labels::CONFIG_ANNOTATION;
 use crate::redis::InstanceClient;
 use crate::redis_conf::MinReplicas;
-use crate::resources::{self, CONFIG_ANNOTATION, FIELD_MANAGER, POD_METADATA_MANAGER};
+use crate::resources::{self, FIELD_MANAGER, POD_METADATA_MANAGER};
 
 /// A namespaced object the operator writes.
 pub(super) trait Owned:

@@ -16,10 +16,9 @@ use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan, RequestOu
 use super::{Context, Error};
 use crate::api::RedisReplication;
 use crate::crash_point::crash_point;
+use crate::labels::{FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION};
 use crate::redis::{Address, Credentials, InstanceClient};
-use crate::resources::{
-    self, FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION, instance_pod,
-};
+use crate::resources::{self, instance_pod};
 use intent::record_intent;
 pub use intent::write_final_status;
 use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_over};

@@ -25,9 +25,9 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{Phase, RedisReplication};
+use crate::labels::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION, managed_selector};
 use crate::metrics::Metrics;
 use crate::monitor::{self, Monitor};
-use crate::resources::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION};
 pub use context::Context;
 pub use error::Error;
 use error::secret_problem;
@@ -69,7 +69,7 @@ pub async fn run(client: Client, settings: Settings) {
             Api::all(client.clone()),
         ),
     };
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=vigil");
+    let owned = watcher::Config::default().labels(&managed_selector());
     // One watch of the managed pods feeds both the cache `observe` reads and the reconcile
     // triggers, so a reconcile woken by a pod change sees that change.
     let (pod_store, pod_writer) = reflector::store();

@@ -11,12 +11,15 @@ use kube::{Api, ResourceExt};
 use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
+use crate::labels::{
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REPLICATION_LABEL, ROLE_LABEL,
+    RoleLabel, SPEC_HASH_ANNOTATION,
+};
 use crate::monitor;
 use crate::redis::Credentials;
 use crate::resources::{
-    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REDIS_CONTAINER, REPLICATION_LABEL,
-    ROLE_LABEL, RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain,
-    instance_pod_spec, password_selector, pod_ordinal, spec_hash,
+    REDIS_CONTAINER, config_annotation, instance_domain, instance_pod_spec, password_selector,
+    pod_ordinal, spec_hash,
 };
 use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY, TlsClient};
 

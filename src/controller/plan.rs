@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::api::Topology;
+use crate::labels::RoleLabel;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo};
-use crate::resources::RoleLabel;
 
 mod decide;
 mod recovery;

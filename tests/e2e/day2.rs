@@ -9,7 +9,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use vigil::api::{FailoverKind, RedisReplicationStatus};
-use vigil::resources::{CONFIG_ANNOTATION, SWITCHOVER_ANNOTATION};
+use vigil::labels::{CONFIG_ANNOTATION, SWITCHOVER_ANNOTATION};
 
 use crate::support::clients::{ClientProcess, Library};
 use crate::support::{Chaos, TestNs, wait_for};

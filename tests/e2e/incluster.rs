@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use vigil::resources::SWITCHOVER_ANNOTATION;
+use vigil::labels::SWITCHOVER_ANNOTATION;
 
 use crate::support::{Chaos, Target, TestNs, target, wait_for};
 

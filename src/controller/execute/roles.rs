@@ -16,7 +16,8 @@ use crate::api::RedisReplication;
 use crate::controller::plan::{Intent, Plan, Rewire};
 use crate::controller::{Context, Error};
 use crate::crash_point::crash_point;
-use crate::resources::{FIELD_MANAGER, ROLE_LABEL, RoleLabel};
+use crate::labels::{ROLE_LABEL, RoleLabel};
+use crate::resources::FIELD_MANAGER;
 
 /// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
 /// again: the status goes back to it, at the epoch the attempt used, so no one follows a
