@@ -172,13 +172,15 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         ctx.forget(rr);
         return Ok(Action::await_change());
     }
-    rr.namespace().ok_or(Error::NoNamespace)?;
+    // Every request of the round goes to this namespace.
+    let ns = rr.namespace().ok_or(Error::NoNamespace)?;
+    let ns = ns.as_str();
     let applied = ctx.applied_credentials(rr);
     let credentials = match &applied {
         Some(credentials) => credentials.clone(),
         None => {
-            apply::ensure_objects(ctx, rr).await?;
-            let read = observe::read_credentials(ctx, rr).await;
+            apply::ensure_objects(ctx, rr, ns).await?;
+            let read = observe::read_credentials(ctx, rr, ns).await;
             ctx.announce_secret_problem(rr, read.as_ref().err()).await;
             match read {
                 Ok(credentials) => credentials,
@@ -199,7 +201,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
                         &e.to_string(),
                     );
                     if status != previous {
-                        execute::write_final_status(ctx, rr, &status).await?;
+                        execute::write_final_status(ctx, rr, ns, &status).await?;
                     }
                     return Ok(Action::requeue(Duration::from_secs(5)));
                 }
@@ -209,12 +211,12 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     };
 
     let fresh_after = ctx.remember(rr, |m| m.acted_at);
-    let mut observed = observe::observe(ctx, rr, credentials, fresh_after).await?;
+    let mut observed = observe::observe(ctx, rr, ns, credentials, fresh_after).await?;
     if applied.is_none() {
-        apply::sync_live_config(ctx, rr, &mut observed).await;
+        apply::sync_live_config(ctx, rr, ns, &mut observed).await;
         if ctx.spec_changed(rr) {
             for inst in observed.instances.iter().filter(|i| !i.deleting) {
-                apply::apply_pod_metadata(ctx, rr, inst.ordinal).await?;
+                apply::apply_pod_metadata(ctx, rr, ns, inst.ordinal).await?;
             }
         }
         ctx.objects_applied(rr, observed.credentials.clone());
@@ -247,6 +249,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
 
     let target = execute::Target {
         rr,
+        namespace: ns,
         instances: &input.instances,
         credentials: &observed.credentials,
     };
@@ -268,7 +271,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         &plan,
     );
     let written = if latest.status.as_ref() != Some(&status) {
-        execute::write_final_status(ctx, &latest, &status).await?
+        execute::write_final_status(ctx, &latest, ns, &status).await?
     } else {
         latest
     };

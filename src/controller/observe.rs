@@ -36,10 +36,10 @@ pub struct Observation {
 pub async fn observe(
     ctx: &Context,
     rr: &RedisReplication,
+    namespace: &str,
     credentials: Credentials,
     fresh_after: Option<Instant>,
 ) -> Result<Observation, Error> {
-    let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
     let uid = rr.uid();
     // Until the first list is in, an empty cache would look like every pod gone.
@@ -52,7 +52,7 @@ pub async fn observe(
         .state()
         .into_iter()
         .filter(|pod| {
-            pod.namespace().as_deref() == Some(namespace.as_str())
+            pod.namespace().as_deref() == Some(namespace)
                 && pod.labels().get(REPLICATION_LABEL) == Some(&name)
                 && pod
                     .owner_references()
@@ -206,13 +206,16 @@ fn pod_problem(pod: &Pod) -> Option<PodProblem> {
 
 /// What connecting to the instances takes, from the Secrets the spec names: the password (none
 /// when auth is disabled) and, with `spec.tls`, the CA and certificate of the TLS client.
-pub async fn read_credentials(ctx: &Context, rr: &RedisReplication) -> Result<Credentials, Error> {
-    let namespace = rr.namespace().unwrap_or_default();
+pub async fn read_credentials(
+    ctx: &Context,
+    rr: &RedisReplication,
+    namespace: &str,
+) -> Result<Credentials, Error> {
     let password = match password_selector(rr) {
         None => None,
         Some((secret_name, key)) => {
             const FIELD: &str = "spec.auth.existingSecret";
-            let secret = read_secret(ctx, &namespace, &secret_name, &key, FIELD).await?;
+            let secret = read_secret(ctx, namespace, &secret_name, &key, FIELD).await?;
             let value = secret_value(&secret, &secret_name, &key, FIELD)?;
             let password = String::from_utf8(value.to_vec()).map_err(|_| Error::InvalidSecret {
                 secret: secret_name,
@@ -226,9 +229,9 @@ pub async fn read_credentials(ctx: &Context, rr: &RedisReplication) -> Result<Cr
         Some(tls) => {
             const FIELD: &str = "spec.tls.secretName";
             let name = &tls.secret_name;
-            let secret = read_secret(ctx, &namespace, name, CA_KEY, FIELD).await?;
+            let secret = read_secret(ctx, namespace, name, CA_KEY, FIELD).await?;
             let value = |key| secret_value(&secret, name, key, FIELD);
-            let domain = instance_domain(&rr.name_any(), &namespace);
+            let domain = instance_domain(&rr.name_any(), namespace);
             let client = TlsClient::new(
                 value(CA_KEY)?,
                 value(CERT_KEY)?,
