@@ -5,13 +5,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::plan::{self, Change, PlanInput, RecordedRoles};
+use super::pods::PodIndex;
 use super::{Error, events};
 use crate::api::{FailoverKind, FailoverRecord, RedisReplication};
 use crate::metrics::Metrics;
@@ -31,8 +30,9 @@ pub struct Context {
     /// Admitted by the replications' NetworkPolicies, as the operator's.
     pub operator_namespace: String,
     pub metrics: Metrics,
-    /// Every pod the operator manages, from one watch (the same that wakes the reconciles).
-    pub pods: Store<Pod>,
+    /// Every pod the operator manages, by replication, from one watch (the same that wakes the
+    /// reconciles).
+    pub pods: Arc<PodIndex>,
     /// The probes of every instance; they wake a reconcile when a fact changes.
     pub monitor: Monitor,
     /// Replications (namespace, name) one of whose owned objects changed since the last apply.

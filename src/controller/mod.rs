@@ -9,6 +9,7 @@ mod events;
 mod execute;
 mod observe;
 pub mod plan;
+mod pods;
 pub mod status;
 
 use std::collections::HashSet;
@@ -19,7 +20,6 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
@@ -32,6 +32,7 @@ pub use context::Context;
 pub use error::Error;
 use error::secret_problem;
 use plan::{FailoverPolicy, MasterDown, PlanInput, RecordedRoles};
+use pods::PodIndex;
 
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
 const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
@@ -70,12 +71,15 @@ pub async fn run(client: Client, settings: Settings) {
         ),
     };
     let owned = watcher::Config::default().labels(&managed_selector());
-    // One watch of the managed pods feeds both the cache `observe` reads and the reconcile
+    // One watch of the managed pods feeds both the index `observe` reads and the reconcile
     // triggers, so a reconcile woken by a pod change sees that change.
-    let (pod_store, pod_writer) = reflector::store();
+    let pod_index = Arc::new(PodIndex::default());
     let pod_changes = watcher(pods, owned.clone())
         .default_backoff()
-        .reflect(pod_writer)
+        .inspect_ok({
+            let index = pod_index.clone();
+            move |event| index.apply(event)
+        })
         .touched_objects();
     // A change to an owned Service or ConfigMap (someone edited or deleted it, or our own
     // apply) marks its replication's objects for re-applying: drift is repaired at once, and an
@@ -104,7 +108,7 @@ pub async fn run(client: Client, settings: Settings) {
         failover_cooldown: settings.failover_cooldown,
         operator_namespace: settings.operator_namespace,
         metrics: settings.metrics,
-        pods: pod_store,
+        pods: pod_index,
         monitor,
         drifted,
         memory: Mutex::default(),

@@ -12,8 +12,8 @@ use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
 use crate::labels::{
-    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REPLICATION_LABEL, ROLE_LABEL,
-    RoleLabel, SPEC_HASH_ANNOTATION,
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel,
+    SPEC_HASH_ANNOTATION,
 };
 use crate::monitor;
 use crate::redis::Credentials;
@@ -42,22 +42,17 @@ pub async fn observe(
 ) -> Result<Observation, Error> {
     let name = rr.name_any();
     let uid = rr.uid();
-    // Until the first list is in, an empty cache would look like every pod gone.
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::PodCacheClosed)?;
+    // Until the first list is in, an empty index would look like every pod gone.
+    ctx.pods.wait_until_listed().await;
+    // A pod labelled for the set but owned by an earlier replication of that name is not ours.
     let owned: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
+        .of_replication(namespace, &name)
         .into_iter()
         .filter(|pod| {
-            pod.namespace().as_deref() == Some(namespace)
-                && pod.labels().get(REPLICATION_LABEL) == Some(&name)
-                && pod
-                    .owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == uid.as_ref())
+            pod.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .collect();
     let configs = owned
