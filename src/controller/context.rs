@@ -15,7 +15,7 @@ use super::{Error, events};
 use crate::api::{FailoverKind, FailoverRecord, RedisReplication};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
-use crate::redis::Credentials;
+use crate::redis::{Address, Credentials, InstanceClient};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -35,6 +35,9 @@ pub struct Context {
     pub pods: Arc<PodIndex>,
     /// The probes of every instance; they wake a reconcile when a fact changes.
     pub monitor: Monitor,
+    /// Instances reached at another address than their pod's. Empty in the operator; the
+    /// executor's tests put stand-in instances there.
+    pub(super) redirects: HashMap<Address, Address>,
     /// Replications (namespace, name) one of whose owned objects changed since the last apply.
     pub(super) drifted: Arc<Mutex<HashSet<(String, String)>>>,
     pub(super) memory: Mutex<HashMap<(String, String), Memory>>,
@@ -101,6 +104,17 @@ impl Context {
             self.metrics
                 .failover_completed(&ns, &name, Duration::from_millis(millis));
         }
+    }
+
+    /// A connection to instance `pod` at `address`, bounded by the probe timeout.
+    pub(super) async fn connect(
+        &self,
+        pod: &str,
+        address: &Address,
+        credentials: &Credentials,
+    ) -> Result<InstanceClient, Error> {
+        let address = self.redirects.get(address).unwrap_or(address);
+        Ok(InstanceClient::connect(pod, address, credentials, self.probe_timeout).await?)
     }
 
     pub(super) fn key(rr: &RedisReplication) -> (String, String) {

@@ -10,6 +10,8 @@ use tracing::info;
 
 mod intent;
 mod roles;
+#[cfg(test)]
+mod tests;
 
 use super::apply::{apply, apply_pod_metadata, create_if_absent};
 use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Step};
@@ -47,8 +49,8 @@ impl Target<'_> {
     }
 
     async fn client(&self, ctx: &Context, name: &str) -> Result<InstanceClient, Error> {
-        let address = self.address(name)?;
-        Ok(InstanceClient::connect(name, &address, self.credentials, ctx.probe_timeout).await?)
+        ctx.connect(name, &self.address(name)?, self.credentials)
+            .await
     }
 }
 

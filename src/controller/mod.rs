@@ -12,7 +12,7 @@ pub mod plan;
 mod pods;
 pub mod status;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,7 @@ pub async fn run(client: Client, settings: Settings) {
         metrics: settings.metrics,
         pods: pod_index,
         monitor,
+        redirects: HashMap::new(),
         drifted,
         memory: Mutex::default(),
     });

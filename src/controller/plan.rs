@@ -17,6 +17,8 @@ mod roles;
 
 use decide::{best_candidate, cooldown_message, decide, offset};
 use roles::{plan_roles, plan_roll};
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod steps;
 #[cfg(test)]
 mod tests;
