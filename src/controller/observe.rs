@@ -30,7 +30,7 @@ pub struct Observation {
     pub configs: HashMap<String, BTreeMap<String, String>>,
 }
 
-/// Pods (from the watched cache: never a LIST per round) and their instances' replication
+/// Pods (from the watched index, by replication: never a LIST per round) and their instances' replication
 /// state; `credentials` are what `read_credentials` returned.
 /// Probes answered before `fresh_after` (the last action on the set) are not used.
 pub async fn observe(

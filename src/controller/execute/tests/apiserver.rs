@@ -72,9 +72,6 @@ impl ApiServer {
                     pod_json(ns, pod),
                 )
             }
-            ("DELETE", ["api", "v1", "namespaces", ns, "pods", pod]) => {
-                (format!("delete {pod}"), StatusCode::OK, pod_json(ns, pod))
-            }
             (
                 "PATCH",
                 [
