@@ -1,6 +1,6 @@
 //! Stand-in Redis instances for the executor's tests: each listens on a local port, answers what
-//! the executor sends as a real instance would (roles, `MULTI`/`EXEC`, `INFO replication`,
-//! `FAILOVER`), and writes every command it receives to the test's timeline.
+//! the executor sends as a real instance would (roles, `MULTI`/`EXEC`, `INFO replication`), and
+//! writes every command it receives to the test's timeline.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,15 +59,9 @@ impl Fake {
 
 /// The stand-ins of one test, by pod name.
 pub struct Instances {
-    state: Arc<Mutex<HashMap<String, Instance>>>,
+    state: Arc<Mutex<HashMap<String, Fake>>>,
     /// Pod address -> where its stand-in listens: the dialling seam of `Context`.
     pub redirects: HashMap<Address, Address>,
-}
-
-struct Instance {
-    /// The pod's address, as other instances name it (in `REPLICAOF`, `FAILOVER TO`).
-    address: Address,
-    fake: Fake,
 }
 
 impl Instances {
@@ -78,11 +72,8 @@ impl Instances {
         for (pod, address, fake) in instances {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let local = listener.local_addr().expect("local address");
-            redirects.insert(address.clone(), Address::new("127.0.0.1", local.port()));
-            state
-                .lock()
-                .expect("state")
-                .insert(pod.to_string(), Instance { address, fake });
+            redirects.insert(address, Address::new("127.0.0.1", local.port()));
+            state.lock().expect("state").insert(pod.to_string(), fake);
             let (state, timeline, pod) = (state.clone(), timeline.clone(), pod.to_string());
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
@@ -95,14 +86,14 @@ impl Instances {
 
     /// What `pod` is now.
     pub fn fake(&self, pod: &str) -> Fake {
-        self.state.lock().expect("state")[pod].fake.clone()
+        self.state.lock().expect("state")[pod].clone()
     }
 }
 
 async fn serve(
     stream: TcpStream,
     pod: String,
-    state: Arc<Mutex<HashMap<String, Instance>>>,
+    state: Arc<Mutex<HashMap<String, Fake>>>,
     timeline: Timeline,
 ) {
     let (read, mut write) = stream.into_split();
@@ -135,10 +126,10 @@ fn answer(
     pod: &str,
     words: &[String],
     queued: &mut Option<Vec<Vec<String>>>,
-    state: &mut HashMap<String, Instance>,
+    state: &mut HashMap<String, Fake>,
     timeline: &Timeline,
 ) -> Reply {
-    let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+    let upper = uppercase(words);
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     // The client library's own connection setup is no step of the executor's.
     if let ["CLIENT", "SETINFO" | "SETNAME", ..] = upper.as_slice() {
@@ -163,11 +154,10 @@ fn answer(
 }
 
 /// One command, as Redis would carry it out.
-fn run(pod: &str, words: &[String], state: &mut HashMap<String, Instance>) -> Reply {
-    let upper: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
+fn run(pod: &str, words: &[String], state: &mut HashMap<String, Fake>) -> Reply {
+    let upper = uppercase(words);
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     match upper.as_slice() {
-        ["PING"] => Reply::Simple("PONG".into()),
         ["REPLICAOF", "NO", "ONE"] => {
             fake(state, pod).promoted(pod);
             Reply::ok()
@@ -181,27 +171,17 @@ fn run(pod: &str, words: &[String], state: &mut HashMap<String, Instance>) -> Re
         },
         ["CLIENT", "KILL", ..] => Reply::Int(0),
         ["INFO", "REPLICATION"] => Reply::bulk(info(fake(state, pod))),
-        ["FAILOVER", "TO", _, _, ..] => {
-            let Some(target) = address(&words[2], &words[3]) else {
-                return Reply::error("ERR Invalid target port");
-            };
-            let Some(to) = state
-                .iter()
-                .find(|(_, i)| i.address == target)
-                .map(|(name, _)| name.clone())
-            else {
-                return Reply::error("ERR FAILOVER target is not a replica");
-            };
-            fake(state, &to).promoted(&to);
-            fake(state, pod).following = Some(target);
-            Reply::ok()
-        }
         _ => Reply::error(format!("ERR unknown command '{}'", words.join(" "))),
     }
 }
 
-fn fake<'a>(state: &'a mut HashMap<String, Instance>, pod: &str) -> &'a mut Fake {
-    &mut state.get_mut(pod).expect("a stand-in of every pod").fake
+fn fake<'a>(state: &'a mut HashMap<String, Fake>, pod: &str) -> &'a mut Fake {
+    state.get_mut(pod).expect("a stand-in of every pod")
+}
+
+/// Command words are case-insensitive.
+fn uppercase(words: &[String]) -> Vec<String> {
+    words.iter().map(|w| w.to_uppercase()).collect()
 }
 
 fn address(host: &str, port: &str) -> Option<Address> {
