@@ -14,11 +14,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::api::InstanceRole;
+
 /// The `Content-Type` of [`Metrics::encode`]'s output, for the /metrics response.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The roles of `vigil_instance_role`; anything else reported counts as `unknown`.
-const ROLES: [&str; 4] = ["master", "replica", "fenced", "unknown"];
+/// The roles of `vigil_instance_role`.
+const ROLES: [InstanceRole; 4] = [
+    InstanceRole::Master,
+    InstanceRole::Replica,
+    InstanceRole::Fenced,
+    InstanceRole::Unknown,
+];
 
 /// Failover durations: from a fast promotion (~0.1 s) to one that waited out slow replicas (60 s).
 const FAILOVER_BUCKETS: [f64; 13] = [
@@ -157,25 +164,13 @@ impl Metrics {
 
     /// The role an instance reports: "master", "replica", "fenced" or "unknown"; one-hot gauge
     /// per role.
-    pub fn instance_role(&self, namespace: &str, name: &str, instance: &str, role: &str) {
-        let current = if ROLES.contains(&role) {
-            role
-        } else {
-            tracing::debug!(
-                namespace,
-                name,
-                instance,
-                role,
-                "unexpected role, counted as unknown"
-            );
-            "unknown"
-        };
+    pub fn instance_role(&self, namespace: &str, name: &str, instance: &str, role: InstanceRole) {
         // All four series always exist, so a query for `role="master" == 1` also sees the 0s.
         for r in ROLES {
             self.inner
                 .instance_role
                 .get_or_create(&role_labels(namespace, name, instance, r))
-                .set(i64::from(r == current));
+                .set(i64::from(r == role));
         }
     }
 
@@ -217,12 +212,12 @@ fn instance_labels(namespace: &str, name: &str, instance: &str) -> InstanceLabel
     }
 }
 
-fn role_labels(namespace: &str, name: &str, instance: &str, role: &str) -> RoleLabels {
+fn role_labels(namespace: &str, name: &str, instance: &str, role: InstanceRole) -> RoleLabels {
     RoleLabels {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         instance: instance.to_owned(),
-        role: role.to_owned(),
+        role: role.as_str().to_owned(),
     }
 }
 
@@ -247,7 +242,7 @@ mod tests {
         assert_eq!(m.encode(), "# EOF\n");
         m.failover_completed("ns", "cache", Duration::from_secs(1));
         m.probe("ns", "cache", "cache-0", Duration::from_millis(1), true);
-        m.instance_role("ns", "cache", "cache-0", "master");
+        m.instance_role("ns", "cache", "cache-0", InstanceRole::Master);
         let text = m.encode();
         let l = lines(&text);
         for descriptor in [
@@ -323,8 +318,8 @@ mod tests {
     #[test]
     fn role_is_one_hot() {
         let m = Metrics::new();
-        m.instance_role("ns", "cache", "cache-0", "replica");
-        m.instance_role("ns", "cache", "cache-0", "master");
+        m.instance_role("ns", "cache", "cache-0", InstanceRole::Replica);
+        m.instance_role("ns", "cache", "cache-0", InstanceRole::Master);
         let text = m.encode();
         let l = lines(&text);
         let series = |role: &str, v: u8| {
@@ -336,12 +331,6 @@ mod tests {
         assert!(l.contains(&series("replica", 0).as_str()));
         assert!(l.contains(&series("fenced", 0).as_str()));
         assert!(l.contains(&series("unknown", 0).as_str()));
-
-        m.instance_role("ns", "cache", "cache-0", "sentinel?");
-        let text = m.encode();
-        let l = lines(&text);
-        assert!(l.contains(&series("unknown", 1).as_str()), "{text}");
-        assert!(l.contains(&series("master", 0).as_str()));
         let ones = l
             .iter()
             .filter(|s| s.starts_with("vigil_instance_role{") && s.ends_with(" 1"))
@@ -354,7 +343,7 @@ mod tests {
         let m = Metrics::new();
         for pod in ["cache-0", "cache-1"] {
             m.probe("ns", "cache", pod, Duration::from_millis(1), true);
-            m.instance_role("ns", "cache", pod, "replica");
+            m.instance_role("ns", "cache", pod, InstanceRole::Replica);
         }
         m.forget_instance("ns", "cache", "cache-1");
         let text = m.encode();

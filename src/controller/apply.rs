@@ -16,9 +16,10 @@ use tracing::info;
 use super::observe::Observation;
 use super::{Context, Error};
 use crate::api::RedisReplication;
+use crate::labels::CONFIG_ANNOTATION;
 use crate::redis::InstanceClient;
 use crate::redis_conf::MinReplicas;
-use crate::resources::{self, CONFIG_ANNOTATION, FIELD_MANAGER, POD_METADATA_MANAGER};
+use crate::resources::{self, FIELD_MANAGER, POD_METADATA_MANAGER};
 
 /// A namespaced object the operator writes.
 pub(super) trait Owned:
@@ -40,20 +41,19 @@ impl<K> Owned for K where
 }
 
 /// Server-side applies every object the replication owns besides its pods.
-pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), Error> {
-    let ns = rr.namespace().unwrap_or_default();
-    apply(ctx, &ns, &resources::instance_service_account(rr)).await?;
-    apply(ctx, &ns, &resources::instance_role(rr)).await?;
-    apply(ctx, &ns, &resources::instance_role_binding(rr)).await?;
-    apply(ctx, &ns, &resources::config_map(rr)).await?;
-    apply(ctx, &ns, &resources::headless_service(rr)).await?;
-    apply(ctx, &ns, &resources::master_service(rr)).await?;
-    apply(ctx, &ns, &resources::replicas_service(rr)).await?;
+pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<(), Error> {
+    apply(ctx, ns, &resources::instance_service_account(rr)).await?;
+    apply(ctx, ns, &resources::instance_role(rr)).await?;
+    apply(ctx, ns, &resources::instance_role_binding(rr)).await?;
+    apply(ctx, ns, &resources::config_map(rr)).await?;
+    apply(ctx, ns, &resources::headless_service(rr)).await?;
+    apply(ctx, ns, &resources::master_service(rr)).await?;
+    apply(ctx, ns, &resources::replicas_service(rr)).await?;
     let name = rr.name_any();
     ensure_optional(
         ctx,
         rr,
-        &ns,
+        ns,
         &resources::disruption_budget_name(&name),
         resources::pod_disruption_budget(rr),
     )
@@ -61,12 +61,12 @@ pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication) -> Result<(), 
     ensure_optional(
         ctx,
         rr,
-        &ns,
+        ns,
         &resources::network_policy_name(&name),
         resources::network_policy(rr, &ctx.operator_namespace),
     )
     .await?;
-    ensure_auth_secret(ctx, rr, &ns).await
+    ensure_auth_secret(ctx, rr, ns).await
 }
 
 /// An object the spec may turn off (the PodDisruptionBudget, the NetworkPolicy): applied while
@@ -121,11 +121,11 @@ where
 pub async fn apply_pod_metadata(
     ctx: &Context,
     rr: &RedisReplication,
+    ns: &str,
     ordinal: u32,
 ) -> Result<(), Error> {
-    let ns = rr.namespace().unwrap_or_default();
     let metadata = resources::instance_pod_metadata(rr, ordinal);
-    apply_as(ctx, &ns, &metadata, POD_METADATA_MANAGER)
+    apply_as(ctx, ns, &metadata, POD_METADATA_MANAGER)
         .await
         .map(drop)
 }
@@ -135,10 +135,14 @@ pub async fn apply_pod_metadata(
 /// then records it, and is no longer outdated). A `config` that cannot go live (a key removed, a
 /// setting Redis only reads at start) leaves the instance to the rolling update. A failure is
 /// logged and retried at the next re-apply; it never blocks a failover.
-pub async fn sync_live_config(ctx: &Context, rr: &RedisReplication, observed: &mut Observation) {
+pub async fn sync_live_config(
+    ctx: &Context,
+    rr: &RedisReplication,
+    ns: &str,
+    observed: &mut Observation,
+) {
     let settings = MinReplicas::from_spec(&rr.spec.failover).settings();
-    let ns = rr.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     for inst in observed.instances.iter_mut().filter(|i| i.redis.is_some()) {
         let Some(address) = inst.address() else {
             continue;

@@ -5,18 +5,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use super::plan::{self, Change, PlanInput, RecordedRoles};
+use super::pods::PodIndex;
 use super::{Error, events};
-use crate::api::{FailoverRecord, RedisReplication};
+use crate::api::{FailoverKind, FailoverRecord, RedisReplication};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
-use crate::redis::Credentials;
+use crate::redis::{Address, Credentials, InstanceClient};
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -31,10 +30,14 @@ pub struct Context {
     /// Admitted by the replications' NetworkPolicies, as the operator's.
     pub operator_namespace: String,
     pub metrics: Metrics,
-    /// Every pod the operator manages, from one watch (the same that wakes the reconciles).
-    pub pods: Store<Pod>,
+    /// Every pod the operator manages, by replication, from one watch (the same that wakes the
+    /// reconciles).
+    pub pods: Arc<PodIndex>,
     /// The probes of every instance; they wake a reconcile when a fact changes.
     pub monitor: Monitor,
+    /// Instances reached at another address than their pod's. Empty in the operator; the
+    /// executor's tests put stand-in instances there.
+    pub(super) redirects: HashMap<Address, Address>,
     /// Replications (namespace, name) one of whose owned objects changed since the last apply.
     pub(super) drifted: Arc<Mutex<HashSet<(String, String)>>>,
     pub(super) memory: Mutex<HashMap<(String, String), Memory>>,
@@ -85,7 +88,7 @@ impl Context {
         let (ns, name) = Self::key(rr);
         for inst in &status.instances {
             self.metrics
-                .instance_role(&ns, &name, &inst.name, &inst.role);
+                .instance_role(&ns, &name, &inst.name, inst.role);
         }
         for gone in previous
             .instances
@@ -101,6 +104,17 @@ impl Context {
             self.metrics
                 .failover_completed(&ns, &name, Duration::from_millis(millis));
         }
+    }
+
+    /// A connection to instance `pod` at `address`, bounded by the probe timeout.
+    pub(super) async fn connect(
+        &self,
+        pod: &str,
+        address: &Address,
+        credentials: &Credentials,
+    ) -> Result<InstanceClient, Error> {
+        let address = self.redirects.get(address).unwrap_or(address);
+        Ok(InstanceClient::connect(pod, address, credentials, self.probe_timeout).await?)
     }
 
     pub(super) fn key(rr: &RedisReplication) -> (String, String) {
@@ -226,14 +240,14 @@ impl Context {
     ) -> Option<FailoverRecord> {
         let intent = plan.intent.as_ref()?;
         let (kind, from, reason) = match plan.change.as_ref()? {
-            Change::Failover { from, reason } => ("Failover", from, reason.clone()),
-            Change::Switchover { from, reason } => ("Switchover", from, reason.clone()),
+            Change::Failover { from, reason } => (FailoverKind::Failover, from, reason.clone()),
+            Change::Switchover { from, reason } => (FailoverKind::Switchover, from, reason.clone()),
             _ => return None,
         };
         let duration = input.policy.master_unreachable_for.unwrap_or_default() + acting_took;
         Some(FailoverRecord {
             time: Time(Timestamp::now()),
-            kind: kind.into(),
+            kind,
             from: from.clone(),
             to: intent.master.clone(),
             reason,

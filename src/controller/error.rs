@@ -27,8 +27,6 @@ pub enum Error {
     PromotionNotVerified(String),
     #[error("RedisReplication has no namespace")]
     NoNamespace,
-    #[error("the watch of the managed pods ended; the operator is shutting down")]
-    PodCacheClosed,
 }
 
 impl Error {

@@ -10,16 +10,17 @@ use tracing::info;
 
 mod intent;
 mod roles;
+#[cfg(test)]
+mod tests;
 
 use super::apply::{apply, apply_pod_metadata, create_if_absent};
 use super::plan::{Change, Intent, MasterState, ObservedInstance, Plan, RequestOutcome, Step};
 use super::{Context, Error};
 use crate::api::RedisReplication;
 use crate::crash_point::crash_point;
+use crate::labels::{FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION};
 use crate::redis::{Address, Credentials, InstanceClient};
-use crate::resources::{
-    self, FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION, instance_pod,
-};
+use crate::resources::{self, instance_pod};
 use intent::record_intent;
 pub use intent::write_final_status;
 use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_over};
@@ -27,6 +28,8 @@ use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_ov
 /// Everything a plan needs to act on.
 pub struct Target<'a> {
     pub rr: &'a RedisReplication,
+    /// Its namespace, resolved once per reconcile.
+    pub namespace: &'a str,
     pub instances: &'a [ObservedInstance],
     pub credentials: &'a Credentials,
 }
@@ -46,8 +49,8 @@ impl Target<'_> {
     }
 
     async fn client(&self, ctx: &Context, name: &str) -> Result<InstanceClient, Error> {
-        let address = self.address(name)?;
-        Ok(InstanceClient::connect(name, &address, self.credentials, ctx.probe_timeout).await?)
+        ctx.connect(name, &self.address(name)?, self.credentials)
+            .await
     }
 }
 
@@ -87,8 +90,8 @@ impl Run<'_> {
     async fn step(&mut self, step: Step) -> Result<(), Error> {
         let (ctx, target, plan, rr) = (self.ctx, self.target, self.plan, self.target.rr);
         match step {
-            Step::RemoveInstance(name) => remove_instance(ctx, rr, &name).await?,
-            Step::CreateInstance(ordinal) => create_instance(ctx, rr, ordinal).await?,
+            Step::RemoveInstance(name) => remove_instance(ctx, target, &name).await?,
+            Step::CreateInstance(ordinal) => create_instance(ctx, target, ordinal).await?,
             Step::Unlabel(name) => {
                 set_role_label(ctx, target, &name, None).await?;
                 if is_failover(plan) {
@@ -98,7 +101,7 @@ impl Run<'_> {
                 }
             }
             Step::RecordIntent(intent) => {
-                self.current = record_intent(ctx, rr, &intent).await?;
+                self.current = record_intent(ctx, rr, target.namespace, &intent).await?;
                 crash_point("after-intent");
                 announce_intent(ctx, rr, plan, &intent).await;
             }
@@ -128,7 +131,7 @@ impl Run<'_> {
                 set_role_label(ctx, target, &name, Some(RoleLabel::Replica)).await?;
             }
             Step::SettleRequests => {
-                if let Some(updated) = settle_request(ctx, rr, plan).await? {
+                if let Some(updated) = settle_request(ctx, target, plan).await? {
                     self.current = updated;
                 }
             }
@@ -182,9 +185,9 @@ impl Run<'_> {
 }
 
 /// Scale-down: the pod goes.
-async fn remove_instance(ctx: &Context, rr: &RedisReplication, name: &str) -> Result<(), Error> {
-    let ns = rr.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+async fn remove_instance(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let (rr, ns) = (target.rr, target.namespace);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     info!(pod = %name, "removing instance (scale down)");
     pods.delete(name, &DeleteParams::default())
         .await
@@ -196,15 +199,15 @@ async fn remove_instance(ctx: &Context, rr: &RedisReplication, name: &str) -> Re
 }
 
 /// The claim (with storage, made once) and the pod of `ordinal`, and its user metadata.
-async fn create_instance(ctx: &Context, rr: &RedisReplication, ordinal: u32) -> Result<(), Error> {
-    let ns = rr.namespace().unwrap_or_default();
+async fn create_instance(ctx: &Context, target: &Target<'_>, ordinal: u32) -> Result<(), Error> {
+    let (rr, ns) = (target.rr, target.namespace);
     if let Some(claim) = resources::instance_claim(rr, ordinal) {
-        create_if_absent(ctx, &ns, &claim).await?;
+        create_if_absent(ctx, ns, &claim).await?;
     }
     let pod = instance_pod(rr, ordinal);
     info!(pod = %pod.name_any(), "creating instance");
-    apply(ctx, &ns, &pod).await?;
-    apply_pod_metadata(ctx, rr, ordinal).await
+    apply(ctx, ns, &pod).await?;
+    apply_pod_metadata(ctx, rr, ns, ordinal).await
 }
 
 /// The Events of a recorded intent: a rolled-back change, or a failover starting.
@@ -233,10 +236,9 @@ async fn announce_intent(ctx: &Context, rr: &RedisReplication, plan: &Plan, inte
 /// Deletes an outdated instance for the rolling update; the next rounds recreate it from the
 /// current spec and wait until it is in sync before the next one goes.
 async fn roll(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
-    let rr = target.rr;
-    let ns = rr.namespace().unwrap_or_default();
+    let (rr, ns) = (target.rr, target.namespace);
     let outdated = target.instances.iter().filter(|i| i.outdated()).count();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     pods.delete(name, &DeleteParams::default())
         .await
         .map_err(|source| Error::kube(format!("deleting pod {ns}/{name}"), source))?;
@@ -262,9 +264,10 @@ async fn roll(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Erro
 /// Returns the replication as patched, whose resourceVersion the final status write needs.
 async fn settle_request(
     ctx: &Context,
-    rr: &RedisReplication,
+    target: &Target<'_>,
     plan: &Plan,
 ) -> Result<Option<RedisReplication>, Error> {
+    let (rr, ns) = (target.rr, target.namespace);
     let requests = [
         (SWITCHOVER_ANNOTATION, "SwitchoverRejected", &plan.request),
         (
@@ -294,9 +297,8 @@ async fn settle_request(
     if settled.is_empty() {
         return Ok(None);
     }
-    let ns = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({"metadata": {"annotations": settled}});
     api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

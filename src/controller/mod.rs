@@ -9,9 +9,10 @@ mod events;
 mod execute;
 mod observe;
 pub mod plan;
+mod pods;
 pub mod status;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,19 +20,19 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::api::{Phase, RedisReplication};
+use crate::labels::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION, managed_selector};
 use crate::metrics::Metrics;
 use crate::monitor::{self, Monitor};
-use crate::resources::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION};
 pub use context::Context;
 pub use error::Error;
 use error::secret_problem;
 use plan::{FailoverPolicy, MasterDown, PlanInput, RecordedRoles};
+use pods::PodIndex;
 
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
 const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
@@ -69,13 +70,16 @@ pub async fn run(client: Client, settings: Settings) {
             Api::all(client.clone()),
         ),
     };
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=vigil");
-    // One watch of the managed pods feeds both the cache `observe` reads and the reconcile
+    let owned = watcher::Config::default().labels(&managed_selector());
+    // One watch of the managed pods feeds both the index `observe` reads and the reconcile
     // triggers, so a reconcile woken by a pod change sees that change.
-    let (pod_store, pod_writer) = reflector::store();
+    let pod_index = Arc::new(PodIndex::default());
     let pod_changes = watcher(pods, owned.clone())
         .default_backoff()
-        .reflect(pod_writer)
+        .inspect_ok({
+            let index = pod_index.clone();
+            move |event| index.apply(event)
+        })
         .touched_objects();
     // A change to an owned Service or ConfigMap (someone edited or deleted it, or our own
     // apply) marks its replication's objects for re-applying: drift is repaired at once, and an
@@ -104,8 +108,9 @@ pub async fn run(client: Client, settings: Settings) {
         failover_cooldown: settings.failover_cooldown,
         operator_namespace: settings.operator_namespace,
         metrics: settings.metrics,
-        pods: pod_store,
+        pods: pod_index,
         monitor,
+        redirects: HashMap::new(),
         drifted,
         memory: Mutex::default(),
     });
@@ -172,13 +177,15 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         ctx.forget(rr);
         return Ok(Action::await_change());
     }
-    rr.namespace().ok_or(Error::NoNamespace)?;
+    // Every request of the round goes to this namespace.
+    let ns = rr.namespace().ok_or(Error::NoNamespace)?;
+    let ns = ns.as_str();
     let applied = ctx.applied_credentials(rr);
     let credentials = match &applied {
         Some(credentials) => credentials.clone(),
         None => {
-            apply::ensure_objects(ctx, rr).await?;
-            let read = observe::read_credentials(ctx, rr).await;
+            apply::ensure_objects(ctx, rr, ns).await?;
+            let read = observe::read_credentials(ctx, rr, ns).await;
             ctx.announce_secret_problem(rr, read.as_ref().err()).await;
             match read {
                 Ok(credentials) => credentials,
@@ -199,7 +206,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
                         &e.to_string(),
                     );
                     if status != previous {
-                        execute::write_final_status(ctx, rr, &status).await?;
+                        execute::write_final_status(ctx, rr, ns, &status).await?;
                     }
                     return Ok(Action::requeue(Duration::from_secs(5)));
                 }
@@ -209,12 +216,12 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     };
 
     let fresh_after = ctx.remember(rr, |m| m.acted_at);
-    let mut observed = observe::observe(ctx, rr, credentials, fresh_after).await?;
+    let mut observed = observe::observe(ctx, rr, ns, credentials, fresh_after).await?;
     if applied.is_none() {
-        apply::sync_live_config(ctx, rr, &mut observed).await;
+        apply::sync_live_config(ctx, rr, ns, &mut observed).await;
         if ctx.spec_changed(rr) {
             for inst in observed.instances.iter().filter(|i| !i.deleting) {
-                apply::apply_pod_metadata(ctx, rr, inst.ordinal).await?;
+                apply::apply_pod_metadata(ctx, rr, ns, inst.ordinal).await?;
             }
         }
         ctx.objects_applied(rr, observed.credentials.clone());
@@ -247,6 +254,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
 
     let target = execute::Target {
         rr,
+        namespace: ns,
         instances: &input.instances,
         credentials: &observed.credentials,
     };
@@ -268,7 +276,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         &plan,
     );
     let written = if latest.status.as_ref() != Some(&status) {
-        execute::write_final_status(ctx, &latest, &status).await?
+        execute::write_final_status(ctx, &latest, ns, &status).await?
     } else {
         latest
     };

@@ -11,12 +11,15 @@ use kube::{Api, ResourceExt};
 use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
+use crate::labels::{
+    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel,
+    SPEC_HASH_ANNOTATION,
+};
 use crate::monitor;
 use crate::redis::Credentials;
 use crate::resources::{
-    CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, REDIS_CONTAINER, REPLICATION_LABEL,
-    ROLE_LABEL, RoleLabel, SPEC_HASH_ANNOTATION, config_annotation, instance_domain,
-    instance_pod_spec, password_selector, pod_ordinal, spec_hash,
+    REDIS_CONTAINER, config_annotation, instance_domain, instance_pod_spec, password_selector,
+    pod_ordinal, spec_hash,
 };
 use crate::tls::{CA_KEY, CERT_KEY, PRIVATE_KEY_KEY, TlsClient};
 
@@ -27,34 +30,29 @@ pub struct Observation {
     pub configs: HashMap<String, BTreeMap<String, String>>,
 }
 
-/// Pods (from the watched cache: never a LIST per round) and their instances' replication
+/// Pods (from the watched index, by replication: never a LIST per round) and their instances' replication
 /// state; `credentials` are what `read_credentials` returned.
 /// Probes answered before `fresh_after` (the last action on the set) are not used.
 pub async fn observe(
     ctx: &Context,
     rr: &RedisReplication,
+    namespace: &str,
     credentials: Credentials,
     fresh_after: Option<Instant>,
 ) -> Result<Observation, Error> {
-    let namespace = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
     let uid = rr.uid();
-    // Until the first list is in, an empty cache would look like every pod gone.
-    ctx.pods
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::PodCacheClosed)?;
+    // Until the first list is in, an empty index would look like every pod gone.
+    ctx.pods.wait_until_listed().await;
+    // A pod labelled for the set but owned by an earlier replication of that name is not ours.
     let owned: Vec<Arc<Pod>> = ctx
         .pods
-        .state()
+        .of_replication(namespace, &name)
         .into_iter()
         .filter(|pod| {
-            pod.namespace().as_deref() == Some(namespace.as_str())
-                && pod.labels().get(REPLICATION_LABEL) == Some(&name)
-                && pod
-                    .owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == uid.as_ref())
+            pod.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
         })
         .collect();
     let configs = owned
@@ -203,13 +201,16 @@ fn pod_problem(pod: &Pod) -> Option<PodProblem> {
 
 /// What connecting to the instances takes, from the Secrets the spec names: the password (none
 /// when auth is disabled) and, with `spec.tls`, the CA and certificate of the TLS client.
-pub async fn read_credentials(ctx: &Context, rr: &RedisReplication) -> Result<Credentials, Error> {
-    let namespace = rr.namespace().unwrap_or_default();
+pub async fn read_credentials(
+    ctx: &Context,
+    rr: &RedisReplication,
+    namespace: &str,
+) -> Result<Credentials, Error> {
     let password = match password_selector(rr) {
         None => None,
         Some((secret_name, key)) => {
             const FIELD: &str = "spec.auth.existingSecret";
-            let secret = read_secret(ctx, &namespace, &secret_name, &key, FIELD).await?;
+            let secret = read_secret(ctx, namespace, &secret_name, &key, FIELD).await?;
             let value = secret_value(&secret, &secret_name, &key, FIELD)?;
             let password = String::from_utf8(value.to_vec()).map_err(|_| Error::InvalidSecret {
                 secret: secret_name,
@@ -223,9 +224,9 @@ pub async fn read_credentials(ctx: &Context, rr: &RedisReplication) -> Result<Cr
         Some(tls) => {
             const FIELD: &str = "spec.tls.secretName";
             let name = &tls.secret_name;
-            let secret = read_secret(ctx, &namespace, name, CA_KEY, FIELD).await?;
+            let secret = read_secret(ctx, namespace, name, CA_KEY, FIELD).await?;
             let value = |key| secret_value(&secret, name, key, FIELD);
-            let domain = instance_domain(&rr.name_any(), &namespace);
+            let domain = instance_domain(&rr.name_any(), namespace);
             let client = TlsClient::new(
                 value(CA_KEY)?,
                 value(CERT_KEY)?,

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use crate::api::Topology;
+use crate::labels::RoleLabel;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo};
-use crate::resources::RoleLabel;
 
 mod decide;
 mod recovery;
@@ -17,6 +17,8 @@ mod roles;
 
 use decide::{best_candidate, cooldown_message, decide, offset};
 use roles::{plan_roles, plan_roll};
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod steps;
 #[cfg(test)]
 mod tests;

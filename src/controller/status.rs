@@ -4,7 +4,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::plan::{MasterState, ObservedInstance, Plan, PodProblem, RequestOutcome};
-use crate::api::{FailoverRecord, InstanceStatus, Phase, RedisReplicationStatus};
+use crate::api::{
+    FailoverRecord, InstanceRole, InstanceStatus, LinkStatus, Phase, RedisReplicationStatus,
+};
 use crate::redis::Role;
 
 pub const READY: &str = "Ready";
@@ -56,7 +58,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     let ready_instances = instances.iter().filter(|i| i.ready).count() as i32;
     let replicas_linked = instances
         .iter()
-        .filter(|i| i.role == "replica" && i.link_status.as_deref() == Some("up"))
+        .filter(|i| i.role == InstanceRole::Replica && i.link_status == Some(LinkStatus::Up))
         .count();
     let desired = input.desired_instances as usize;
     let expected_replicas = desired.saturating_sub(1);
@@ -290,16 +292,23 @@ fn instance_status(inst: &ObservedInstance, master_offset: Option<i64>) -> Insta
     let Some(info) = &inst.redis else {
         return InstanceStatus {
             name: inst.name.clone(),
-            role: "unknown".into(),
+            role: InstanceRole::Unknown,
             ready: inst.pod_ready,
             address,
             ..InstanceStatus::default()
         };
     };
     let (role, link) = match &info.role {
-        Role::Master => ("master", None),
-        Role::Replica { .. } if info.is_fenced() => ("fenced", None),
-        Role::Replica { link_up, .. } => ("replica", Some(if *link_up { "up" } else { "down" })),
+        Role::Master => (InstanceRole::Master, None),
+        Role::Replica { .. } if info.is_fenced() => (InstanceRole::Fenced, None),
+        Role::Replica { link_up, .. } => (
+            InstanceRole::Replica,
+            Some(if *link_up {
+                LinkStatus::Up
+            } else {
+                LinkStatus::Down
+            }),
+        ),
     };
     let lag = match (link, master_offset) {
         (Some(_), Some(m)) => Some((m - info.offset).max(0)),
@@ -307,12 +316,12 @@ fn instance_status(inst: &ObservedInstance, master_offset: Option<i64>) -> Insta
     };
     InstanceStatus {
         name: inst.name.clone(),
-        role: role.into(),
+        role,
         ready: inst.pod_ready,
         address,
         replication_offset: Some(info.offset),
         lag_bytes: lag,
-        link_status: link.map(str::to_string),
+        link_status: link,
     }
 }
 
@@ -437,7 +446,7 @@ mod tests {
         assert_eq!(s.phase, Some(Phase::Ready));
         assert_eq!(s.ready_instances, 3);
         assert_eq!(s.instances[1].lag_bytes, Some(10));
-        assert_eq!(s.instances[1].link_status.as_deref(), Some("up"));
+        assert_eq!(s.instances[1].link_status, Some(LinkStatus::Up));
         let ready = s
             .conditions
             .iter()

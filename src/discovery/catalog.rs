@@ -7,7 +7,7 @@ use std::time::Instant;
 use kube::ResourceExt;
 
 use super::events::{self, Event};
-use crate::api::{Phase, RedisReplication};
+use crate::api::{InstanceRole, LinkStatus, Phase, RedisReplication};
 use crate::redis::Address;
 
 /// Namespace and name of a `RedisReplication`.
@@ -23,36 +23,6 @@ pub fn master_name(rr: &RedisReplication) -> Option<String> {
     match &rr.spec.sentinel_master_name {
         Some(name) => Some(name.clone()),
         None => Some(format!("{}.{}", rr.namespace()?, rr.name_any())),
-    }
-}
-
-/// The role an instance reports, as the status records it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Master,
-    Replica,
-    /// Read-only and following nobody until the operator decides (safety rule 2).
-    Fenced,
-    Unknown,
-}
-
-impl Role {
-    fn parse(role: &str) -> Self {
-        match role {
-            "master" => Self::Master,
-            "replica" => Self::Replica,
-            "fenced" => Self::Fenced,
-            _ => Self::Unknown,
-        }
-    }
-
-    /// The word Sentinel's `+role-change` uses, for the roles it knows.
-    pub fn reported(self) -> Option<&'static str> {
-        match self {
-            Self::Master => Some("master"),
-            Self::Replica => Some("slave"),
-            Self::Fenced | Self::Unknown => None,
-        }
     }
 }
 
@@ -84,7 +54,7 @@ pub struct MasterView {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplicaView {
     pub address: Address,
-    pub role: Role,
+    pub role: InstanceRole,
     /// A ready replica: linked to its master and synced.
     pub healthy: bool,
     pub link_up: bool,
@@ -113,8 +83,8 @@ impl MasterView {
                 if Some(&address) == master.as_ref() {
                     return None;
                 }
-                let role = Role::parse(&i.role);
-                let healthy = role == Role::Replica && i.ready;
+                let role = i.role;
+                let healthy = role == InstanceRole::Replica && i.ready;
                 let before = previous.and_then(|p| p.replica(&address));
                 let announced = match (previous, before) {
                     (Some(_), Some(before)) => before.announced || healthy,
@@ -129,7 +99,7 @@ impl MasterView {
                     address,
                     role,
                     healthy,
-                    link_up: i.link_status.as_deref() == Some("up"),
+                    link_up: i.link_status == Some(LinkStatus::Up),
                     offset: i.replication_offset.unwrap_or(0),
                     announced,
                     reconfiguring,
@@ -267,11 +237,12 @@ pub(crate) mod tests {
                 .iter()
                 .map(|&(i, role, ready)| InstanceStatus {
                     name: format!("{name}-{i}"),
-                    role: role.into(),
+                    // The status's own words, as the fixtures name them.
+                    role: serde_json::from_value(serde_json::json!(role)).expect("role"),
                     ready,
                     address: Some(format!("10.0.0.{i}:6379")),
                     replication_offset: Some(100),
-                    link_status: (role == "replica").then(|| "up".to_string()),
+                    link_status: (role == "replica").then_some(LinkStatus::Up),
                     ..InstanceStatus::default()
                 })
                 .collect(),

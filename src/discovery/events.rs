@@ -6,6 +6,7 @@
 
 use super::catalog::{MasterView, ReplicaView};
 use super::peers::Peer;
+use crate::api::InstanceRole;
 use crate::redis::Address;
 
 /// A Sentinel event: published on the channel named after its type, as Sentinel does.
@@ -42,6 +43,15 @@ impl Channel {
             Self::RoleChange => "+role-change",
             Self::Sentinel => "+sentinel",
         }
+    }
+}
+
+/// The word Sentinel's `+role-change` uses, for the roles it knows.
+fn reported(role: InstanceRole) -> Option<&'static str> {
+    match role {
+        InstanceRole::Master => Some("master"),
+        InstanceRole::Replica => Some("slave"),
+        InstanceRole::Fenced | InstanceRole::Unknown => None,
     }
 }
 
@@ -101,8 +111,8 @@ pub fn between(prev: &MasterView, next: &MasterView) -> Vec<Event> {
     for replica in &next.replicas {
         let before = prev.replica(&replica.address);
         // Between the roles Redis reports (a fenced instance is a replica of nobody).
-        if let (Some(b), Some(word)) = (before, replica.role.reported())
-            && b.role.reported().is_some()
+        if let (Some(b), Some(word)) = (before, reported(replica.role))
+            && reported(b.role).is_some()
             && b.role != replica.role
         {
             events.push(replica_event(
@@ -382,7 +392,7 @@ mod tests {
             ]
         );
         let mut fenced = healthy_set();
-        status(&mut fenced).instances[1].role = "fenced".into();
+        status(&mut fenced).instances[1].role = InstanceRole::Fenced;
         let (view, _) = MasterView::observe(&fenced, Some(&view)).expect("view");
         let (_, events) = MasterView::observe(&healthy_set(), Some(&view)).expect("view");
         assert!(

@@ -24,14 +24,9 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::events::{self, Event};
+use crate::labels::{SENTINEL_ADDRESS_ANNOTATION, SENTINEL_GROUP_LABEL, SENTINEL_SCOPE_ANNOTATION};
 use crate::redis::Address;
 
-/// Lease label naming the group: the replicas of one operator deployment.
-const GROUP_LABEL: &str = "redis.vigil.dev/sentinel-group";
-/// Annotations of an announcement.
-const ADDRESS_ANNOTATION: &str = "redis.vigil.dev/sentinel-address";
-/// The namespace the replica watches; empty for all of them.
-const SCOPE_ANNOTATION: &str = "redis.vigil.dev/sentinel-scope";
 /// An expired announcement is deleted once it is this many lease durations old.
 const FORGET_AFTER_DURATIONS: u32 = 4;
 
@@ -111,7 +106,7 @@ fn read(lease: &Lease, run_id: &str, now: Timestamp, now_i: Instant) -> Option<A
     let annotations = lease.annotations();
     let (Some(address), Some(MicroTime(renewed)), Some(seconds)) = (
         annotations
-            .get(ADDRESS_ANNOTATION)
+            .get(SENTINEL_ADDRESS_ANNOTATION)
             .and_then(|a| Address::parse(a)),
         spec.renew_time.as_ref(),
         spec.lease_duration_seconds
@@ -129,7 +124,11 @@ fn read(lease: &Lease, run_id: &str, now: Timestamp, now_i: Instant) -> Option<A
     Some(Announcement::Live(Peer {
         run_id: holder.to_string(),
         address,
-        scope: Scope::parse(annotations.get(SCOPE_ANNOTATION).map_or("", String::as_str)),
+        scope: Scope::parse(
+            annotations
+                .get(SENTINEL_SCOPE_ANNOTATION)
+                .map_or("", String::as_str),
+        ),
         renewed: now_i.checked_sub(age).unwrap_or(now_i),
     }))
 }
@@ -142,15 +141,18 @@ fn announcement(settings: &PeerSettings, scope: &Scope, run_id: &str, now: Times
             name: Some(lease_name(&settings.group, run_id)),
             namespace: Some(settings.namespace.clone()),
             labels: Some(BTreeMap::from([(
-                GROUP_LABEL.to_string(),
+                SENTINEL_GROUP_LABEL.to_string(),
                 settings.group.clone(),
             )])),
             annotations: Some(BTreeMap::from([
                 (
-                    ADDRESS_ANNOTATION.to_string(),
+                    SENTINEL_ADDRESS_ANNOTATION.to_string(),
                     settings.announce.to_string(),
                 ),
-                (SCOPE_ANNOTATION.to_string(), scope.annotation().to_string()),
+                (
+                    SENTINEL_SCOPE_ANNOTATION.to_string(),
+                    scope.annotation().to_string(),
+                ),
             ])),
             ..ObjectMeta::default()
         },
@@ -251,7 +253,7 @@ async fn watch(
     shared: Arc<Shared>,
     renew_every: Duration,
 ) {
-    let selector = format!("{GROUP_LABEL}={}", settings.group);
+    let selector = format!("{SENTINEL_GROUP_LABEL}={}", settings.group);
     let stream =
         watcher(api.clone(), watcher::Config::default().labels(&selector)).default_backoff();
     let mut stream = std::pin::pin!(stream);

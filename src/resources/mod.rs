@@ -17,8 +17,8 @@ pub use names::*;
 pub use network_policy::network_policy;
 pub use pdb::pod_disruption_budget;
 pub use pod::{
-    AGENT_PORT, RoleLabel, config_annotation, instance_pod, instance_pod_metadata,
-    instance_pod_spec, spec_hash,
+    AGENT_PORT, config_annotation, instance_pod, instance_pod_metadata, instance_pod_spec,
+    spec_hash,
 };
 pub use rbac::{instance_role, instance_role_binding, instance_service_account};
 pub use services::{headless_service, master_service, replicas_service};
@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::api::RedisReplication;
+use crate::labels::common_labels;
 
 /// Metadata shared by every owned object: name, namespace, common labels, owner.
 fn owned_meta(rr: &RedisReplication, name: String) -> ObjectMeta {

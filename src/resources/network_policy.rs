@@ -12,8 +12,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::pod::EXPORTER_PORT;
-use super::{REPLICATION_LABEL, network_policy_name, owned_meta};
+use super::{network_policy_name, owned_meta};
 use crate::api::RedisReplication;
+use crate::labels::REPLICATION_LABEL;
 use crate::redis::REDIS_PORT;
 
 /// The label every namespace carries with its own name.

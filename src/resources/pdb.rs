@@ -7,8 +7,9 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use super::{REPLICATION_LABEL, disruption_budget_name, owned_meta};
+use super::{disruption_budget_name, owned_meta};
 use crate::api::RedisReplication;
+use crate::labels::REPLICATION_LABEL;
 
 /// The budget over every instance of the replication; `None` when the spec turns it off.
 pub fn pod_disruption_budget(rr: &RedisReplication) -> Option<PodDisruptionBudget> {

@@ -13,11 +13,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::{
-    CONFIG_ANNOTATION, INSTANCE_LABEL, REDIS_CONTAINER, SPEC_HASH_ANNOTATION, claim_name,
-    config_map_name, headless_service_name, instance_account_name, owned_meta, password_selector,
-    pod_name,
+    REDIS_CONTAINER, claim_name, config_map_name, headless_service_name, instance_account_name,
+    owned_meta, password_selector, pod_name,
 };
 use crate::api::RedisReplication;
+use crate::labels::{CONFIG_ANNOTATION, INSTANCE_LABEL, SPEC_HASH_ANNOTATION};
 use crate::redis::REDIS_PORT;
 use crate::redis_conf::UNIX_SOCKET;
 
@@ -40,30 +40,6 @@ const AGENT_BINARY: &str = "/usr/local/bin/vigil";
 /// Mode of the TLS Secret's files: the kubelet gives them the pod's fsGroup (999, the server's
 /// group), so the server reads the key and other users cannot.
 const TLS_FILE_MODE: i32 = 0o440;
-
-/// The value of the role label; absent while an instance's role is undecided (fenced).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RoleLabel {
-    Master,
-    Replica,
-}
-
-impl RoleLabel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Master => "master",
-            Self::Replica => "replica",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "master" => Some(Self::Master),
-            "replica" => Some(Self::Replica),
-            _ => None,
-        }
-    }
-}
 
 /// The pod of instance `ordinal`, created without a role label: only the operator sets it, once
 /// the instance's role is decided. It carries a hash of its spec and the `config` it starts with,
@@ -399,7 +375,7 @@ mod tests {
         let pod = instance_pod(&rr, 1);
         assert_eq!(pod.metadata.name.as_deref(), Some("cache-1"));
         let labels = pod.metadata.labels.as_ref().expect("labels");
-        assert!(!labels.contains_key(crate::resources::ROLE_LABEL));
+        assert!(!labels.contains_key(crate::labels::ROLE_LABEL));
         assert_eq!(labels[INSTANCE_LABEL], "1");
         let owner = &pod.metadata.owner_references.as_ref().expect("owner")[0];
         assert_eq!(owner.controller, Some(true));
@@ -482,7 +458,7 @@ mod tests {
             !pod.metadata
                 .labels
                 .expect("labels")
-                .contains_key(crate::resources::ROLE_LABEL)
+                .contains_key(crate::labels::ROLE_LABEL)
         );
         let env = pod.spec.expect("spec").containers[0]
             .env

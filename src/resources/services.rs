@@ -7,11 +7,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use super::pod::{EXPORTER_PORT, METRICS_PORT};
-use super::{
-    REPLICATION_LABEL, ROLE_LABEL, RoleLabel, headless_service_name, master_service_name,
-    owned_meta, replicas_service_name,
-};
+use super::{headless_service_name, master_service_name, owned_meta, replicas_service_name};
 use crate::api::RedisReplication;
+use crate::labels::{REPLICATION_LABEL, ROLE_LABEL, RoleLabel};
 use crate::redis::REDIS_PORT;
 
 /// Every instance, ready or not, for stable DNS names `<pod>.<name>-headless`; also the

@@ -8,8 +8,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
-use super::{INSTANCE_LABEL, claim_name, owned_meta, pod_name};
+use super::{claim_name, owned_meta, pod_name};
 use crate::api::{RedisReplication, Retention};
+use crate::labels::INSTANCE_LABEL;
 
 /// The claim for `<name>-<ordinal>`; owned by the replication (and so deleted with it) unless
 /// the retention is `Retain`. It outlives its pod either way, so data survives pod replacement.

@@ -390,7 +390,7 @@ fn exported_series() -> BTreeMap<String, Vec<Labels>> {
     let metrics = Metrics::new();
     metrics.failover_completed("ns", "cache", Duration::from_secs(2));
     metrics.probe("ns", "cache", "cache-0", Duration::from_millis(1), true);
-    metrics.instance_role("ns", "cache", "cache-0", "master");
+    metrics.instance_role("ns", "cache", "cache-0", vigil::api::InstanceRole::Master);
     let mut series: BTreeMap<String, Vec<Labels>> = BTreeMap::new();
     for line in metrics.encode().lines().filter(|l| !l.starts_with('#')) {
         let (name, rest) = line

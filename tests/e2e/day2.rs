@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use vigil::api::RedisReplicationStatus;
-use vigil::resources::{CONFIG_ANNOTATION, SWITCHOVER_ANNOTATION};
+use vigil::api::{FailoverKind, RedisReplicationStatus};
+use vigil::labels::{CONFIG_ANNOTATION, SWITCHOVER_ANNOTATION};
 
 use crate::support::clients::{ClientProcess, Library};
 use crate::support::{Chaos, TestNs, wait_for};
@@ -208,8 +208,8 @@ async fn a_user_switchover_and_a_rolling_update_lose_no_acknowledged_write() {
     let status = wait_switched_to(&t, "cache", &target).await;
     let record = status.last_failover.clone().expect("lastFailover");
     assert_eq!(
-        (record.kind.as_str(), record.from.as_str()),
-        ("Switchover", first.as_str())
+        (record.kind, record.from.as_str()),
+        (FailoverKind::Switchover, first.as_str())
     );
     wait_acknowledged_on(&t, &writer, &target).await;
     let switch_done = Instant::now();
@@ -337,7 +337,7 @@ async fn scaling_down_past_the_master_switches_over_first() {
     })
     .await;
     let record = status.last_failover.expect("lastFailover");
-    assert_eq!(record.kind, "Switchover");
+    assert_eq!(record.kind, FailoverKind::Switchover);
     assert!(
         record.reason.contains("scaling down"),
         "reason: {}",

@@ -10,7 +10,7 @@ use crate::support::{
     Chaos, FAILOVER_COOLDOWN, Operator, OperatorOptions, ReadySet, TestNs, wait_for,
 };
 use k8s_openapi::jiff;
-use vigil::api::RedisReplicationStatus;
+use vigil::api::{FailoverKind, RedisReplicationStatus};
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 const SAMPLE: Duration = Duration::from_secs(3);
@@ -102,7 +102,7 @@ async fn master_crash_promotes_a_replica_and_the_old_master_rejoins() {
         (record.from.as_str(), record.to.as_str()),
         (set.master.as_str(), new.as_str())
     );
-    assert_eq!(record.kind, "Failover");
+    assert_eq!(record.kind, FailoverKind::Failover);
     let metrics = t.metrics();
     for series in [
         format!(
@@ -175,7 +175,7 @@ async fn deleting_the_master_pod_switches_over_first() {
         .await
         .and_then(|s| s.last_failover)
         .expect("record");
-    assert_eq!(record.kind, "Switchover");
+    assert_eq!(record.kind, FailoverKind::Switchover);
 }
 
 /// Scenario 4: The master restarts with persistence off and an empty dataset: it must not be synced from;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
-use vigil::resources::SWITCHOVER_ANNOTATION;
+use vigil::labels::SWITCHOVER_ANNOTATION;
 
 use crate::support::{Chaos, Target, TestNs, target, wait_for};
 
@@ -219,7 +219,11 @@ async fn the_chart_installed_operator_fails_over_and_switches_over() {
     wait_for("the switchover", TIMEOUT, || async {
         let s = t.status("cache").await.ok_or("no status")?;
         match (&s.current_master, &s.last_failover) {
-            (Some(m), Some(f)) if *m == target_pod && f.kind == "Switchover" => Ok(()),
+            (Some(m), Some(f))
+                if *m == target_pod && f.kind == vigil::api::FailoverKind::Switchover =>
+            {
+                Ok(())
+            }
             _ => Err(format!("{s:?}")),
         }
     })

@@ -298,8 +298,8 @@ async fn an_interrupted_switchover_is_finished_without_losing_writes() {
     t.assert_keys_present(&target_ip, &password, &before);
     t.assert_keys_present(&target_ip, &password, &during);
     assert_eq!(
-        done.last_failover.map(|r| r.kind).as_deref(),
-        Some("Switchover")
+        done.last_failover.map(|r| r.kind),
+        Some(vigil::api::FailoverKind::Switchover)
     );
 }
 

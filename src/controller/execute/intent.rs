@@ -15,6 +15,7 @@ use crate::controller::{Context, Error};
 pub(super) async fn record_intent(
     ctx: &Context,
     rr: &RedisReplication,
+    ns: &str,
     intent: &Intent,
 ) -> Result<RedisReplication, Error> {
     let patch = json!({
@@ -27,13 +28,12 @@ pub(super) async fn record_intent(
             "handBackTo": intent.hand_back_to,
         }
     });
-    let ns = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
     let updated = api
         .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|source| status_error(&ns, &name, source))?;
+        .map_err(|source| status_error(ns, &name, source))?;
     info!(master = %intent.master, epoch = intent.epoch, "recorded master intent");
     Ok(updated)
 }
@@ -43,17 +43,17 @@ pub(super) async fn record_intent(
 pub async fn write_final_status(
     ctx: &Context,
     rr: &RedisReplication,
+    ns: &str,
     status: &RedisReplicationStatus,
 ) -> Result<RedisReplication, Error> {
-    let ns = rr.namespace().unwrap_or_default();
     let name = rr.name_any();
     let mut object = rr.clone();
     object.metadata.managed_fields = None;
     object.status = Some(status.clone());
-    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<RedisReplication> = Api::namespaced(ctx.client.clone(), ns);
     api.replace_status(&name, &PostParams::default(), &object)
         .await
-        .map_err(|source| status_error(&ns, &name, source))
+        .map_err(|source| status_error(ns, &name, source))
 }
 
 pub(super) fn status_error(ns: &str, name: &str, source: kube::Error) -> Error {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -16,7 +16,8 @@ use crate::api::RedisReplication;
 use crate::controller::plan::{Intent, Plan, Rewire};
 use crate::controller::{Context, Error};
 use crate::crash_point::crash_point;
-use crate::resources::{FIELD_MANAGER, ROLE_LABEL, RoleLabel};
+use crate::labels::{ROLE_LABEL, RoleLabel};
+use crate::resources::FIELD_MANAGER;
 
 /// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
 /// again: the status goes back to it, at the epoch the attempt used, so no one follows a
@@ -43,7 +44,7 @@ pub(super) async fn roll_back_switchover(
             .as_ref()
             .and_then(|s| s.hand_back_to.clone()),
     };
-    let note = match record_intent(ctx, recorded, &back).await {
+    let note = match record_intent(ctx, recorded, target.namespace, &back).await {
         Ok(_) => format!(
             "switchover to {} failed; {from} stays the master",
             intent.master
@@ -118,8 +119,8 @@ pub(super) async fn set_role_label(
     label: Option<RoleLabel>,
 ) -> Result<(), Error> {
     target.instance(name)?;
-    let ns = target.rr.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let ns = target.namespace;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({"metadata": {"labels": {ROLE_LABEL: label.map(RoleLabel::as_str)}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),

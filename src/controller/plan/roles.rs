@@ -3,8 +3,8 @@
 
 use super::{MasterState, ObservedInstance, Plan, PlanInput, Rewire};
 use crate::api::Topology;
+use crate::labels::RoleLabel;
 use crate::redis::{Address, ReplicationInfo};
-use crate::resources::RoleLabel;
 
 /// Every desired instance exists, is ready, is not going, and follows its upstream in sync:
 /// the only state in which the rolling update takes an instance away.

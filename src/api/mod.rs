@@ -9,11 +9,17 @@ use k8s_openapi::api::core::v1::{
     Affinity, LocalObjectReference, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+mod status;
+
+pub use status::{
+    FailoverKind, FailoverRecord, InstanceRole, InstanceStatus, LinkStatus, Phase,
+    RedisReplicationStatus,
+};
 
 /// API group of every vigil resource.
 pub const GROUP: &str = "redis.vigil.dev";
@@ -362,102 +368,6 @@ impl Default for FailoverSpec {
     }
 }
 
-/// Observed state; the single source of truth about roles.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RedisReplicationStatus {
-    /// Summary of the set's state.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<Phase>,
-    /// The generation of the spec this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Ready, Replicating, Degraded, ScaleDownBlocked, ...
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-    /// The pod that is the master.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub current_master: Option<String>,
-    /// `ip:port` of the master.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub master_address: Option<String>,
-    /// Bumped by every promotion, written before any instance is touched.
-    #[serde(default)]
-    pub epoch: i64,
-    /// The pod being made master while a change is in progress.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_master: Option<String>,
-    /// With failover disabled: the master that restarted with less data than a replica. It is
-    /// refilled from the current master and takes the master role back once in sync.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hand_back_to: Option<String>,
-    /// Number of instances that are ready.
-    #[serde(default)]
-    pub ready_instances: i32,
-    /// Number of instances that run the current spec (the rest await the rolling update).
-    #[serde(default)]
-    pub updated_instances: i32,
-    /// One entry per instance.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub instances: Vec<InstanceStatus>,
-    /// The last change of master after bootstrap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failover: Option<FailoverRecord>,
-}
-
-/// One failover or switchover.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FailoverRecord {
-    /// When it completed.
-    pub time: Time,
-    /// `Failover` (the master failed) or `Switchover` (planned, no acknowledged write lost).
-    pub kind: String,
-    pub from: String,
-    pub to: String,
-    pub reason: String,
-    /// From the first sign of failure (or the start of a switchover) to every replica rewired.
-    pub duration_milliseconds: i64,
-    pub epoch: i64,
-}
-
-/// Summary phase of a `RedisReplication`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Phase {
-    /// Pods are being created and no master is elected yet.
-    Bootstrapping,
-    /// Every instance runs and replicates from the master.
-    Ready,
-    /// A master exists but some instances are missing, unready or not replicating.
-    Degraded,
-    /// The recorded master is unavailable.
-    MasterUnavailable,
-}
-
-/// What one instance is doing.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct InstanceStatus {
-    /// Pod name.
-    pub name: String,
-    /// `master`, `replica`, `fenced` or `unknown`.
-    pub role: String,
-    /// The pod is Ready (a replica only when linked and synced).
-    pub ready: bool,
-    /// `ip:port`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-    /// Replication offset as the instance reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication_offset: Option<i64>,
-    /// Bytes behind the master (replicas).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag_bytes: Option<i64>,
-    /// `up` or `down` (replicas).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_status: Option<String>,
-}
-
 /// Type of the client Services.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ServiceType {
@@ -640,7 +550,7 @@ fn reserved_prefix_condition() -> String {
 
 /// CEL: key `k` is a label vigil sets on its pods (its prefix, or one of the common labels).
 fn reserved_label_condition() -> String {
-    let common: Vec<String> = crate::resources::common_labels("")
+    let common: Vec<String> = crate::labels::common_labels("")
         .into_keys()
         .filter(|k| !k.starts_with(&reserved_prefix()))
         .map(|k| format!("'{k}'"))
@@ -742,16 +652,13 @@ mod tests {
     #[test]
     fn reserved_pod_keys_cover_every_label_vigil_sets() {
         let labels = reserved_label_condition();
-        for key in crate::resources::common_labels("cache").keys() {
+        for key in crate::labels::common_labels("cache").keys() {
             assert!(
                 labels.contains(&format!("'{key}'")) || key.starts_with(&reserved_prefix()),
                 "{key}"
             );
         }
-        for key in [
-            crate::resources::ROLE_LABEL,
-            crate::resources::INSTANCE_LABEL,
-        ] {
+        for key in [crate::labels::ROLE_LABEL, crate::labels::INSTANCE_LABEL] {
             assert!(key.starts_with(&reserved_prefix()), "{key}");
         }
         let yaml = crd_yaml().expect("crd renders");
