@@ -10,13 +10,12 @@ use k8s_openapi::jiff;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
+use vigil::labels::SWITCHOVER_ANNOTATION;
 
 use crate::scenario::{Instance, System};
 use crate::support::{FAILOVER_COOLDOWN, TestNs, wait_for};
 use crate::sys::Seen;
 
-/// The annotation that asks for a switchover (README, "Day-2 operations").
-const SWITCHOVER_ANNOTATION: &str = "redis.vigil.dev/switchover-to";
 const NAME: &str = "cache";
 
 pub struct VigilSet {
