@@ -33,6 +33,7 @@ public final class Failover {
     }
 
     private static final int TIMEOUT_MS = 1000;
+    private static final long CONNECT_RETRY_MS = 30_000;
 
     public static void main(String[] argv) throws InterruptedException {
         Map<String, String> args = parse(argv);
@@ -47,12 +48,7 @@ public final class Failover {
         long intervalMs = Long.parseLong(args.getOrDefault("interval-ms", "50"));
         String prefix = args.getOrDefault("key-prefix", "vigil:" + kind);
 
-        try (Client client = switch (kind) {
-            case "jedis" -> new JedisClient(host, port, master, password);
-            case "lettuce" -> new LettuceClient(host, port, master, password, false);
-            case "lettuce-mr" -> new LettuceClient(host, port, master, password, true);
-            default -> throw new IllegalArgumentException("--client jedis|lettuce|lettuce-mr");
-        }) {
+        try (Client client = connect(kind, host, port, master, password)) {
             long deadline = System.currentTimeMillis() + durationMs;
             for (long i = 0; System.currentTimeMillis() < deadline; i++) {
                 try {
@@ -66,6 +62,37 @@ public final class Failover {
                     System.out.println("err " + i + " " + message);
                     Thread.sleep(100);
                 }
+            }
+        }
+    }
+
+    /**
+     * The first connection, retried for a while: on a loaded machine the first Sentinel
+     * handshake of a cold JVM can outlast the 1 s timeout, and an application would be restarted
+     * rather than give up. Only this first connection is retried here; failovers are the
+     * library's to survive.
+     */
+    static Client connect(String kind, String host, int port, String master, String password)
+            throws InterruptedException {
+        long deadline = System.currentTimeMillis() + CONNECT_RETRY_MS;
+        while (true) {
+            try {
+                return switch (kind) {
+                    case "jedis" -> new JedisClient(host, port, master, password);
+                    case "lettuce" -> new LettuceClient(host, port, master, password, false);
+                    case "lettuce-mr" -> new LettuceClient(host, port, master, password, true);
+                    default -> throw new IllegalArgumentException("--client jedis|lettuce|lettuce-mr");
+                };
+            } catch (IllegalArgumentException e) {
+                throw e;
+            } catch (RuntimeException e) {
+                if (System.currentTimeMillis() > deadline) {
+                    throw e;
+                }
+                String message = (e.getClass().getSimpleName() + ": " + e.getMessage())
+                        .replace('\n', ' ');
+                System.out.println("err connect " + message);
+                Thread.sleep(250);
             }
         }
     }
