@@ -140,14 +140,23 @@ pub(super) async fn switch_over(
     from: &str,
     to: &str,
 ) -> Result<(), Error> {
+    let began = tokio::time::Instant::now();
     let mut old = target.client(ctx, from).await?;
     old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
         .await?;
+    let failover_sent = began.elapsed();
     let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
     let mut new = target.client(ctx, to).await?;
     loop {
         if new.replication_info().await?.is_master() {
-            info!(from = %from, to = %to, "switchover completed");
+            let promoted = began.elapsed();
+            info!(
+                from = %from,
+                to = %to,
+                failover_sent_ms = failover_sent.as_millis() as u64,
+                promoted_ms = promoted.as_millis() as u64,
+                "switchover completed"
+            );
             // FAILOVER changes the old master's role but leaves its clients connected, where
             // every write now fails with READONLY: close them so they re-resolve the master.
             // The switchover is done either way: a failure here must never roll it back.
@@ -160,6 +169,11 @@ pub(super) async fn switch_over(
                     warn!(instance = %from, error = %e, "could not close the clients of the old master");
                 }
             }
+            info!(
+                from = %from,
+                clients_closed_ms = began.elapsed().as_millis() as u64,
+                "old master's clients closed"
+            );
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
