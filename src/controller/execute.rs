@@ -8,6 +8,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+mod handover;
 mod intent;
 mod roles;
 
@@ -20,9 +21,10 @@ use crate::redis::{Address, Credentials, InstanceClient};
 use crate::resources::{
     self, FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION, instance_pod,
 };
+use handover::switch_over;
 use intent::record_intent;
 pub use intent::write_final_status;
-use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_over};
+use roles::{promote, rewire_one, roll_back_switchover, set_role_label};
 
 /// Everything a plan needs to act on.
 pub struct Target<'a> {

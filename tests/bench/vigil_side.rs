@@ -3,11 +3,12 @@
 //! the master through the operator's Sentinel endpoint.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::jiff;
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::scenario::{Instance, System};
@@ -20,8 +21,9 @@ const NAME: &str = "cache";
 
 pub struct VigilSet {
     pub t: TestNs,
-    instances: Vec<Instance>,
     password: String,
+    /// Rolling updates so far: each sets a new image tag.
+    rolls: AtomicUsize,
 }
 
 impl VigilSet {
@@ -35,17 +37,32 @@ impl VigilSet {
         )
         .await;
         t.wait_ready(NAME, 3, Duration::from_secs(180)).await;
-        let mut instances = Vec::new();
-        for pod in t.pod_names(NAME).await {
-            let ip = t.pod_ip(&pod).await;
-            instances.push(Instance { name: pod, ip });
-        }
         let password = t.password(NAME).await;
         Self {
             t,
-            instances,
             password,
+            rolls: AtomicUsize::new(0),
         }
+    }
+
+    /// The instance pods that have an address now.
+    async fn current(&self) -> Vec<Instance> {
+        let selector = ListParams::default().labels(&format!("redis.vigil.dev/replication={NAME}"));
+        let pods = self.t.pods().list(&selector).await;
+        let mut out: Vec<Instance> = pods
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                Some(Instance {
+                    name: p.name_any(),
+                    ip,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The master once the set is Ready, no change is in progress and the failover cooldown
@@ -65,7 +82,11 @@ impl VigilSet {
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        if !ready || status.ready_instances != 3 || status.target_master.is_some() {
+        if !ready
+            || status.ready_instances != 3
+            || status.updated_instances != 3
+            || status.target_master.is_some()
+        {
             return Err(format!("not settled: {status:?}"));
         }
         if let Some(last) = &status.last_failover {
@@ -75,13 +96,16 @@ impl VigilSet {
             }
         }
         let master = status.current_master.ok_or("no master")?;
-        let master = self
-            .instances
+        let instances = self.current().await;
+        if instances.len() != 3 {
+            return Err(format!("instances {instances:?}"));
+        }
+        let master = instances
             .iter()
             .find(|i| i.name == master)
             .ok_or(format!("unknown master {master}"))?
             .clone();
-        for i in &self.instances {
+        for i in &instances {
             let seen = Seen::of(&i.ip, &self.password).await;
             let ok = if i.ip == master.ip {
                 seen == Seen::Master
@@ -113,8 +137,8 @@ impl System for VigilSet {
         self.password.clone()
     }
 
-    fn instances(&self) -> Vec<Instance> {
-        self.instances.clone()
+    async fn instances(&self) -> Vec<Instance> {
+        self.current().await
     }
 
     fn artifacts(&self) -> PathBuf {
@@ -141,6 +165,14 @@ impl System for VigilSet {
             .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .unwrap_or_else(|e| panic!("annotate {NAME} to switch over to {}: {e}", target.name));
+    }
+
+    async fn roll(&self) {
+        // The kubelet stand-in runs the host's agent whatever the image says; a new tag is a
+        // new spec all the same, which the operator rolls out pod by pod.
+        let n = self.rolls.fetch_add(1, Ordering::Relaxed) + 1;
+        let image = format!("ghcr.io/vigil-dev/vigil-server:0.1.0-bench{n}");
+        self.t.patch_spec(NAME, json!({"image": image})).await;
     }
 
     async fn running_for(&self, instance: &Instance) -> Option<Duration> {
