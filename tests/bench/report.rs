@@ -715,8 +715,10 @@ itself as a master for 8 s (`SENTINEL_PUBLISH_PERIOD * 4` in sentinel.c), and un
 client connected to it keeps writing there. So Sentinel's *plain* write gap is short, but those \
 writes are acknowledged by the old master and then discarded (*lost*); and the replica Sentinel \
 did not promote acknowledges `WAIT 1` for the old master until it is pointed at the new one, so \
-even `WAIT 1` does not protect every write. vigil's switchover is `FAILOVER TO`: the old master \
-pauses writes until the target has all of them, then becomes its replica.";
+even `WAIT 1` does not protect every write. vigil's switchover pauses writes on the old master \
+(`CLIENT PAUSE WRITE`), reads the target's offset until it has all of them, swaps the roles with \
+`FAILOVER TO ... FORCE` (not waiting for the replica's once-a-second ack) and closes the old \
+master's clients.";
 
 /// What the rolling-update figures are.
 const ROLLING_NOTE: &str = "\
