@@ -13,6 +13,10 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::tls::TlsClient;
 
+#[cfg(test)]
+pub(crate) mod fake;
+mod handover;
+
 /// The port every instance listens on.
 pub const REDIS_PORT: u16 = 6379;
 
@@ -436,33 +440,6 @@ impl InstanceClient {
         Ok(())
     }
 
-    /// `FAILOVER TO host port TIMEOUT ms`: a coordinated switchover that pauses writes until the
-    /// target has caught up, so no acknowledged write is lost (safety rule 7).
-    pub async fn failover_to(&mut self, target: &Address, timeout: Duration) -> Result<(), Error> {
-        let mut cmd = ::redis::cmd("FAILOVER");
-        cmd.arg("TO")
-            .arg(&target.host)
-            .arg(target.port)
-            .arg("TIMEOUT")
-            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        let _: String = self.query("FAILOVER", &cmd).await?;
-        Ok(())
-    }
-
-    /// Closes normal and pub/sub clients (not replicas, not this connection): after `FAILOVER`,
-    /// which changes the role itself but leaves the clients of the old master connected.
-    pub async fn disconnect_clients(&mut self) -> Result<(), Error> {
-        let _: ::redis::Value = disconnect_clients(&mut ::redis::pipe())
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|source| Error::Command {
-                addr: self.addr.clone(),
-                command: "CLIENT KILL",
-                source,
-            })?;
-        Ok(())
-    }
-
     /// `CONFIG SET key value`.
     pub async fn config_set(&mut self, key: &str, value: &str) -> Result<(), Error> {
         let mut cmd = ::redis::cmd("CONFIG");
@@ -620,7 +597,7 @@ mod tests {
     }
 
     /// The words of each command of a packed pipeline, in order.
-    fn commands(pipe: &::redis::Pipeline) -> Vec<String> {
+    pub(super) fn commands(pipe: &::redis::Pipeline) -> Vec<String> {
         let packed = String::from_utf8(pipe.get_packed_pipeline()).expect("utf-8");
         let mut out = Vec::new();
         let mut words: Vec<&str> = Vec::new();

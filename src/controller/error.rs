@@ -23,6 +23,15 @@ pub enum Error {
     StatusConflict(String),
     #[error("instance {0} disappeared while acting on it")]
     InstanceGone(String),
+    #[error(
+        "switchover to {target} ran out of time: it held offset {offset} (-1: not following the \
+         master) of the master's {wanted} while writes were paused"
+    )]
+    SwitchoverOutOfTime {
+        target: String,
+        offset: i64,
+        wanted: i64,
+    },
     #[error("{0} did not report the master role after REPLICAOF NO ONE")]
     PromotionNotVerified(String),
     #[error("RedisReplication has no namespace")]

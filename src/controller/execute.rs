@@ -8,6 +8,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+mod handover;
 mod intent;
 mod roles;
 #[cfg(test)]
@@ -21,9 +22,10 @@ use crate::crash_point::crash_point;
 use crate::labels::{FORCE_MASTER_ANNOTATION, RoleLabel, SWITCHOVER_ANNOTATION};
 use crate::redis::{Address, Credentials, InstanceClient};
 use crate::resources::{self, instance_pod};
+use handover::switch_over;
 use intent::record_intent;
 pub use intent::write_final_status;
-use roles::{promote, rewire_one, roll_back_switchover, set_role_label, switch_over};
+use roles::{promote, rewire_one, roll_back_switchover, set_role_label};
 
 /// Everything a plan needs to act on.
 pub struct Target<'a> {

@@ -7,7 +7,9 @@
 //! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
 //! run with the first); BENCH_SCALE [1,10,100] replications; BENCH_IDLE_SECONDS [20];
-//! BENCH_PARTS [failover,switchover,footprint]; BENCH_OUT [bench/results/<date>.md].
+//! BENCH_PARTS [failover,switchover,rolling,footprint] (`rolling`: vigil's rolling update,
+//! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover); BENCH_OUT
+//! [bench/results/<date>.md].
 
 // The e2e harness, shared rather than copied; the benchmark uses a part of it.
 #[allow(dead_code)]
@@ -72,7 +74,7 @@ impl Config {
             down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
             scale: env_list("BENCH_SCALE", "1,10,100"),
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
-            parts: env_list("BENCH_PARTS", "failover,switchover,footprint"),
+            parts: env_list("BENCH_PARTS", "failover,switchover,rolling,footprint"),
             out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
         }
     }
@@ -140,7 +142,8 @@ async fn one<S: System>(system: &S, out: &mut Outcomes, change: Change, tag: Str
     }
 }
 
-/// `runs` changes of each system, alternating vigil and Sentinel.
+/// `runs` changes of each system, alternating vigil and Sentinel (vigil alone for a change
+/// Sentinel has no counterpart of).
 async fn alternate(
     vigil: &VigilSet,
     sentinel: &SentinelSet,
@@ -152,6 +155,7 @@ async fn alternate(
     let kind = match change {
         Change::Crash => "crash",
         Change::Switchover => "switchover",
+        Change::RollingUpdate => "rolling",
     };
     let mut c = Comparison {
         change,
@@ -168,6 +172,9 @@ async fn alternate(
             format!("vigil-{down_after}-{kind}-{i}"),
         )
         .await;
+        if !change.both() {
+            continue;
+        }
         one(
             sentinel,
             &mut c.sentinel,
@@ -187,6 +194,7 @@ async fn compare(
     net: u8,
     failover: bool,
     switchover: bool,
+    rolling: bool,
 ) -> Vec<Comparison> {
     let artifacts = PathBuf::from(
         std::env::var_os("VIGIL_E2E_ARTIFACTS").expect("VIGIL_E2E_ARTIFACTS (run tests/bench.sh)"),
@@ -215,6 +223,18 @@ async fn compare(
             .await,
         );
     }
+    if rolling {
+        out.push(
+            alternate(
+                &vigil,
+                &sentinel,
+                Change::RollingUpdate,
+                down_after,
+                cfg.switchover_runs,
+            )
+            .await,
+        );
+    }
     sentinel.stop().await;
     drop(vigil);
     out
@@ -233,14 +253,17 @@ async fn benchmark() {
     for (n, &down_after) in cfg.down_after.iter().enumerate() {
         let failover = cfg.has("failover");
         let switchover = cfg.has("switchover") && n == 0;
-        if !failover && !switchover {
+        let rolling = cfg.has("rolling") && n == 0;
+        if !failover && !switchover && !rolling {
             continue;
         }
         let from = mono_now();
         let net = u8::try_from(n + 1).expect("a few detection timeouts");
-        match AssertUnwindSafe(compare(&cfg, down_after, net, failover, switchover))
-            .catch_unwind()
-            .await
+        match AssertUnwindSafe(compare(
+            &cfg, down_after, net, failover, switchover, rolling,
+        ))
+        .catch_unwind()
+        .await
         {
             Ok(mut c) => comparisons.append(&mut c),
             Err(p) => failures.push(format!(
@@ -314,7 +337,7 @@ async fn benchmark() {
     let empty: Vec<String> = report
         .comparisons
         .iter()
-        .filter(|c| c.vigil.runs.is_empty() || c.sentinel.runs.is_empty())
+        .filter(|c| c.vigil.runs.is_empty() || (c.change.both() && c.sentinel.runs.is_empty()))
         .map(|c| format!("{:?} with downAfter {} ms", c.change, c.down_after))
         .collect();
     assert!(

@@ -328,30 +328,12 @@ impl Report {
             measured: format!("{lost} lost of {acked} acknowledged over {runs} runs"),
             met: (runs > 0).then_some(lost == 0),
         });
-        let switchover = self
-            .comparisons
-            .iter()
-            .find(|c| c.change == Change::Switchover);
-        targets.push(match switchover {
-            Some(c) if !c.vigil.runs.is_empty() => {
-                let m = median(&c.vigil.values(|r| r.gap_plain));
-                let lost = c.vigil.lost_plain() + c.vigil.lost_wait();
-                Target {
-                    what: "Switchover write gap <= 250 ms (median) with zero writes lost".into(),
-                    measured: format!(
-                        "vigil {} ms (p90 {} ms); {lost} writes lost (plain and `WAIT 1`)",
-                        ms(m),
-                        ms(p90(&c.vigil.values(|r| r.gap_plain)))
-                    ),
-                    met: Some(m <= 0.25 && lost == 0),
-                }
-            }
-            _ => Target {
-                what: "Switchover write gap <= 250 ms (median) with zero writes lost".into(),
-                measured: "—".into(),
-                met: None,
-            },
-        });
+        for (change, what) in [
+            (Change::Switchover, "Switchover"),
+            (Change::RollingUpdate, "Rolling-update handover"),
+        ] {
+            targets.push(self.handover_target(change, what));
+        }
         let hundred = self.footprint.iter().find(|s| s.replications == 100);
         targets.push(match hundred {
             Some(s) => {
@@ -369,6 +351,40 @@ impl Report {
             },
         });
         targets
+    }
+
+    /// Issue 14: a planned handover pauses a `WAIT 1` client's writes <= 150 ms (median) and
+    /// <= 250 ms (p90), and loses nothing.
+    fn handover_target(&self, change: Change, what: &str) -> Target {
+        let what =
+            format!("{what}: `WAIT 1` write pause <= 150 ms median, <= 250 ms p90, 0 writes lost");
+        let Some(c) = self
+            .comparisons
+            .iter()
+            .find(|c| c.change == change && !c.vigil.runs.is_empty())
+        else {
+            return Target {
+                what,
+                measured: "—".into(),
+                met: None,
+            };
+        };
+        let gaps = c.vigil.values(|r| r.gap_wait);
+        let (m, p) = (median(&gaps), p90(&gaps));
+        let lost = c.vigil.lost_plain() + c.vigil.lost_wait();
+        Target {
+            what,
+            measured: format!(
+                "vigil {} ms, p90 {} ms, max {} ms over {} runs (plain writer: {} ms); {lost} \
+                 writes lost (plain and `WAIT 1`)",
+                ms(m),
+                ms(p),
+                ms(percentile(&gaps, 1.0)),
+                gaps.len(),
+                ms(median(&c.vigil.values(|r| r.gap_plain))),
+            ),
+            met: Some(m <= 0.15 && p <= 0.25 && lost == 0),
+        }
     }
 
     pub fn markdown(&self) -> String {
@@ -456,6 +472,21 @@ impl Report {
             self.comparison_table(&mut o, c);
             let _ = writeln!(o, "{SWITCHOVER_NOTE}\n");
         }
+        let rolling: Vec<&Comparison> = self
+            .comparisons
+            .iter()
+            .filter(|c| c.change == Change::RollingUpdate)
+            .collect();
+        if !rolling.is_empty() {
+            let _ = writeln!(
+                o,
+                "## Rolling update: vigil's master handover (no Sentinel counterpart)\n"
+            );
+            for c in rolling {
+                self.comparison_table(&mut o, c);
+                let _ = writeln!(o, "{ROLLING_NOTE}\n");
+            }
+        }
 
         let _ = writeln!(o, "## The operator's footprint\n");
         if !self.footprint.is_empty() {
@@ -529,6 +560,7 @@ impl Report {
         let what = match c.change {
             Change::Crash => "crash",
             Change::Switchover => "request",
+            Change::RollingUpdate => "spec change",
         };
         let _ = writeln!(
             o,
@@ -619,6 +651,7 @@ impl Report {
         let kind = match c.change {
             Change::Crash => "Unplanned failover",
             Change::Switchover => "Switchover",
+            Change::RollingUpdate => "Rolling update",
         };
         let _ = writeln!(
             o,
@@ -683,8 +716,18 @@ itself as a master for 8 s (`SENTINEL_PUBLISH_PERIOD * 4` in sentinel.c), and un
 client connected to it keeps writing there. So Sentinel's *plain* write gap is short, but those \
 writes are acknowledged by the old master and then discarded (*lost*); and the replica Sentinel \
 did not promote acknowledges `WAIT 1` for the old master until it is pointed at the new one, so \
-even `WAIT 1` does not protect every write. vigil's switchover is `FAILOVER TO`: the old master \
-pauses writes until the target has all of them, then becomes its replica.";
+even `WAIT 1` does not protect every write. vigil's switchover pauses writes on the old master \
+(`CLIENT PAUSE WRITE`), reads the target's offset until it has all of them, swaps the roles with \
+`FAILOVER TO ... FORCE` (not waiting for the replica's once-a-second ack) and closes the old \
+master's clients.";
+
+/// What the rolling-update figures are.
+const ROLLING_NOTE: &str = "\
+How to read this: a new `image` (the kubelet stand-in runs the same agent whatever the tag) makes \
+the operator replace the replicas one at a time, each in sync before the next, then hand the \
+master role over with the same switchover as above and replace the old master last. The write \
+gap is that handover; *spec change → ...* spans the whole roll (the replicas' replacement \
+included).";
 
 const METHOD: &str = "\
 - **Both systems, same client, same machine, same time.** For each detection timeout, a vigil \

@@ -29,7 +29,8 @@ pub(crate) trait System {
     fn endpoints(&self) -> String;
     fn master_name(&self) -> String;
     fn password(&self) -> String;
-    fn instances(&self) -> Vec<Instance>;
+    /// The instances as they are now (a rolling update replaces them, with new addresses).
+    async fn instances(&self) -> Vec<Instance>;
     /// Where the writers' logs go.
     fn artifacts(&self) -> PathBuf;
     /// Waits until the set is healthy and the system ready to act again (every replica linked,
@@ -40,6 +41,9 @@ pub(crate) trait System {
     /// Asks for a planned switchover away from `master` (to `target` where the system lets the
     /// user choose).
     async fn switchover(&self, master: &Instance, target: &Instance);
+    /// Changes the spec so that every instance is replaced, the master last after a handover
+    /// (vigil only: Sentinel has no such thing).
+    async fn roll(&self);
     /// Ok once the system names `master_ip` as the master to its clients and has finished.
     async fn names_master(&self, master_ip: &str) -> Result<(), String>;
     /// Gives a crashed instance a fresh restart history, as a new pod has (vigil: the pod is
@@ -55,6 +59,15 @@ pub enum Change {
     Crash,
     /// A planned switchover.
     Switchover,
+    /// A spec change that replaces every pod; measured: the master's handover (vigil only).
+    RollingUpdate,
+}
+
+impl Change {
+    /// Whether Sentinel goes through it too.
+    pub fn both(self) -> bool {
+        self != Change::RollingUpdate
+    }
 }
 
 /// The figures of one run; times in seconds.
@@ -90,7 +103,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
 pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let master = system.wait_stable().await;
-    let instances = system.instances();
+    let instances = system.instances().await;
     let endpoints = system.endpoints();
     let master_name = system.master_name();
     let password = system.password();
@@ -142,15 +155,13 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     match change {
         Change::Crash => system.crash(&master),
         Change::Switchover => system.switchover(&master, &target_instance).await,
+        Change::RollingUpdate => system.roll().await,
     }
 
     // The master is whichever instance reports the role, the old one excluded until it has been
     // seen without it (a switched-over master keeps it for a while). Should the system promote
-    // one replica and then another, the figures are those of the last one.
-    let old_index = instances
-        .iter()
-        .position(|i| i.ip == master.ip)
-        .expect("the master is an instance");
+    // one replica and then another, the figures are those of the last one. Instances are known
+    // by name: a rolling update gives them new addresses.
     let mut old_left = false;
     let mut new: Option<Instance> = None;
     let mut promotions = 0;
@@ -168,19 +179,23 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
                 waiting.tail()
             );
         }
+        let current = system.instances().await;
         let seen: Vec<Seen> =
-            futures::future::join_all(instances.iter().map(|i| Seen::of(&i.ip, &password))).await;
-        last_state = instances
+            futures::future::join_all(current.iter().map(|i| Seen::of(&i.ip, &password))).await;
+        last_state = current
             .iter()
             .zip(&seen)
             .map(|(i, s)| format!("{}: {s:?}", i.name))
             .collect::<Vec<_>>()
             .join(", ");
-        old_left |= seen[old_index] != Seen::Master;
-        let masters: Vec<&Instance> = instances
+        old_left |= !current
             .iter()
             .zip(&seen)
-            .filter(|(i, s)| **s == Seen::Master && (old_left || i.ip != master.ip))
+            .any(|(i, s)| i.name == master.name && *s == Seen::Master);
+        let masters: Vec<&Instance> = current
+            .iter()
+            .zip(&seen)
+            .filter(|(i, s)| **s == Seen::Master && (old_left || i.name != master.name))
             .map(|(i, _)| i)
             .collect();
         if let [one] = masters[..]
@@ -192,13 +207,15 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             all_at = None;
         }
         if let Some(new) = &new {
-            // Every instance but the new master (and but the old one) follows the new master.
+            // Every instance but the new master (and but the old one) follows the new master;
+            // all of them there (a rolling update has one pod missing at times).
             let follow = |with_old: bool| {
-                instances
-                    .iter()
-                    .zip(&seen)
-                    .filter(|(i, _)| i.ip != new.ip && (with_old || i.ip != master.ip))
-                    .all(|(_, s)| s.follows(&new.ip))
+                current.len() == instances.len()
+                    && current
+                        .iter()
+                        .zip(&seen)
+                        .filter(|(i, _)| i.name != new.name && (with_old || i.name != master.name))
+                        .all(|(_, s)| s.follows(&new.ip))
             };
             if survivor_at.is_none() && follow(false) {
                 survivor_at = Some(now);

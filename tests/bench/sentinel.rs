@@ -466,7 +466,7 @@ impl System for SentinelSet {
         self.shared.password.clone()
     }
 
-    fn instances(&self) -> Vec<Instance> {
+    async fn instances(&self) -> Vec<Instance> {
         self.instances.clone()
     }
 
@@ -490,6 +490,10 @@ impl System for SentinelSet {
         // SAFETY: kill(2) on the redis-server our supervisor started.
         let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         assert_eq!(rc, 0, "SIGKILL {} (pid {pid})", master.name);
+    }
+
+    async fn roll(&self) {
+        panic!("a Sentinel set has no rolling update to measure");
     }
 
     async fn switchover(&self, _master: &Instance, _target: &Instance) {

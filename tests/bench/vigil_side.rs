@@ -3,12 +3,12 @@
 //! the master through the operator's Sentinel endpoint.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::jiff;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use vigil::labels::SWITCHOVER_ANNOTATION;
 
@@ -20,9 +20,9 @@ const NAME: &str = "cache";
 
 pub struct VigilSet {
     pub t: TestNs,
-    /// Their addresses change when a pod is replaced (`renew`).
-    instances: Mutex<Vec<Instance>>,
     password: String,
+    /// Rolling updates so far: each sets a new CPU request.
+    rolls: AtomicUsize,
 }
 
 impl VigilSet {
@@ -38,17 +38,32 @@ impl VigilSet {
         )
         .await;
         t.wait_ready(NAME, 3, Duration::from_secs(180)).await;
-        let mut instances = Vec::new();
-        for pod in t.pod_names(NAME).await {
-            let ip = t.pod_ip(&pod).await;
-            instances.push(Instance { name: pod, ip });
-        }
         let password = t.password(NAME).await;
         Self {
             t,
-            instances: Mutex::new(instances),
             password,
+            rolls: AtomicUsize::new(0),
         }
+    }
+
+    /// The instance pods that have an address now.
+    async fn current(&self) -> Vec<Instance> {
+        let selector = ListParams::default().labels(&format!("redis.vigil.dev/replication={NAME}"));
+        let pods = self.t.pods().list(&selector).await;
+        let mut out: Vec<Instance> = pods
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let ip = p.status.as_ref()?.pod_ip.clone()?;
+                Some(Instance {
+                    name: p.name_any(),
+                    ip,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     /// The master once the set is Ready, no change is in progress and the failover cooldown
@@ -68,7 +83,11 @@ impl VigilSet {
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        if !ready || status.ready_instances != 3 || status.target_master.is_some() {
+        if !ready
+            || status.ready_instances != 3
+            || status.updated_instances != 3
+            || status.target_master.is_some()
+        {
             return Err(format!("not settled: {status:?}"));
         }
         if let Some(last) = &status.last_failover {
@@ -78,7 +97,10 @@ impl VigilSet {
             }
         }
         let master = status.current_master.ok_or("no master")?;
-        let instances = self.instances();
+        let instances = self.current().await;
+        if instances.len() != 3 {
+            return Err(format!("instances {instances:?}"));
+        }
         let master = instances
             .iter()
             .find(|i| i.name == master)
@@ -116,11 +138,8 @@ impl System for VigilSet {
         self.password.clone()
     }
 
-    fn instances(&self) -> Vec<Instance> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    async fn instances(&self) -> Vec<Instance> {
+        self.current().await
     }
 
     fn artifacts(&self) -> PathBuf {
@@ -158,8 +177,8 @@ impl System for VigilSet {
         pods.delete(&instance.name, &DeleteParams::default())
             .await
             .unwrap_or_else(|e| panic!("delete pod {}: {e}", instance.name));
-        // The operator recreates it under the same name; its address is new.
-        let ip = wait_for(
+        // The operator recreates it under the same name, with a new address (`current` reads it).
+        wait_for(
             &format!("pod {} replaced and given an address", instance.name),
             Duration::from_secs(120),
             || async {
@@ -169,14 +188,21 @@ impl System for VigilSet {
                 }
                 pod.status
                     .and_then(|s| s.pod_ip)
+                    .map(|_| ())
                     .ok_or_else(|| "no address yet".to_string())
             },
         )
         .await;
-        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = instances.iter_mut().find(|i| i.name == instance.name) {
-            i.ip = ip;
-        }
+    }
+
+    async fn roll(&self) {
+        // A new pod spec the node can run (every image it has is imported, none pulled): a new
+        // CPU request each time, which the operator rolls out pod by pod.
+        let n = self.rolls.fetch_add(1, Ordering::Relaxed) + 1;
+        let cpu = format!("{}m", 10 + n);
+        self.t
+            .patch_spec(NAME, json!({"resources": {"requests": {"cpu": cpu}}}))
+            .await;
     }
 
     async fn names_master(&self, master_ip: &str) -> Result<(), String> {

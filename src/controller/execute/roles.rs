@@ -1,14 +1,12 @@
 //! The steps that change an instance's role: promotion, switchover (and its roll-back),
 //! rewiring, and the role labels the Services select on.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::Target;
 use super::intent::record_intent;
@@ -132,46 +130,6 @@ pub(super) async fn set_role_label(
     info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
     Ok(())
 }
-
-/// Rule 7: `FAILOVER TO` pauses writes on the old master until the target has every byte, then
-/// swaps roles; the target's master role is awaited (bounded).
-pub(super) async fn switch_over(
-    ctx: &Context,
-    target: &Target<'_>,
-    from: &str,
-    to: &str,
-) -> Result<(), Error> {
-    let mut old = target.client(ctx, from).await?;
-    old.failover_to(&target.address(to)?, SWITCHOVER_TIMEOUT)
-        .await?;
-    let deadline = tokio::time::Instant::now() + SWITCHOVER_TIMEOUT + Duration::from_secs(1);
-    let mut new = target.client(ctx, to).await?;
-    loop {
-        if new.replication_info().await?.is_master() {
-            info!(from = %from, to = %to, "switchover completed");
-            // FAILOVER changes the old master's role but leaves its clients connected, where
-            // every write now fails with READONLY: close them so they re-resolve the master.
-            // The switchover is done either way: a failure here must never roll it back.
-            if old.disconnect_clients().await.is_err() {
-                let retried = match target.client(ctx, from).await {
-                    Ok(mut c) => c.disconnect_clients().await.map_err(Error::from),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = retried {
-                    warn!(instance = %from, error = %e, "could not close the clients of the old master");
-                }
-            }
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Error::PromotionNotVerified(to.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// How long a switchover may pause writes while the target catches up.
-pub(super) const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `REPLICAOF NO ONE` (closing the instance's clients with it), then check with `INFO
 /// replication` that it took.
