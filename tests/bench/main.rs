@@ -1,6 +1,6 @@
 //! Benchmarks (DESIGN §7): vigil against real Redis Sentinel, side by side on one machine with
 //! the same detection timeout and the same client, and the operator's footprint as the number of
-//! `RedisReplication`s grows. Run by `make bench` (tests/bench.sh) on the local control plane;
+//! `RedisReplication`s grows. Run by `make bench` (tests/bench.sh) on the local cluster's real node;
 //! prints the results and writes them to bench/results/<date>.md. A report, not a test: a target
 //! not met is reported, not failed; only a part with nothing measured fails the run.
 //!
