@@ -749,7 +749,8 @@ as vigil: a password on the instances (`requirepass`/`masterauth`, `sentinel aut
 the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
 - **The crash**: SIGKILL of the master's process: vigil's pod container (every process of it, \
 through the CRI, as the e2e chaos tests do), Sentinel's `redis-server`. vigil's is restarted by \
-the kubelet, Sentinel's by a supervisor with the kubelet's crash back-off (10 s, doubling). After \
+the kubelet, Sentinel's by a supervisor with the kubelet's crash back-off (the first restart at \
+once, then 10 s, doubling). After \
 each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
 recreated; Sentinel: the supervisor forgets the back-off), so every run is a first crash. \
 Neither comes back as a writable master on its own: vigil's agent boots it \

@@ -3,8 +3,8 @@
 //! on an address of its own added to `lo`, configured like vigil's instances (same redis.conf
 //! defaults, auth on the instances, none on the Sentinel endpoints).
 //!
-//! A crashed instance is restarted by a supervisor with the kubelet's crash back-off (10 s,
-//! doubling to 300 s, forgotten 600 s after the last crash), and boots the way vigil's agent does: never as
+//! A crashed instance is restarted by a supervisor with the kubelet's crash back-off (the first
+//! restart at once, then 10 s doubling to 300 s), and boots the way vigil's agent does: never as
 //! a writable master on its own. Its start script asks the sentinels who the master is and starts
 //! as that master's replica; while they still name the crashed instance itself, it waits (polling
 //! every 100 ms). Without that, a master restarted empty (no persistence) before Sentinel
@@ -34,11 +34,13 @@ pub const PARALLEL_SYNCS: u32 = 2;
 /// How long a restarted instance's start script waits for the sentinels to name a master.
 const START_SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The kubelet's crash back-off (CrashLoopBackOff: 10 s, doubling to 5 min; its entry expires
-/// twice the maximum after the last restart), so that vigil's pods and Sentinel's processes come
-/// back alike.
+/// The kubelet's crash back-off (CrashLoopBackOff), so that vigil's pods and Sentinel's
+/// processes come back alike: the first restart is immediate and starts a delay of 10 s; a crash
+/// before that delay has passed since the last restart waits for the rest of it; each restart
+/// doubles the delay, to at most 5 min; an entry unused for twice that is forgotten.
 #[derive(Default)]
 struct Backoff {
+    /// The last restart and the delay it started.
     last: Option<(Instant, Duration)>,
 }
 
@@ -47,12 +49,15 @@ impl Backoff {
     const MAX: Duration = Duration::from_secs(300);
 
     fn next_delay(&mut self) -> Duration {
-        let delay = match self.last {
-            Some((at, delay)) if at.elapsed() < 2 * Self::MAX => (delay * 2).min(Self::MAX),
-            _ => Self::INITIAL,
+        let (wait, delay) = match self.last {
+            Some((at, delay)) if at.elapsed() < 2 * Self::MAX => (
+                delay.saturating_sub(at.elapsed()),
+                (delay * 2).min(Self::MAX),
+            ),
+            _ => (Duration::ZERO, Self::INITIAL),
         };
-        self.last = Some((Instant::now(), delay));
-        delay
+        self.last = Some((Instant::now() + wait, delay));
+        wait
     }
 }
 
