@@ -16,7 +16,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=node.sh
 . "$HERE/node.sh"
 [[ -d $1 ]] || { echo "node down: $1 does not exist; nothing to do"; exit 0; }
-STATE=$(cd "$1" && pwd)
+# The physical path: the kernel lists mounts by it, and down.sh finds the kubelet's by prefix
+# (CI links target/ to a shared directory).
+STATE=$(cd "$1" && pwd -P)
 node_paths "$STATE"
 PIDS=$NODE_PIDS
 

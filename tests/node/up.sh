@@ -25,7 +25,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/../controlplane/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=node.sh
 . "$HERE/node.sh"
-STATE=$(cd "$1" && pwd)
+# The physical path: the kernel lists mounts by it, and down.sh finds the kubelet's by prefix
+# (CI links target/ to a shared directory).
+STATE=$(cd "$1" && pwd -P)
 IMAGE_LIST=$2
 node_paths "$STATE"
 TIMEOUT=${VIGIL_UP_TIMEOUT:-120}
