@@ -723,8 +723,8 @@ master's clients.";
 
 /// What the rolling-update figures are.
 const ROLLING_NOTE: &str = "\
-How to read this: a new `image` (the kubelet stand-in runs the same agent whatever the tag) makes \
-the operator replace the replicas one at a time, each in sync before the next, then hand the \
+How to read this: a new pod spec (a new CPU request: the node runs only the images it imported) \
+makes the operator replace the replicas one at a time, each in sync before the next, then hand the \
 master role over with the same switchover as above and replace the old master last. The write \
 gap is that handover; *spec change → ...* spans the whole roll (the replicas' replacement \
 included).";
