@@ -6,6 +6,7 @@ pub mod api;
 pub mod controller;
 pub mod crash_point;
 pub mod discovery;
+pub mod isolation;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

@@ -25,6 +25,9 @@ pub const REDIS_PORT: u16 = 6379;
 pub const FENCE_HOST: &str = "127.0.0.1";
 pub const FENCE_PORT: u16 = 1;
 
+/// The channel of the master's heartbeat (safety rule 9).
+pub const HEARTBEAT_CHANNEL: &str = "__vigil__:heartbeat";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot connect to redis at {addr}: {source}")]
@@ -438,6 +441,29 @@ impl InstanceClient {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Safety rule 9's heartbeat: a `PUBLISH` that moves the replication offset, then `WAIT`
+    /// for `quorum` replicas to acknowledge it (Redis asks them at once), at most `wait_ms`.
+    /// Returns how many did. Nobody subscribes to the channel; the offset is what it moves.
+    pub async fn heartbeat(&mut self, quorum: u32, wait_ms: u64) -> Result<i64, Error> {
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("PUBLISH")
+            .arg(HEARTBEAT_CHANNEL)
+            .arg("")
+            .ignore()
+            .cmd("WAIT")
+            .arg(quorum)
+            .arg(wait_ms);
+        let (acks,): (i64,) =
+            pipe.query_async(&mut self.conn)
+                .await
+                .map_err(|source| Error::Command {
+                    addr: self.addr.clone(),
+                    command: "PUBLISH + WAIT",
+                    source,
+                })?;
+        Ok(acks)
     }
 
     /// `CONFIG SET key value`.

@@ -25,6 +25,8 @@ pub struct ConfInput<'a> {
     /// `min-replicas-to-write` and `min-replicas-max-lag` (they act on the master only).
     pub min_replicas: MinReplicas,
     pub persistence: Persistence,
+    /// `spec.failover.downAfterMilliseconds`: the replication timeouts follow it.
+    pub down_after: std::time::Duration,
     /// The unix socket the agent's own connections use, whatever the port serves.
     pub unix_socket: &'a str,
     /// TLS for clients and replication; `None` serves plain TCP.
@@ -100,6 +102,10 @@ pub fn render(input: &ConfInput<'_>) -> String {
         out.push_str(line);
         out.push('\n');
     }
+    for line in replication_timeouts(input.down_after) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     out.push_str("# spec.config\n");
     out.push_str(input.user_settings);
     if !input.user_settings.is_empty() && !input.user_settings.ends_with('\n') {
@@ -141,6 +147,19 @@ pub fn render(input: &ConfInput<'_>) -> String {
     out
 }
 
+/// A master pings its replicas every second (Redis's default is 10 s), so a replica's offset
+/// and `master_last_io_seconds_ago` show silence within `downAfter`; and a replica gives up a
+/// link silent for twice `downAfter` (at least 5 s, well above the ping; Redis's default is
+/// 60 s), so after a healed partition it reconnects at once instead of waiting out a stalled
+/// TCP connection's back-off.
+fn replication_timeouts(down_after: std::time::Duration) -> [String; 2] {
+    let timeout = (down_after.as_millis() * 2).div_ceil(1000).max(5);
+    [
+        "repl-ping-replica-period 1".into(),
+        format!("repl-timeout {timeout}"),
+    ]
+}
+
 /// Quotes a value for redis.conf, so spaces, quotes and newlines survive its parser.
 pub fn quote(value: &str) -> String {
     let escaped = value
@@ -166,6 +185,7 @@ mod tests {
                 max_lag: 10,
             },
             persistence: Persistence::None,
+            down_after: std::time::Duration::from_secs(5),
             unix_socket: "/run/vigil/redis.sock",
             tls: None,
         }
@@ -190,6 +210,19 @@ mod tests {
         assert!(render(&i).contains("\nsave 3600 1 300 100 60 10000\nappendonly no\n"));
         i.persistence = Persistence::Aof;
         assert!(render(&i).contains("\nappendonly yes\nappendfsync everysec\n"));
+    }
+
+    #[test]
+    fn replication_timeouts_follow_down_after() {
+        let mut i = input(None, "");
+        assert!(render(&i).contains("\nrepl-ping-replica-period 1\nrepl-timeout 10\n"));
+        i.down_after = std::time::Duration::from_millis(1000);
+        assert!(render(&i).contains("\nrepl-timeout 5\n"), "never below 5 s");
+        i.down_after = std::time::Duration::from_millis(30_500);
+        assert!(render(&i).contains("\nrepl-timeout 61\n"));
+        let user = render(&input(None, "repl-timeout 120\n"));
+        let (defaults, rest) = user.split_once("# spec.config").expect("sections");
+        assert!(defaults.contains("repl-timeout 10") && rest.contains("repl-timeout 120"));
     }
 
     #[test]

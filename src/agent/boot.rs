@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use kube::{Api, Client};
+use kube::Api;
 use tracing::warn;
 
+use super::fence::Known;
 use super::{Error, Settings};
 use crate::api::{Persistence, RedisReplication, RedisReplicationStatus};
 use crate::redis::Address;
@@ -46,14 +47,17 @@ pub fn decide_boot(status: Option<&RedisReplicationStatus>, pod: &str, pod_ip: &
 pub struct SpecSettings {
     pub min_replicas: MinReplicas,
     pub persistence: Persistence,
+    /// What the self-fence (rule 9) needs to know.
+    pub known: Known,
 }
 
 /// Reads the replication, retrying while the apiserver is unreachable (bounded: after that the
 /// container exits and the kubelet's restart backoff takes over). Returns the boot role and the
 /// spec's settings.
-pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, SpecSettings), Error> {
-    let client = Client::try_default().await.map_err(Error::Client)?;
-    let api: Api<RedisReplication> = Api::namespaced(client, &settings.namespace);
+pub async fn fetch_boot(
+    settings: &Settings,
+    api: &Api<RedisReplication>,
+) -> Result<(Boot, SpecSettings), Error> {
     let mut delay = Duration::from_millis(200);
     let mut attempts = 0;
     let rr = loop {
@@ -78,6 +82,7 @@ pub async fn fetch_boot(settings: &Settings) -> Result<(Boot, SpecSettings), Err
     let spec = SpecSettings {
         min_replicas: MinReplicas::from_spec(&rr.spec.failover),
         persistence: rr.spec.effective_persistence(),
+        known: Known::of(&rr),
     };
     Ok((boot, spec))
 }

@@ -2,6 +2,7 @@
 //! redis.conf, runs and supervises the Redis server, and serves probes that mean something.
 
 mod boot;
+mod fence;
 mod probes;
 mod supervise;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tracing::{info, info_span};
 
 pub use boot::{Boot, decide_boot};
+pub use fence::apiserver_confirms;
 pub use probes::{Health, liveness, readiness};
 
 use crate::redis_conf::{ConfInput, TlsFiles, UNIX_SOCKET, render};
@@ -76,7 +78,10 @@ impl Settings {
 pub async fn run(settings: Settings) -> Result<i32, Error> {
     let span = info_span!("agent", pod = %settings.pod_name);
     let _guard = span.enter();
-    let (boot, spec) = boot::fetch_boot(&settings).await?;
+    let client = kube::Client::try_default().await.map_err(Error::Client)?;
+    let api: kube::Api<crate::api::RedisReplication> =
+        kube::Api::namespaced(client, &settings.namespace);
+    let (boot, spec) = boot::fetch_boot(&settings, &api).await?;
     info!(?boot, "boot role decided");
 
     let user_settings = match std::fs::read_to_string(&settings.user_config) {
@@ -101,6 +106,7 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
         user_settings: &user_settings,
         min_replicas: spec.min_replicas,
         persistence: spec.persistence,
+        down_after: spec.known.down_after,
         unix_socket: &settings.socket().to_string_lossy(),
         tls: settings.tls.as_ref(),
     });
@@ -116,6 +122,7 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
         })?;
     let health = Health::new(settings.socket(), settings.password.clone());
     tokio::spawn(probes::serve(listener, health));
+    tokio::spawn(fence::watch(settings.clone(), api, spec.known));
 
     supervise::run_server(&settings, &conf_path).await
 }

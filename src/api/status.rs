@@ -27,6 +27,10 @@ pub struct RedisReplicationStatus {
     /// Bumped by every promotion, written before any instance is touched.
     #[serde(default)]
     pub epoch: i64,
+    /// Since when the operator cannot reach the current master (this streak). While set, the
+    /// master's agent no longer takes the apiserver's word that it is master (safety rule 9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_silent_since: Option<Time>,
     /// The pod being made master while a change is in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_master: Option<String>,

@@ -49,6 +49,9 @@ pub struct Context {
 pub(super) struct Memory {
     /// When the recorded master first failed to answer, in the current streak.
     pub(super) master_unreachable_since: Option<(String, Instant)>,
+    /// When this operator first saw the status record the master silent (rule 9's hold counts
+    /// from there: no earlier than the record).
+    pub(super) silence_seen: Option<Instant>,
     /// The master health last announced with an Event.
     pub(super) announced: Option<Announced>,
     /// The generation whose owned objects were last applied, when, and the credentials read then
@@ -218,6 +221,26 @@ impl Context {
                 }
             };
             Some(since.elapsed())
+        })
+    }
+
+    /// How long the status has recorded the master silent, as far as this operator knows.
+    pub(super) fn silence_recorded_for(
+        &self,
+        rr: &RedisReplication,
+        status: &crate::api::RedisReplicationStatus,
+    ) -> Option<Duration> {
+        self.remember(rr, |entry| {
+            if status.master_silent_since.is_none() {
+                entry.silence_seen = None;
+                return None;
+            }
+            Some(
+                entry
+                    .silence_seen
+                    .get_or_insert_with(Instant::now)
+                    .elapsed(),
+            )
         })
     }
 

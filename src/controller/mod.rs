@@ -235,6 +235,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             enabled: rr.spec.failover.enabled,
             down_after: rr.spec.failover.down_after(),
             master_unreachable_for: ctx.master_unreachable_for(rr, &recorded, &observed.instances),
+            silence_recorded_for: ctx.silence_recorded_for(rr, &previous),
             cooldown_remaining: cooldown_remaining(&previous, now, ctx.failover_cooldown),
             bootstrap_grace_over: rr
                 .metadata

@@ -83,9 +83,10 @@ pub async fn observe(
         .monitor
         .observe(rr, &probed, &credentials, rr.spec.failover.down_after())
         .await;
-    for (probe, info) in probed.iter().zip(answers) {
+    for (probe, answer) in probed.iter().zip(answers) {
         if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {
-            inst.redis = info;
+            inst.still = answer.as_ref().map(|a| a.still);
+            inst.redis = answer.map(|a| a.info);
         }
     }
     Ok(Observation {
@@ -127,6 +128,7 @@ fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
         config_outdated: annotation(CONFIG_ANNOTATION) != Some(config_annotation(rr).as_str()),
         problem: pod_problem(pod),
         stopped: container_stopped(pod),
+        still: None,
     })
 }
 

@@ -49,6 +49,10 @@ pub struct ObservedInstance {
     /// The pod status says the Redis container is not running (terminated, or waiting to
     /// start again), and why.
     pub stopped: Option<String>,
+    /// How long the monitor has seen this instance unchanged; `None` when it does not answer.
+    /// A replica's offset moves with every heartbeat of a live master, so a still one has not
+    /// heard from it (rule 9).
+    pub still: Option<crate::isolation::Stillness>,
 }
 
 /// A pod that will not run until something changes: unschedulable, its image or configuration
@@ -104,6 +108,9 @@ pub struct FailoverPolicy {
     /// How long the operator has been unable to reach the recorded master (or has not seen its
     /// pod); `None` when it answered the last probe.
     pub master_unreachable_for: Option<Duration>,
+    /// How long the status has recorded the master silent (`masterSilentSince`), as this
+    /// operator has seen it: the master's agent stopped taking the apiserver's word since.
+    pub silence_recorded_for: Option<Duration>,
     /// Set while a previous failover is too recent for another one (rate limit).
     pub cooldown_remaining: Option<Duration>,
     /// The first master is chosen once every desired instance answers, or after this grace
@@ -117,6 +124,7 @@ impl Default for FailoverPolicy {
             enabled: true,
             down_after: Duration::from_secs(5),
             master_unreachable_for: None,
+            silence_recorded_for: None,
             cooldown_remaining: None,
             bootstrap_grace_over: false,
         }

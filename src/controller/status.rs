@@ -217,6 +217,13 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         .map_or_else(|| previous.hand_back_to.clone(), |i| i.hand_back_to.clone())
         .filter(|h| current_master.as_ref() != Some(h));
 
+    let master_silent_since = match &plan.master_down {
+        Some(_) if current_master == previous.current_master => previous
+            .master_silent_since
+            .clone()
+            .or(Some(Time(input.now))),
+        _ => None,
+    };
     RedisReplicationStatus {
         phase: Some(phase),
         observed_generation: input.generation,
@@ -226,6 +233,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         epoch,
         // Cleared by the status written after the steps: only an interrupted change leaves it.
         target_master: None,
+        master_silent_since,
         hand_back_to,
         ready_instances,
         updated_instances: updated_instances as i32,
@@ -374,6 +382,7 @@ mod tests {
             config_outdated: false,
             problem: None,
             stopped: None,
+            still: None,
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 pub use fact::Fact;
 
 use crate::api::RedisReplication;
+use crate::isolation::Stillness;
 use crate::metrics::Metrics;
 use crate::redis::{Address, Credentials, ReplicationInfo};
 use probe::{Prober, Target};
@@ -74,6 +75,20 @@ pub struct Probe {
     pub at: Instant,
     /// `None`: the instance did not answer.
     pub info: Option<ReplicationInfo>,
+    /// When answers first showed this replication state, and this upstream and link
+    /// ([`fact::Sameness`]), as the answer arrived: later than the instance reached it.
+    pub state_since: Instant,
+    pub upstream_since: Instant,
+    /// What of it the planner acts on.
+    pub fact: Fact,
+}
+
+/// An instance's latest answer, for the planner.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub info: ReplicationInfo,
+    /// How long it has not changed.
+    pub still: Stillness,
 }
 
 impl Drop for Running {
@@ -110,7 +125,7 @@ impl Monitor {
         instances: &[Instance],
         credentials: &Credentials,
         down_after: Duration,
-    ) -> Vec<Option<ReplicationInfo>> {
+    ) -> Vec<Option<Answer>> {
         let namespace = rr.namespace().unwrap_or_default();
         let replication = rr.name_any();
         let mut receivers = Vec::with_capacity(instances.len());
@@ -164,7 +179,15 @@ impl Monitor {
                 }
                 let probe = latest.borrow();
                 if fresh(&probe) {
-                    probe.as_ref().and_then(|p| p.info.clone())
+                    probe.as_ref().and_then(|p| {
+                        Some(Answer {
+                            info: p.info.clone()?,
+                            still: Stillness {
+                                state: p.state_since.elapsed(),
+                                upstream: p.upstream_since.elapsed(),
+                            },
+                        })
+                    })
                 } else {
                     None
                 }

@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::MissedTickBehavior;
 use tracing::debug;
 
+use super::fact::Sameness;
 use super::{Fact, Probe, Settings};
 use crate::api::RedisReplication;
 use crate::metrics::Metrics;
@@ -67,15 +68,32 @@ impl Prober {
                 answer.is_some(),
             );
             let down_after = *self.down_after.borrow();
+            let answered = Instant::now();
             let mut changed = false;
             self.latest.send_modify(|latest| {
-                let before = latest
-                    .as_ref()
-                    .map(|l| Fact::of(l.info.as_ref(), down_after));
-                changed = before != Some(Fact::of(answer.as_ref(), down_after));
+                let same = Sameness::of(
+                    latest.as_ref().and_then(|l| l.info.as_ref()),
+                    answer.as_ref(),
+                );
+                let (state_since, upstream_since) = match latest {
+                    Some(l) => (
+                        if same.state { l.state_since } else { answered },
+                        if same.upstream {
+                            l.upstream_since
+                        } else {
+                            answered
+                        },
+                    ),
+                    None => (answered, answered),
+                };
+                let fact = Fact::of(answer.as_ref(), answered - state_since, down_after);
+                changed = latest.as_ref().is_none_or(|l| l.fact != fact);
                 *latest = Some(Probe {
                     at: started,
                     info: answer,
+                    state_since,
+                    upstream_since,
+                    fact,
                 });
             });
             if changed {

@@ -9,7 +9,8 @@ use super::{
     Change, Decision, Intent, MasterDown, MasterState, ObservedInstance, PlanInput, RequestOutcome,
     recovery,
 };
-use crate::redis::{ReplicationInfo, Role};
+use crate::isolation::{promotion_hold, quorum};
+use crate::redis::Role;
 
 pub(super) fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
     let force_request = match recovery::forced(input, leaving) {
@@ -199,7 +200,8 @@ pub(super) fn rolling_handover<'a>(
     ))
 }
 
-/// Rule 3: unreachable for `downAfter`, and corroborated by Kubernetes or by the replicas.
+/// Rules 3 and 9: silent for `downAfter`, corroborated by the replicas, and only once the
+/// master must have fenced itself (`crate::isolation`).
 pub(super) fn unreachable_master(
     input: &PlanInput,
     name: &str,
@@ -210,17 +212,17 @@ pub(super) fn unreachable_master(
     let unreachable_for = policy.master_unreachable_for.unwrap_or_default();
     // Objective evidence needs no waiting: a master that does not answer and whose process is
     // not running (or whose pod is gone or going) takes no writes (rule 3). Silence alone
-    // waits for downAfter and corroboration.
+    // waits for downAfter, corroboration and the fence.
     let now = dead_now(inst);
     if now.is_none() && unreachable_for < policy.down_after {
         return Decision::unavailable(name, MasterDown::Suspected, None);
     }
-    let Some(evidence) = now.or_else(|| corroboration(input, inst)) else {
-        return Decision::unavailable(
-            name,
-            MasterDown::Subjective,
-            Some("only the operator cannot reach the master: its pod is ready and the replicas are linked".into()),
-        );
+    let evidence = match now {
+        Some(evidence) => evidence,
+        None => match silence_evidence(input, inst) {
+            Ok(evidence) => evidence,
+            Err(why) => return Decision::unavailable(name, MasterDown::Subjective, Some(why)),
+        },
     };
     let down = MasterDown::Objective { evidence };
     if !policy.enabled {
@@ -274,40 +276,59 @@ fn dead_now(master: Option<&ObservedInstance>) -> Option<String> {
         .map(|why| format!("pod {}: {why}", master.name))
 }
 
-/// Evidence beyond the operator's own probes that the master is down.
-pub(super) fn corroboration(
+/// Why a silent master may be replaced now (rule 9), or why not yet. More replicas than its
+/// quorum leaves must have been unable to ack it for the promotion hold (reachable, and still
+/// or following another), so it cannot keep a quorum; and the status must have recorded it
+/// silent as long, so it cannot be confirmed by the apiserver either.
+pub(super) fn silence_evidence(
     input: &PlanInput,
     master: Option<&ObservedInstance>,
-) -> Option<String> {
+) -> Result<String, String> {
     let Some(master) = master else {
-        return Some("its pod is gone".into());
+        return Ok("its pod is gone".into());
     };
-    if master.deleting {
-        return Some(format!("pod {} is being deleted", master.name));
-    }
-    if !master.pod_ready {
-        return Some(format!("pod {} is not ready", master.name));
-    }
-    let down_after_secs = input.policy.down_after.as_secs_f64();
-    let followers: Vec<&ReplicationInfo> = input
+    let policy = &input.policy;
+    let hold = promotion_hold(policy.down_after);
+    let replicas = input.desired_instances.saturating_sub(1);
+    let master_address = master.address();
+    let unable = input
         .instances
         .iter()
         .filter(|i| i.name != master.name && !i.deleting)
-        .filter_map(|i| i.redis.as_ref())
-        .filter(|r| master.address().is_some_and(|a| r.following() == Some(&a)))
-        .collect();
-    let lost = followers
-        .iter()
-        .filter(|r| {
-            matches!(r.role, Role::Replica { link_down_seconds: Some(s), .. } if s as f64 >= down_after_secs)
+        .filter(|i| {
+            let (Some(info), Some(still)) = (&i.redis, i.still) else {
+                return false;
+            };
+            let follows = master_address
+                .as_ref()
+                .is_some_and(|a| info.following() == Some(a));
+            still.cannot_ack(follows, policy.down_after, hold)
         })
         .count();
-    (!followers.is_empty() && lost * 2 > followers.len()).then(|| {
-        format!(
-            "{lost} of {} replicas lost their link to it",
-            followers.len()
-        )
-    })
+    let unable = u32::try_from(unable).unwrap_or(u32::MAX);
+    let quorum = quorum(replicas, input.topology);
+    let may_ack = replicas.saturating_sub(unable);
+    if quorum == 0 || may_ack >= quorum {
+        return Err(format!(
+            "only the operator cannot reach the master: {may_ack} of {replicas} replicas may \
+             still acknowledge it ({quorum} keep it master; a replica cannot once it has heard \
+             nothing from it for {}ms)",
+            hold.max(policy.down_after).as_millis()
+        ));
+    }
+    if policy
+        .silence_recorded_for
+        .is_none_or(|recorded| recorded < hold)
+    {
+        return Err(format!(
+            "waiting until the master, recorded silent, must have fenced itself ({}ms)",
+            hold.as_millis()
+        ));
+    }
+    Ok(format!(
+        "{unable} of {replicas} replicas have not heard from it for {}ms or more",
+        hold.max(policy.down_after).as_millis()
+    ))
 }
 
 pub(super) fn offset(inst: &ObservedInstance) -> i64 {

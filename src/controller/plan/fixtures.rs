@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{FailoverPolicy, ObservedInstance, PlanInput, RecordedRoles};
 use crate::api::Topology;
+use crate::isolation::Stillness;
 use crate::labels::RoleLabel;
 use crate::redis::{Address, FENCE_HOST, FENCE_PORT, REDIS_PORT, ReplicationInfo, Role};
 
@@ -66,6 +67,7 @@ pub(crate) fn inst(
         config_outdated: false,
         problem: None,
         stopped: None,
+        still: None,
     }
 }
 
@@ -95,9 +97,28 @@ pub(crate) fn recorded(master: u32, epoch: i64) -> RecordedRoles {
     }
 }
 
-/// A master down for `down_for` with these instances (cache-0 is the recorded master).
-pub(crate) fn down_master(down_for: Duration, instances: Vec<ObservedInstance>) -> PlanInput {
+/// A master down for `down_for` with these instances (cache-0 is the recorded master), recorded
+/// silent as long. A replica whose link is down has been still for as long as it is down.
+pub(crate) fn down_master(down_for: Duration, mut instances: Vec<ObservedInstance>) -> PlanInput {
+    for i in &mut instances {
+        if let Some(ReplicationInfo {
+            role:
+                Role::Replica {
+                    link_down_seconds: Some(s),
+                    ..
+                },
+            ..
+        }) = &i.redis
+        {
+            let still = Duration::from_secs(*s);
+            i.still = Some(Stillness {
+                state: still,
+                upstream: still,
+            });
+        }
+    }
     let mut i = input(3, recorded(0, 4), instances);
     i.policy.master_unreachable_for = Some(down_for);
+    i.policy.silence_recorded_for = Some(down_for);
     i
 }

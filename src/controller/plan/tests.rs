@@ -476,27 +476,79 @@ fn a_minority_of_replicas_losing_the_link_does_not_corroborate() {
 }
 
 #[test]
-fn an_unready_or_missing_master_pod_corroborates() {
+fn an_unready_master_that_its_replicas_still_hear_is_not_replaced_but_a_missing_one_is() {
     let mut master_pod = inst(0, None, Some(RoleLabel::Master));
     master_pod.pod_ready = false;
     let replicas = vec![
         inst(1, replica_of(0, 5), Some(RoleLabel::Replica)),
         inst(2, replica_of(0, 5), Some(RoleLabel::Replica)),
     ];
+    // Rule 9: its replicas may keep acknowledging it, so it may keep taking writes.
     let p = plan(&down_master(
         LONG,
         [vec![master_pod], replicas.clone()].concat(),
     ));
+    assert_eq!(p.master_down, Some(MasterDown::Subjective));
+    assert_eq!(p.promote, None);
+    let p = plan(&down_master(LONG, replicas));
+    assert!(
+        matches!(p.master_down, Some(MasterDown::Objective { ref evidence }) if evidence.contains("gone"))
+    );
     assert_eq!(
         p.promote.as_deref(),
         Some("cache-1"),
         "equal offsets: lowest ordinal"
     );
-    let p = plan(&down_master(LONG, replicas));
-    assert!(
-        matches!(p.master_down, Some(MasterDown::Objective { ref evidence }) if evidence.contains("gone"))
+}
+
+#[test]
+fn a_silent_master_is_replaced_only_after_it_must_have_fenced_itself() {
+    let instances = vec![
+        inst(0, None, Some(RoleLabel::Master)),
+        inst(1, lost_link_to(0, 500, 9), Some(RoleLabel::Replica)),
+        inst(2, lost_link_to(0, 400, 9), Some(RoleLabel::Replica)),
+    ];
+    let hold = crate::isolation::promotion_hold(FailoverPolicy::default().down_after);
+    let mut i = down_master(LONG, instances);
+    i.policy.silence_recorded_for = Some(hold - Duration::from_millis(1));
+    let p = plan(&i);
+    assert_eq!(
+        p.promote, None,
+        "the apiserver may have confirmed it just before the record"
     );
-    assert_eq!(p.promote.as_deref(), Some("cache-1"));
+    assert!(matches!(
+        p.master,
+        MasterState::Unavailable { why_no_failover: Some(ref w), .. } if w.contains("fenced itself")
+    ));
+    i.policy.silence_recorded_for = None;
+    assert_eq!(plan(&i).promote, None, "never recorded silent");
+    i.policy.silence_recorded_for = Some(hold);
+    assert_eq!(plan(&i).promote.as_deref(), Some("cache-1"));
+    // A replica still for less than downAfter has not corroborated the silence yet.
+    for r in &mut i.instances[1..] {
+        r.still = Some(crate::isolation::Stillness {
+            state: Duration::from_secs(4),
+            upstream: LONG,
+        });
+    }
+    assert_eq!(plan(&i).promote, None);
+}
+
+#[test]
+fn in_a_five_set_a_master_keeping_one_replica_of_four_is_replaced_two_is_not() {
+    let lost = |o| inst(o, lost_link_to(0, 500, 9), Some(RoleLabel::Replica));
+    let linked = |o| inst(o, replica_of(0, 500), Some(RoleLabel::Replica));
+    let master = || inst(0, None, Some(RoleLabel::Master));
+    let mut i = down_master(LONG, vec![master(), lost(1), lost(2), lost(3), linked(4)]);
+    i.desired_instances = 5;
+    assert_eq!(
+        plan(&i).promote.as_deref(),
+        Some("cache-1"),
+        "1 of 4 is no quorum"
+    );
+    let mut i = down_master(LONG, vec![master(), lost(1), lost(2), linked(3), linked(4)]);
+    i.desired_instances = 5;
+    assert_eq!(plan(&i).promote, None, "2 of 4 keep it master");
 }
 
 #[test]
@@ -538,6 +590,7 @@ fn disabled_failover_and_cooldown_keep_the_master_recorded() {
         inst(1, lost_link_to(0, 5, 9), Some(RoleLabel::Replica)),
     ];
     let mut i = down_master(LONG, instances.clone());
+    i.desired_instances = 2;
     i.policy.enabled = false;
     let p = plan(&i);
     assert!(
@@ -545,6 +598,7 @@ fn disabled_failover_and_cooldown_keep_the_master_recorded() {
     );
     assert_eq!(p.promote, None);
     let mut i = down_master(LONG, instances);
+    i.desired_instances = 2;
     i.policy.cooldown_remaining = Some(Duration::from_secs(3));
     let p = plan(&i);
     assert!(
@@ -739,6 +793,11 @@ fn after_a_failover_the_chain_is_rebuilt_from_the_new_master() {
         ],
     );
     i.topology = Topology::Chain;
+    // cache-2 has followed cache-1 all along: it never acks the master itself.
+    i.instances[2].still = Some(crate::isolation::Stillness {
+        state: Duration::ZERO,
+        upstream: LONG,
+    });
     let p = plan(&i);
     assert_eq!(p.promote.as_deref(), Some("cache-1"));
     assert!(

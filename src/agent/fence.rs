@@ -1,0 +1,258 @@
+//! Safety rule 9 on the agent's side: a master that neither a quorum of its replicas nor the
+//! apiserver confirms for a while fences itself. The timing is `crate::isolation`'s.
+
+use std::time::Duration;
+
+use kube::Api;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{info, warn};
+
+use super::Settings;
+use crate::api::RedisReplication;
+use crate::isolation::{
+    APISERVER_TIMEOUT, LOCAL_COMMAND_TIMEOUT, REPLICA_ACK_WAIT_MS, ROUND_EVERY, fence_after, quorum,
+};
+use crate::redis::{Address, FENCE_HOST, FENCE_PORT, InstanceClient, ReplicationInfo};
+
+/// What the spec says about confirming a master, as last read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// Replicas the spec asks for (`instances - 1`).
+    pub replicas: u32,
+    /// How many of them must ack (`crate::isolation::quorum`).
+    pub quorum: u32,
+    pub down_after: Duration,
+    pub failover_enabled: bool,
+}
+
+impl Known {
+    pub fn of(rr: &RedisReplication) -> Self {
+        let replicas = u32::try_from(rr.spec.instances.max(1) - 1).unwrap_or(0);
+        Self {
+            replicas,
+            quorum: quorum(replicas, rr.spec.topology),
+            down_after: rr.spec.failover.down_after(),
+            failover_enabled: rr.spec.failover.enabled,
+        }
+    }
+
+    /// A master alone, or one the operator never replaces, has nothing to fence against.
+    fn needs_confirmation(&self) -> bool {
+        self.quorum > 0 && self.failover_enabled
+    }
+}
+
+/// Pure: whether the apiserver's copy confirms `pod` as the master: the status names it master
+/// and the operator has not recorded it silent, or names it the target of a change in progress.
+pub fn apiserver_confirms(rr: &RedisReplication, pod: &str) -> bool {
+    let Some(status) = rr.status.as_ref() else {
+        return false;
+    };
+    let target = status.target_master.as_deref();
+    if target == Some(pod) {
+        return true;
+    }
+    status.current_master.as_deref() == Some(pod)
+        && target.is_none()
+        && status.master_silent_since.is_none()
+}
+
+/// Runs confirmation rounds for as long as the agent runs.
+pub async fn watch(settings: Settings, api: Api<RedisReplication>, mut known: Known) {
+    let mut rounds = tokio::time::interval(ROUND_EVERY);
+    rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut client: Option<InstanceClient> = None;
+    let mut confirmed = Instant::now();
+    // Set while this agent's fence is in place: it turned stale reads off, to turn them back on.
+    let mut fenced_here = false;
+    let mut last_read: Option<Instant> = None;
+    loop {
+        rounds.tick().await;
+        let start = Instant::now();
+        let Some(info) = local_info(&settings, &mut client).await else {
+            // Redis does not answer: it takes no writes either, and it is fenced as soon as it
+            // answers again if confirmation is still missing.
+            continue;
+        };
+        let Some(local) = client.as_mut() else {
+            continue;
+        };
+        if !info.is_master() {
+            if fenced_here && info.following().is_some_and(|m| !m.is_fence()) && linked(&info) {
+                match local.config_set("replica-serve-stale-data", "yes").await {
+                    Ok(()) => fenced_here = false,
+                    Err(e) => warn!(error = %e, "cannot turn stale reads back on"),
+                }
+            }
+            // A replica needs no confirmation; a promoted one starts counting from here.
+            confirmed = start;
+            continue;
+        }
+        if !known.needs_confirmation() {
+            confirmed = start;
+            continue;
+        }
+        match local.heartbeat(known.quorum, REPLICA_ACK_WAIT_MS).await {
+            Ok(acks) if acks >= i64::from(known.quorum) => {
+                confirmed = start;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed");
+                client = None;
+            }
+        }
+        // One read per half tolerance keeps a confirmed master confirmed; a master whose
+        // replicas are down for long costs the apiserver that, not ten reads a second.
+        let read_due =
+            last_read.is_none_or(|at: Instant| at.elapsed() >= fence_after(known.down_after) / 2);
+        if read_due {
+            last_read = Some(start);
+        }
+        let read = async {
+            if read_due {
+                Some(api.get(&settings.replication).await)
+            } else {
+                None
+            }
+        };
+        match tokio::time::timeout(APISERVER_TIMEOUT, read).await {
+            Ok(None) => {}
+            Ok(Some(Ok(rr))) => {
+                known = Known::of(&rr);
+                if apiserver_confirms(&rr, &settings.pod_name) || !known.needs_confirmation() {
+                    confirmed = start;
+                    continue;
+                }
+            }
+            Ok(Some(Err(e))) => warn!(error = %e, "cannot read the RedisReplication"),
+            Err(_) => warn!(timeout = ?APISERVER_TIMEOUT, "apiserver did not answer"),
+        }
+        let unconfirmed = confirmed.elapsed();
+        if unconfirmed < fence_after(known.down_after) {
+            continue;
+        }
+        warn!(
+            ?unconfirmed,
+            replicas = known.replicas,
+            "isolated master: no quorum of replicas and no apiserver confirmation; fencing itself"
+        );
+        match fence(&settings, &mut client).await {
+            Ok(()) => {
+                fenced_here = true;
+                info!("fenced: read-only, following nobody, clients disconnected");
+            }
+            Err(e) => warn!(error = %e, "cannot fence; retrying next round"),
+        }
+    }
+}
+
+fn linked(info: &ReplicationInfo) -> bool {
+    matches!(info.role, crate::redis::Role::Replica { link_up: true, .. })
+}
+
+/// `INFO replication` over the kept local connection, (re)opening it first.
+async fn local_info(
+    settings: &Settings,
+    client: &mut Option<InstanceClient>,
+) -> Option<ReplicationInfo> {
+    if client.is_none() {
+        let socket = settings.socket();
+        let password = settings.password.as_deref();
+        *client = InstanceClient::connect_local(&socket, password, LOCAL_COMMAND_TIMEOUT)
+            .await
+            .ok();
+    }
+    match client.as_mut()?.replication_info().await {
+        Ok(info) => Some(info),
+        Err(_) => {
+            *client = None;
+            None
+        }
+    }
+}
+
+/// Stale reads off (a linearizable read never comes from a fenced instance), then follow
+/// nobody and close the clients in one `MULTI`/`EXEC`, so they re-resolve the master.
+async fn fence(
+    settings: &Settings,
+    client: &mut Option<InstanceClient>,
+) -> Result<(), crate::redis::Error> {
+    if client.is_none() {
+        *client = Some(
+            InstanceClient::connect_local(
+                &settings.socket(),
+                settings.password.as_deref(),
+                LOCAL_COMMAND_TIMEOUT,
+            )
+            .await?,
+        );
+    }
+    let Some(local) = client.as_mut() else {
+        return Ok(());
+    };
+    local.config_set("replica-serve-stale-data", "no").await?;
+    local
+        .change_role(Some(&Address::new(FENCE_HOST, FENCE_PORT)))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RedisReplicationStatus;
+    use crate::resources::fixtures::replication;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn rr(status: RedisReplicationStatus) -> RedisReplication {
+        let mut rr = replication(serde_json::json!({"instances": 3}));
+        rr.status = Some(status);
+        rr
+    }
+
+    fn master(name: &str) -> RedisReplicationStatus {
+        RedisReplicationStatus {
+            current_master: Some(name.into()),
+            ..RedisReplicationStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_apiserver_confirms_only_an_unsuspected_master() {
+        assert!(apiserver_confirms(&rr(master("cache-0")), "cache-0"));
+        assert!(!apiserver_confirms(&rr(master("cache-1")), "cache-0"));
+        let silent = RedisReplicationStatus {
+            master_silent_since: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+            ..master("cache-0")
+        };
+        assert!(
+            !apiserver_confirms(&rr(silent), "cache-0"),
+            "the operator may be about to promote"
+        );
+        let moving = RedisReplicationStatus {
+            target_master: Some("cache-1".into()),
+            ..master("cache-0")
+        };
+        assert!(!apiserver_confirms(&rr(moving.clone()), "cache-0"));
+        assert!(
+            apiserver_confirms(&rr(moving), "cache-1"),
+            "the target of a change is being promoted"
+        );
+        let mut none = rr(master("cache-0"));
+        none.status = None;
+        assert!(!apiserver_confirms(&none, "cache-0"));
+    }
+
+    #[test]
+    fn a_master_alone_or_without_failover_needs_no_confirmation() {
+        let mut r = rr(master("cache-0"));
+        r.spec.instances = 1;
+        assert!(!Known::of(&r).needs_confirmation());
+        r.spec.instances = 3;
+        assert_eq!(Known::of(&r).replicas, 2);
+        assert!(Known::of(&r).needs_confirmation());
+        r.spec.failover.enabled = false;
+        assert!(!Known::of(&r).needs_confirmation());
+    }
+}

@@ -1,0 +1,182 @@
+//! Safety rule 9: an isolated master fences itself, and the operator promotes a replica of a
+//! silent master only once that master must have fenced itself. Both sides read their timing
+//! from here, so the argument below holds by construction.
+//!
+//! The agent of a master with replicas runs a *confirmation round* every [`ROUND_EVERY`]: a
+//! heartbeat `PUBLISH` and `WAIT quorum` (Redis asks its replicas for an ack at once), and, only
+//! when too few replicas ack, a read of the `RedisReplication`. The master is *confirmed* at the
+//! start of a round in which [`quorum`] replicas acked, or the apiserver said it is the master
+//! and the operator has not recorded it silent (`status.masterSilentSince`). Unconfirmed for
+//! [`fence_after`], it fences itself: read-only, following nobody, clients disconnected.
+//!
+//! Why no two instances ever take writes at once: say the master was last confirmed at `C`.
+//! It is fenced at most [`fence_deadline`] after `C` (the tolerance, one round's sleep, the
+//! longest round, the fence command). The operator promotes on silence only when
+//! - it recorded the master silent at least [`promotion_hold`] ago: an apiserver confirmation
+//!   started before that record, so `C` is earlier than the record; and
+//! - all but fewer than a quorum of the replicas have been reachable and unable to ack for at
+//!   least [`promotion_hold`] (their offset has not moved although the heartbeat moves it every
+//!   round, or they follow someone else): a replica ack means the replica processed the
+//!   heartbeat of a round started at `C`, so its offset moved after `C`, and the operator's
+//!   first probe showing its final offset came after `C`.
+//!
+//! Either way the promotion comes after `C + promotion_hold`, which exceeds `C +
+//! fence_deadline` by [`SAFETY_MARGIN`]. Both sides measure durations on monotonic clocks.
+
+use std::time::Duration;
+
+use crate::api::Topology;
+
+/// How often the agent of a master starts a confirmation round.
+pub const ROUND_EVERY: Duration = Duration::from_millis(100);
+/// How long `WAIT` waits for the replicas' acks (milliseconds, as `WAIT` takes them).
+pub const REPLICA_ACK_WAIT_MS: u64 = 100;
+/// Bound on one command on the agent's local connection (the heartbeat with its `WAIT`, or the
+/// fence itself).
+pub const LOCAL_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// Bound on the agent's read of the `RedisReplication`.
+pub const APISERVER_TIMEOUT: Duration = Duration::from_millis(300);
+/// Above the fence deadline, for scheduling delays on either side.
+pub const SAFETY_MARGIN: Duration = Duration::from_millis(250);
+/// The fence tolerates losing confirmation for half of `downAfter` (a blip is not an
+/// isolation), within these bounds.
+const FENCE_AFTER_MIN: Duration = Duration::from_millis(400);
+const FENCE_AFTER_MAX: Duration = Duration::from_secs(5);
+
+/// How many replicas must ack for a master to count as confirmed: half of them, rounded up; in a
+/// chain only the first replica links to the master, so that one. The operator promotes only
+/// when fewer than a quorum can still ack, so a master that keeps a quorum keeps its role, and
+/// one that lost it cannot get it back from the other side.
+pub fn quorum(replicas: u32, topology: Topology) -> u32 {
+    match topology {
+        Topology::Star => replicas.div_ceil(2),
+        Topology::Chain => replicas.min(1),
+    }
+}
+
+/// How long the operator has seen an instance unchanged: its whole replication state (role,
+/// upstream, link, offset), and its upstream and link alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stillness {
+    pub state: Duration,
+    pub upstream: Duration,
+}
+
+impl Stillness {
+    /// Whether a replica seen like this cannot have acked the master at `master` for `hold`:
+    /// one that follows it has heard nothing (its offset moves with every heartbeat) for
+    /// `silent` (at least the hold), one that follows another has done so for the hold.
+    pub fn cannot_ack(&self, follows_master: bool, silent: Duration, hold: Duration) -> bool {
+        if follows_master {
+            self.state >= silent.max(hold)
+        } else {
+            self.upstream >= hold
+        }
+    }
+}
+
+/// How long a master may go unconfirmed before it fences itself.
+pub fn fence_after(down_after: Duration) -> Duration {
+    (down_after / 2).clamp(FENCE_AFTER_MIN, FENCE_AFTER_MAX)
+}
+
+/// The longest a confirmation round takes: the heartbeat, then the apiserver read.
+pub fn longest_round() -> Duration {
+    LOCAL_COMMAND_TIMEOUT + APISERVER_TIMEOUT
+}
+
+/// After its last confirmation, a master is fenced within this.
+pub fn fence_deadline(down_after: Duration) -> Duration {
+    fence_after(down_after) + ROUND_EVERY + longest_round() + LOCAL_COMMAND_TIMEOUT
+}
+
+/// How long the operator's evidence that a master cannot be confirmed must stand before it
+/// promotes a replica of that (silent) master.
+pub fn promotion_hold(down_after: Duration) -> Duration {
+    fence_deadline(down_after) + SAFETY_MARGIN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quorum_and_its_complement_never_overlap() {
+        assert_eq!(
+            quorum(0, Topology::Star),
+            0,
+            "a master alone needs no confirmation"
+        );
+        for replicas in 1..10 {
+            let q = quorum(replicas, Topology::Star);
+            // The operator needs `replicas - q + 1` replicas unable to ack: then at most `q - 1`
+            // can, fewer than a quorum.
+            let unable = replicas + 1 - q;
+            assert!(replicas - unable < q, "{replicas} replicas");
+        }
+        assert_eq!(quorum(1, Topology::Star), 1);
+        let q = |n| quorum(n, Topology::Star);
+        assert_eq!(q(2), 1, "one replica isolated does not fence a 3-set");
+        assert_eq!(
+            q(4),
+            2,
+            "a master with one replica in a 5-set minority fences"
+        );
+        assert_eq!(
+            quorum(4, Topology::Chain),
+            1,
+            "only the head of a chain acks"
+        );
+        assert_eq!(quorum(0, Topology::Chain), 0);
+    }
+
+    #[test]
+    fn a_follower_must_be_silent_and_another_must_have_moved_away_for_the_hold() {
+        let hold = Duration::from_millis(1500);
+        let d = Duration::from_secs(5);
+        let seen = |state, upstream| Stillness {
+            state: Duration::from_millis(state),
+            upstream: Duration::from_millis(upstream),
+        };
+        assert!(
+            !seen(4_000, 60_000).cannot_ack(true, d, hold),
+            "downAfter not yet"
+        );
+        assert!(seen(5_000, 5_000).cannot_ack(true, d, hold));
+        assert!(
+            !seen(0, 1_000).cannot_ack(false, d, hold),
+            "moved away just now"
+        );
+        assert!(
+            seen(0, 1_500).cannot_ack(false, d, hold),
+            "its offset may move elsewhere"
+        );
+    }
+
+    #[test]
+    fn the_hold_covers_the_fence_with_a_margin() {
+        for ms in [100, 1_000, 5_000, 30_000, 120_000] {
+            let d = Duration::from_millis(ms);
+            let after = fence_after(d);
+            assert!(after >= FENCE_AFTER_MIN && after <= FENCE_AFTER_MAX);
+            assert!(fence_deadline(d) > after + longest_round());
+            assert_eq!(promotion_hold(d), fence_deadline(d) + SAFETY_MARGIN);
+        }
+    }
+
+    #[test]
+    fn the_fence_tolerates_half_of_down_after() {
+        assert_eq!(
+            fence_after(Duration::from_secs(1)),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            fence_after(Duration::from_secs(5)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(fence_after(Duration::from_millis(200)), FENCE_AFTER_MIN);
+        assert_eq!(fence_after(Duration::from_secs(60)), FENCE_AFTER_MAX);
+        // At the default downAfter the hold is shorter than downAfter: it costs no time.
+        assert!(promotion_hold(Duration::from_secs(5)) < Duration::from_secs(5));
+    }
+}
