@@ -8,6 +8,7 @@ mod day2;
 mod discovery;
 mod failover;
 mod incluster;
+mod partition;
 mod problems;
 mod resp_shape;
 mod restart;

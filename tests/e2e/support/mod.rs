@@ -8,6 +8,7 @@
 //! cluster: the same, with chaos from the kind node.
 
 pub mod clients;
+pub mod partition;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -214,6 +215,19 @@ pub struct Blocked {
     rule: Vec<String>,
 }
 
+impl Blocked {
+    /// Puts `rule` (chain first) at the top of its chain.
+    fn insert(rule: Vec<String>) -> Self {
+        let status = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .status()
+            .expect("iptables");
+        assert!(status.success(), "iptables -I {rule:?}");
+        Self { rule }
+    }
+}
+
 impl Drop for Blocked {
     fn drop(&mut self) {
         let _ = Command::new("iptables").arg("-D").args(&self.rule).status();
@@ -371,13 +385,7 @@ impl TestNs {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let status = Command::new("iptables")
-            .arg("-A")
-            .args(&rule)
-            .status()
-            .expect("iptables");
-        assert!(status.success(), "iptables -A {rule:?}");
-        Blocked { rule }
+        Blocked::insert(rule)
     }
 
     pub fn replications(&self) -> Api<RedisReplication> {

@@ -1,0 +1,237 @@
+//! Network partitions on the real node: iptables rules inside a pod's network namespace (each
+//! pod has its own interface there), and rules on the operator's traffic by its uid; and a
+//! sampler that writes to every instance at once, to see from the clients' side which instances
+//! accept writes when.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use kube::Api;
+use tokio::task::JoinHandle;
+
+use super::{Blocked, TestNs};
+
+/// Rules in one pod's network namespace, removed when dropped.
+pub struct PodCut {
+    /// A process in the pod's network namespace: its sandbox.
+    pid: String,
+    rules: Vec<Vec<String>>,
+}
+
+impl Drop for PodCut {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let _ = Command::new("nsenter")
+                .args(["-t", &self.pid, "-n", "iptables", "-D"])
+                .args(rule)
+                .status();
+        }
+    }
+}
+
+/// Prints the pid of a pod's sandbox (`sh -c SANDBOX_PID sh NAMESPACE POD`).
+const SANDBOX_PID: &str = r#"
+crictl() { "${CRICTL:-crictl}" "$@"; }
+id=$(crictl pods -q --state ready --label "io.kubernetes.pod.namespace=$1" \
+  --label "io.kubernetes.pod.name=$2")
+[ -n "$id" ] || { echo "no ready sandbox for pod $1/$2" >&2; exit 1; }
+crictl inspectp -o go-template --template '{{.info.pid}}' "$id"
+"#;
+
+impl TestNs {
+    /// Drops every packet between `pod` and `peers` (addresses), both ways, inside the pod's
+    /// network namespace, until the guard is dropped. Everything else (the kubelet's probes,
+    /// clients on the node) still reaches it.
+    pub fn cut_pod_off(&self, pod: &str, peers: &[String]) -> PodCut {
+        let crictl = self.env.crictl.as_ref().expect("VIGIL_E2E_CRICTL");
+        let out = Command::new("sh")
+            .args(["-c", SANDBOX_PID, "sh", &self.name, pod])
+            .env("CRICTL", crictl)
+            .output()
+            .expect("run sh");
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !pid.is_empty(),
+            "sandbox of {pod}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut cut = PodCut {
+            pid,
+            rules: Vec::new(),
+        };
+        for peer in peers {
+            for rule in [
+                ["INPUT", "-s", peer.as_str(), "-j", "DROP"],
+                ["OUTPUT", "-d", peer.as_str(), "-j", "DROP"],
+            ] {
+                let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
+                let status = Command::new("nsenter")
+                    .args(["-t", &cut.pid, "-n", "iptables", "-I"])
+                    .args(&rule)
+                    .status()
+                    .expect("nsenter iptables");
+                assert!(status.success(), "iptables -I {rule:?} in pod {pod}");
+                cut.rules.push(rule);
+            }
+        }
+        cut
+    }
+
+    /// The address pods reach the apiserver at (the `kubernetes` Service).
+    pub async fn apiserver_service_ip(&self) -> String {
+        Api::<Service>::namespaced(self.admin.clone(), "default")
+            .get("kubernetes")
+            .await
+            .expect("the kubernetes Service")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("its ClusterIP")
+    }
+
+    /// Drops the packets that processes of `uid` send, to `ip` or, with `None`, anywhere
+    /// (loopback and the apiserver too), until dropped.
+    pub fn cut_uid_off(&self, uid: u32, ip: Option<&str>) -> Blocked {
+        let mut rule: Vec<String> = vec!["OUTPUT".into()];
+        if let Some(ip) = ip {
+            rule.extend(["-d".into(), ip.into()]);
+        }
+        rule.extend(
+            ["-m", "owner", "--uid-owner", &uid.to_string(), "-j", "DROP"].map(String::from),
+        );
+        Blocked::insert(rule)
+    }
+}
+
+/// One write a sampler tried.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub pod: String,
+    pub invoked: Instant,
+    pub completed: Instant,
+    /// The instance took the write (`SET` answered OK).
+    pub accepted: bool,
+    /// Its key, when `WAIT 1` said a replica has it too.
+    pub acknowledged: Option<String>,
+}
+
+/// Writes `SET` + `WAIT 1` to every instance every few milliseconds, each on its own
+/// connection, until stopped.
+pub struct Sampler {
+    tasks: Vec<JoinHandle<Vec<Sample>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(300);
+
+impl Sampler {
+    pub fn start(pods: &[(String, String)], password: &str) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let tasks = pods
+            .iter()
+            .map(|(pod, ip)| {
+                let url = format!("redis://:{password}@{ip}:6379");
+                let pod = pod.clone();
+                let stopped = stopped.clone();
+                tokio::spawn(sample(pod, url, stopped))
+            })
+            .collect();
+        Self { tasks, stop }
+    }
+
+    pub async fn stop(self) -> Vec<Sample> {
+        let _ = self.stop.send(true);
+        let mut all = Vec::new();
+        for task in self.tasks {
+            all.extend(task.await.expect("sampler task"));
+        }
+        all.sort_by_key(|s| s.invoked);
+        all
+    }
+}
+
+async fn sample(
+    pod: String,
+    url: String,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> Vec<Sample> {
+    let client = redis::Client::open(url).expect("redis URL");
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(SAMPLE_TIMEOUT))
+        .set_response_timeout(Some(SAMPLE_TIMEOUT));
+    let mut conn = None;
+    let mut samples = Vec::new();
+    let mut n = 0u64;
+    while !*stopped.borrow() {
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        n += 1;
+        let invoked = Instant::now();
+        if conn.is_none() {
+            conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .ok();
+        }
+        let key = format!("sample:{pod}:{n}");
+        let result: Option<Result<(String, i64), redis::RedisError>> = match conn.as_mut() {
+            Some(c) => Some(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(n)
+                    .cmd("WAIT")
+                    .arg(1)
+                    .arg(50)
+                    .query_async(c)
+                    .await,
+            ),
+            None => None,
+        };
+        let (accepted, acknowledged) = match result {
+            Some(Ok((ok, acks))) => (ok == "OK", (acks >= 1).then(|| key.clone())),
+            Some(Err(e)) => {
+                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+                    conn = None;
+                }
+                (false, None)
+            }
+            None => (false, None),
+        };
+        samples.push(Sample {
+            pod: pod.clone(),
+            invoked,
+            completed: Instant::now(),
+            accepted,
+            acknowledged,
+        });
+    }
+    samples
+}
+
+/// Asserts that no two instances took writes at overlapping times: per instance, the span from
+/// its first accepted write's invocation to its last one's completion; the spans are disjoint.
+/// Returns the spans, for the test's own checks and report.
+pub fn assert_one_writer_at_a_time(samples: &[Sample]) -> Vec<(String, Instant, Instant)> {
+    let mut spans: Vec<(String, Instant, Instant)> = Vec::new();
+    for s in samples.iter().filter(|s| s.accepted) {
+        match spans.iter_mut().find(|(pod, _, _)| *pod == s.pod) {
+            Some(span) => span.2 = span.2.max(s.completed),
+            None => spans.push((s.pod.clone(), s.invoked, s.completed)),
+        }
+    }
+    spans.sort_by_key(|s| s.1);
+    for pair in spans.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            a.2 < b.1,
+            "two instances took writes at the same time: {} until {:?} after {} started at {:?} \
+             (spans {spans:?})",
+            a.0,
+            a.2 - b.1,
+            b.0,
+            b.1
+        );
+    }
+    spans
+}
