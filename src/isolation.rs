@@ -3,11 +3,12 @@
 //! from here, so the argument below holds by construction.
 //!
 //! The agent of a master with replicas runs a *confirmation round* every [`ROUND_EVERY`]: a
-//! heartbeat `PUBLISH` and `WAIT quorum` (Redis asks its replicas for an ack at once), and, only
-//! when too few replicas ack, a read of the `RedisReplication`. The master is *confirmed* at the
-//! start of a round in which [`quorum`] replicas acked, or the apiserver said it is the master
-//! and the operator has not recorded it silent (`status.masterSilentSince`). Unconfirmed for
-//! [`fence_after`], it fences itself: read-only, following nobody, clients disconnected.
+//! heartbeat `PUBLISH` and `WAIT quorum` (Redis asks its replicas for an ack at once); while too
+//! few replicas ack, it also reads the `RedisReplication` beside the rounds. The master is
+//! *confirmed* at the start of a round in which [`quorum`] replicas acked, or at the start of a
+//! read in which the apiserver said it is the master and the operator has not recorded it
+//! silent (`status.masterSilentSince`). Unconfirmed for [`fence_after`], it fences itself:
+//! read-only, following nobody, clients disconnected.
 //!
 //! Why no two instances ever take writes at once: say the master was last confirmed at `C`.
 //! It is fenced at most [`fence_deadline`] after `C` (the tolerance, one round's sleep, the
@@ -19,6 +20,10 @@
 //!   round, or they follow someone else): a replica ack means the replica processed the
 //!   heartbeat of a round started at `C`, so its offset moved after `C`, and the operator's
 //!   first probe showing its final offset came after `C`.
+//!
+//! - and it sent no promotion for at least [`promotion_hold`]: a promotion makes a master
+//!   whether its answer arrives or not, and the agent counts a promoted master as confirmed
+//!   from its last round before the promotion.
 //!
 //! Either way the promotion comes after `C + promotion_hold`, which exceeds `C +
 //! fence_deadline` by [`SAFETY_MARGIN`]. Both sides measure durations on monotonic clocks.
@@ -34,13 +39,12 @@ pub const REPLICA_ACK_WAIT_MS: u64 = 100;
 /// Bound on one command on the agent's local connection (the heartbeat with its `WAIT`, or the
 /// fence itself).
 pub const LOCAL_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
-/// Bound on the agent's read of the `RedisReplication`.
-pub const APISERVER_TIMEOUT: Duration = Duration::from_millis(300);
 /// Above the fence deadline, for scheduling delays on either side.
 pub const SAFETY_MARGIN: Duration = Duration::from_millis(250);
 /// The fence tolerates losing confirmation for half of `downAfter` (a blip is not an
-/// isolation), within these bounds.
-const FENCE_AFTER_MIN: Duration = Duration::from_millis(400);
+/// isolation), within these bounds: at least a second, so that a loaded apiserver answering
+/// slowly, or replicas still in their first sync, do not fence a healthy master.
+const FENCE_AFTER_MIN: Duration = Duration::from_secs(1);
 const FENCE_AFTER_MAX: Duration = Duration::from_secs(5);
 
 /// How many replicas must ack for a master to count as confirmed: half of them, rounded up; in a
@@ -80,9 +84,10 @@ pub fn fence_after(down_after: Duration) -> Duration {
     (down_after / 2).clamp(FENCE_AFTER_MIN, FENCE_AFTER_MAX)
 }
 
-/// The longest a confirmation round takes: the heartbeat, then the apiserver read.
+/// The longest a confirmation round takes: the heartbeat. The apiserver is read beside the
+/// rounds, and a read's confirmation counts from its start, so its length does not matter.
 pub fn longest_round() -> Duration {
-    LOCAL_COMMAND_TIMEOUT + APISERVER_TIMEOUT
+    LOCAL_COMMAND_TIMEOUT
 }
 
 /// After its last confirmation, a master is fenced within this.
@@ -166,10 +171,7 @@ mod tests {
 
     #[test]
     fn the_fence_tolerates_half_of_down_after() {
-        assert_eq!(
-            fence_after(Duration::from_secs(1)),
-            Duration::from_millis(500)
-        );
+        assert_eq!(fence_after(Duration::from_secs(1)), FENCE_AFTER_MIN);
         assert_eq!(
             fence_after(Duration::from_secs(5)),
             Duration::from_millis(2500)

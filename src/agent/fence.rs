@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use kube::Api;
+use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Settings;
 use crate::api::RedisReplication;
 use crate::isolation::{
-    APISERVER_TIMEOUT, LOCAL_COMMAND_TIMEOUT, REPLICA_ACK_WAIT_MS, ROUND_EVERY, fence_after, quorum,
+    LOCAL_COMMAND_TIMEOUT, REPLICA_ACK_WAIT_MS, ROUND_EVERY, fence_after, quorum,
 };
 use crate::redis::{Address, FENCE_HOST, FENCE_PORT, InstanceClient, ReplicationInfo};
 
@@ -57,15 +58,34 @@ pub fn apiserver_confirms(rr: &RedisReplication, pod: &str) -> bool {
         && status.master_silent_since.is_none()
 }
 
+/// The apiserver's side of confirmation, shared by the rounds and the reader.
+struct ApiConfirmation {
+    /// When the last read that confirmed the master started.
+    confirmed: Option<Instant>,
+    /// The spec as last read.
+    known: Known,
+}
+
 /// Runs confirmation rounds for as long as the agent runs.
-pub async fn watch(settings: Settings, api: Api<RedisReplication>, mut known: Known) {
+pub async fn watch(settings: Settings, api: Api<RedisReplication>, known: Known) {
+    let (needed_tx, needed) = watch::channel(false);
+    let (confirmation_tx, confirmation) = watch::channel(ApiConfirmation {
+        confirmed: None,
+        known,
+    });
+    tokio::spawn(read_while_needed(
+        api,
+        settings.replication.clone(),
+        settings.pod_name.clone(),
+        needed,
+        confirmation_tx,
+    ));
     let mut rounds = tokio::time::interval(ROUND_EVERY);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut client: Option<InstanceClient> = None;
     let mut confirmed = Instant::now();
     // Set while this agent's fence is in place: it turned stale reads off, to turn them back on.
     let mut fenced_here = false;
-    let mut last_read: Option<Instant> = None;
     loop {
         rounds.tick().await;
         let start = Instant::now();
@@ -77,57 +97,39 @@ pub async fn watch(settings: Settings, api: Api<RedisReplication>, mut known: Kn
         let Some(local) = client.as_mut() else {
             continue;
         };
-        if !info.is_master() {
-            if fenced_here && info.following().is_some_and(|m| !m.is_fence()) && linked(&info) {
-                match local.config_set("replica-serve-stale-data", "yes").await {
-                    Ok(()) => fenced_here = false,
-                    Err(e) => warn!(error = %e, "cannot turn stale reads back on"),
-                }
+        let known = confirmation.borrow().known;
+        // The operator made the fenced instance a linked replica, or master again.
+        let reinstated =
+            info.is_master() || (info.following().is_some_and(|m| !m.is_fence()) && linked(&info));
+        // (`confirmed` stays at the last round before: the promotion came after it.)
+        if fenced_here && reinstated {
+            match local.config_set("replica-serve-stale-data", "yes").await {
+                Ok(()) => fenced_here = false,
+                Err(e) => warn!(error = %e, "cannot turn stale reads back on"),
             }
-            // A replica needs no confirmation; a promoted one starts counting from here.
-            confirmed = start;
-            continue;
         }
-        if !known.needs_confirmation() {
+        if !info.is_master() || !known.needs_confirmation() {
+            // A replica needs no confirmation; once promoted, it counts from the last round
+            // before the promotion, which the operator's hold counts from too.
             confirmed = start;
+            needed_tx.send_if_modified(|n| std::mem::replace(n, false));
             continue;
         }
         match local.heartbeat(known.quorum, REPLICA_ACK_WAIT_MS).await {
             Ok(acks) if acks >= i64::from(known.quorum) => {
                 confirmed = start;
+                needed_tx.send_if_modified(|n| std::mem::replace(n, false));
                 continue;
             }
             Ok(_) => {}
             Err(e) => {
-                warn!(error = %e, "heartbeat failed");
+                debug!(error = %e, "heartbeat failed");
                 client = None;
             }
         }
-        // One read per half tolerance keeps a confirmed master confirmed; a master whose
-        // replicas are down for long costs the apiserver that, not ten reads a second.
-        let read_due =
-            last_read.is_none_or(|at: Instant| at.elapsed() >= fence_after(known.down_after) / 2);
-        if read_due {
-            last_read = Some(start);
-        }
-        let read = async {
-            if read_due {
-                Some(api.get(&settings.replication).await)
-            } else {
-                None
-            }
-        };
-        match tokio::time::timeout(APISERVER_TIMEOUT, read).await {
-            Ok(None) => {}
-            Ok(Some(Ok(rr))) => {
-                known = Known::of(&rr);
-                if apiserver_confirms(&rr, &settings.pod_name) || !known.needs_confirmation() {
-                    confirmed = start;
-                    continue;
-                }
-            }
-            Ok(Some(Err(e))) => warn!(error = %e, "cannot read the RedisReplication"),
-            Err(_) => warn!(timeout = ?APISERVER_TIMEOUT, "apiserver did not answer"),
+        needed_tx.send_if_modified(|n| !std::mem::replace(n, true));
+        if let Some(api_confirmed) = confirmation.borrow().confirmed {
+            confirmed = confirmed.max(api_confirmed);
         }
         let unconfirmed = confirmed.elapsed();
         if unconfirmed < fence_after(known.down_after) {
@@ -145,6 +147,36 @@ pub async fn watch(settings: Settings, api: Api<RedisReplication>, mut known: Kn
             }
             Err(e) => warn!(error = %e, "cannot fence; retrying next round"),
         }
+    }
+}
+
+/// Reads the `RedisReplication` while the rounds lack a replica quorum, once per half
+/// tolerance: a confirmation counts from the read's start, so however long a read takes, the
+/// fence's deadline does not depend on it (`crate::isolation`).
+async fn read_while_needed(
+    api: Api<RedisReplication>,
+    name: String,
+    pod: String,
+    mut needed: watch::Receiver<bool>,
+    confirmation: watch::Sender<ApiConfirmation>,
+) {
+    loop {
+        if needed.wait_for(|n| *n).await.is_err() {
+            return;
+        }
+        let start = Instant::now();
+        let known = confirmation.borrow().known;
+        match tokio::time::timeout(fence_after(known.down_after), api.get(&name)).await {
+            Ok(Ok(rr)) => confirmation.send_modify(|c| {
+                c.known = Known::of(&rr);
+                if apiserver_confirms(&rr, &pod) {
+                    c.confirmed = Some(start);
+                }
+            }),
+            Ok(Err(e)) => warn!(error = %e, "cannot read the RedisReplication"),
+            Err(_) => warn!("the apiserver did not answer within the fence's tolerance"),
+        }
+        tokio::time::sleep_until(start + fence_after(known.down_after) / 2).await;
     }
 }
 

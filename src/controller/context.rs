@@ -52,6 +52,8 @@ pub(super) struct Memory {
     /// When this operator first saw the status record the master silent (rule 9's hold counts
     /// from there: no earlier than the record).
     pub(super) silence_seen: Option<Instant>,
+    /// When this operator last sent a promotion (answered or not).
+    pub(super) promoted_at: Option<Instant>,
     /// The master health last announced with an Event.
     pub(super) announced: Option<Announced>,
     /// The generation whose owned objects were last applied, when, and the credentials read then
@@ -224,7 +226,8 @@ impl Context {
         })
     }
 
-    /// How long the status has recorded the master silent, as far as this operator knows.
+    /// How long the status has recorded the master silent, as far as this operator knows, and
+    /// no promotion was sent since (that could have made a master of a silent instance).
     pub(super) fn silence_recorded_for(
         &self,
         rr: &RedisReplication,
@@ -235,11 +238,14 @@ impl Context {
                 entry.silence_seen = None;
                 return None;
             }
+            let recorded = entry
+                .silence_seen
+                .get_or_insert_with(Instant::now)
+                .elapsed();
             Some(
                 entry
-                    .silence_seen
-                    .get_or_insert_with(Instant::now)
-                    .elapsed(),
+                    .promoted_at
+                    .map_or(recorded, |p| recorded.min(p.elapsed())),
             )
         })
     }

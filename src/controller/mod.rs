@@ -260,6 +260,11 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         credentials: &observed.credentials,
     };
     let started = Instant::now();
+    if plan.promote.is_some() {
+        // A promotion, even one whose answer never comes, is a fresh confirmation of the
+        // instance it reaches: a silent master's hold counts again from here (rule 9).
+        ctx.remember(rr, |m| m.promoted_at = Some(started));
+    }
     let latest = execute::execute(ctx, &target, &plan).await?;
     let failover = Context::failover_record(&input, &plan, started.elapsed());
 

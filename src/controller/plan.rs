@@ -221,6 +221,9 @@ pub struct Plan {
     pub master: MasterState,
     /// The recorded master's health when it is not acting (for events and status).
     pub master_down: Option<MasterDown>,
+    /// The status must record the master silent (`masterSilentSince`, rule 9): it has not
+    /// answered for so long that the promotion hold, counted from the record, ends at downAfter.
+    pub record_silence: bool,
     pub change: Option<Change>,
     /// Written to status (optimistically) before any step below.
     pub intent: Option<Intent>,
@@ -286,6 +289,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         delete,
         scale_down_blocked,
         master: decision.master.unwrap_or(MasterState::AwaitingBootstrap),
+        record_silence: record_silence(input, decision.down.as_ref()),
         master_down: decision.down,
         change: decision.change,
         intent: decision.intent,
@@ -305,6 +309,19 @@ pub fn plan(input: &PlanInput) -> Plan {
     plan_roles(input, &mut plan);
     plan.roll = plan_roll(input, &plan);
     plan
+}
+
+fn record_silence(input: &PlanInput, down: Option<&MasterDown>) -> bool {
+    let policy = &input.policy;
+    let since = policy
+        .down_after
+        .saturating_sub(crate::isolation::promotion_hold(policy.down_after));
+    match down {
+        None => false,
+        // A blip shorter than that is not worth taking the apiserver's word from the master.
+        Some(MasterDown::Suspected) => policy.master_unreachable_for.unwrap_or_default() >= since,
+        Some(_) => true,
+    }
 }
 
 /// Pods to create (missing ordinals) and remove (ordinals beyond `instances`, never the master).

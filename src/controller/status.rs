@@ -217,12 +217,13 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         .map_or_else(|| previous.hand_back_to.clone(), |i| i.hand_back_to.clone())
         .filter(|h| current_master.as_ref() != Some(h));
 
-    let master_silent_since = match &plan.master_down {
-        Some(_) if current_master == previous.current_master => previous
+    let master_silent_since = if plan.record_silence && current_master == previous.current_master {
+        previous
             .master_silent_since
             .clone()
-            .or(Some(Time(input.now))),
-        _ => None,
+            .or(Some(Time(input.now)))
+    } else {
+        None
     };
     RedisReplicationStatus {
         phase: Some(phase),

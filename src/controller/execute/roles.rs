@@ -74,11 +74,13 @@ pub(super) async fn rewire_one(
 ) -> Result<String, Error> {
     let rr = target.rr;
     let Rewire { name, upstream } = rewire;
+    // A master, or a fenced instance (a master that fenced itself, or restarted): either may
+    // hold writes past the point where the current master's history split from it.
     let old_master = target
         .instance(name)?
         .redis
         .clone()
-        .filter(|r| r.is_master());
+        .filter(|r| r.is_master() || r.is_fenced());
     let mut client = target.client(ctx, name).await?;
     client.change_role(Some(upstream)).await?;
     info!(instance = %name, upstream = %upstream, "rewired replica");
@@ -92,13 +94,16 @@ pub(super) async fn rewire_one(
                 .and_then(|new| old.writes_after_split(&new)),
             Err(_) => None,
         };
-        let note = format!(
-            "former master {name} now replicates from {master_name}; {} bytes of writes it \
-             took that {master_name} never received are discarded",
-            discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
-        );
-        ctx.event(rr, EventType::Warning, "InstanceRejoined", "Demote", note)
-            .await;
+        if old.is_master() || discarded.is_some_and(|d| d > 0) {
+            let note = format!(
+                "former master {name} now replicates from {master_name}; {} bytes of its \
+                 replication stream that {master_name} never received (writes it took, and \
+                 its heartbeats) are discarded",
+                discarded.map_or("an unknown number of".to_string(), |d| d.to_string())
+            );
+            ctx.event(rr, EventType::Warning, "InstanceRejoined", "Demote", note)
+                .await;
+        }
     }
     let upstream_name = target
         .instances

@@ -535,6 +535,28 @@ fn a_silent_master_is_replaced_only_after_it_must_have_fenced_itself() {
 }
 
 #[test]
+fn silence_is_recorded_so_that_the_hold_ends_at_down_after() {
+    let down_after = FailoverPolicy::default().down_after;
+    let since = down_after - crate::isolation::promotion_hold(down_after);
+    let instances = vec![
+        inst(0, None, Some(RoleLabel::Master)),
+        inst(1, replica_of(0, 5), Some(RoleLabel::Replica)),
+    ];
+    let early = down_master(since - Duration::from_millis(1), instances.clone());
+    let p = plan(&early);
+    assert_eq!(p.master_down, Some(MasterDown::Suspected));
+    assert!(!p.record_silence, "a blip keeps the apiserver's word");
+    assert!(plan(&down_master(since, instances.clone())).record_silence);
+    assert!(plan(&down_master(LONG, instances)).record_silence);
+    let mut short = down_master(Duration::ZERO, vec![inst(0, None, None)]);
+    short.policy.down_after = Duration::from_secs(1);
+    assert!(
+        plan(&short).record_silence,
+        "at 1 s the hold outlasts downAfter: record at once"
+    );
+}
+
+#[test]
 fn in_a_five_set_a_master_keeping_one_replica_of_four_is_replaced_two_is_not() {
     let lost = |o| inst(o, lost_link_to(0, 500, 9), Some(RoleLabel::Replica));
     let linked = |o| inst(o, replica_of(0, 500), Some(RoleLabel::Replica));

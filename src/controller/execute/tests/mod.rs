@@ -322,7 +322,7 @@ async fn rule_6_a_returning_old_master_is_demoted_before_it_is_labelled_for_traf
         .find(|n| n.starts_with("InstanceRejoined"))
         .expect("InstanceRejoined");
     assert!(
-        rejoined.contains("500 bytes of writes it took that cache-1 never received"),
+        rejoined.contains("500 bytes of its replication stream that cache-1 never received"),
         "the writes it took while cut off are counted: {rejoined}"
     );
     assert_eq!(run.instances.fake("cache-0").following, Some(addr(1)));
