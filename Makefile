@@ -3,7 +3,7 @@
 # containerd (tests/node/): root, network namespaces, cgroups. Tools are cached in
 # $VIGIL_CACHE (default ~/.cache/vigil), outside the repo.
 
-.PHONY: demo test test-unit test-e2e lint tools crds build bench
+.PHONY: demo test test-unit test-e2e lint tools crds build bench chaos
 
 demo:
 	tests/demo.sh
@@ -30,6 +30,11 @@ build:
 # and writes bench/results/<date>.md. BENCH_RUNS=3 for a quick look (see tests/bench/main.rs).
 bench:
 	tests/bench.sh
+
+# Every partition scenario many times (CHAOS_RUNS, default 10), not part of `make test`: prints a
+# table per scenario and writes bench/results/<date>-chaos.md.
+chaos:
+	tests/chaos.sh
 
 # Regenerate the CRD files from the API types (a test fails when they drift).
 crds:

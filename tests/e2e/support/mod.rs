@@ -8,6 +8,7 @@
 //! cluster: the same, with chaos from the kind node.
 
 pub mod clients;
+pub mod outcome;
 pub mod partition;
 
 use std::collections::BTreeSet;

@@ -3,6 +3,7 @@
 //! sampler that writes to every instance at once, to see from the clients' side which instances
 //! accept writes when.
 
+use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -107,15 +108,16 @@ impl TestNs {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub pod: String,
+    pub key: String,
     pub invoked: Instant,
     pub completed: Instant,
     /// The instance took the write (`SET` answered OK).
     pub accepted: bool,
-    /// Its key, when `WAIT 1` said a replica has it too.
-    pub acknowledged: Option<String>,
+    /// `WAIT` said enough replicas have it too.
+    pub acknowledged: bool,
 }
 
-/// Writes `SET` + `WAIT 1` to every instance every few milliseconds, each on its own
+/// Writes `SET` + `WAIT <acks>` to every instance every few milliseconds, each on its own
 /// connection, until stopped.
 pub struct Sampler {
     tasks: Vec<JoinHandle<Vec<Sample>>>,
@@ -126,7 +128,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(300);
 
 impl Sampler {
-    pub fn start(pods: &[(String, String)], password: &str) -> Self {
+    /// `acks`: how many replicas must have a write for it to count as acknowledged: the
+    /// master's quorum, which is what a promotion keeps (`vigil::isolation::quorum`).
+    pub fn start(pods: &[(String, String)], password: &str, acks: u32) -> Self {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let tasks = pods
             .iter()
@@ -134,7 +138,7 @@ impl Sampler {
                 let url = format!("redis://:{password}@{ip}:6379");
                 let pod = pod.clone();
                 let stopped = stopped.clone();
-                tokio::spawn(sample(pod, url, stopped))
+                tokio::spawn(sample(pod, url, acks, stopped))
             })
             .collect();
         Self { tasks, stop }
@@ -154,6 +158,7 @@ impl Sampler {
 async fn sample(
     pod: String,
     url: String,
+    acks: u32,
     stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<Sample> {
     let client = redis::Client::open(url).expect("redis URL");
@@ -181,7 +186,7 @@ async fn sample(
                     .arg(&key)
                     .arg(n)
                     .cmd("WAIT")
-                    .arg(1)
+                    .arg(acks)
                     .arg(50)
                     .query_async(c)
                     .await,
@@ -189,17 +194,18 @@ async fn sample(
             None => None,
         };
         let (accepted, acknowledged) = match result {
-            Some(Ok((ok, acks))) => (ok == "OK", (acks >= 1).then(|| key.clone())),
+            Some(Ok((ok, acked))) => (ok == "OK", acked >= i64::from(acks)),
             Some(Err(e)) => {
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
                     conn = None;
                 }
-                (false, None)
+                (false, false)
             }
-            None => (false, None),
+            None => (false, false),
         };
         samples.push(Sample {
             pod: pod.clone(),
+            key,
             invoked,
             completed: Instant::now(),
             accepted,
@@ -209,29 +215,34 @@ async fn sample(
     samples
 }
 
-/// Asserts that no two instances took writes at overlapping times: per instance, the span from
-/// its first accepted write's invocation to its last one's completion; the spans are disjoint.
-/// Returns the spans, for the test's own checks and report.
-pub fn assert_one_writer_at_a_time(samples: &[Sample]) -> Vec<(String, Instant, Instant)> {
-    let mut spans: Vec<(String, Instant, Instant)> = Vec::new();
-    for s in samples.iter().filter(|s| s.accepted) {
-        match spans.iter_mut().find(|(pod, _, _)| *pod == s.pod) {
-            Some(span) => span.2 = span.2.max(s.completed),
-            None => spans.push((s.pod.clone(), s.invoked, s.completed)),
+/// Which of `keys` the instance at `ip` holds.
+pub async fn present(ip: &str, password: &str, keys: &[&str]) -> HashSet<String> {
+    let client = redis::Client::open(format!("redis://:{password}@{ip}:6379")).expect("redis URL");
+    let mut conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("connect to {ip}: timed out"))
+    .unwrap_or_else(|e| panic!("connect to {ip}: {e}"));
+    let mut held = HashSet::new();
+    for chunk in keys.chunks(1000) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.cmd("EXISTS").arg(*key);
         }
-    }
-    spans.sort_by_key(|s| s.1);
-    for pair in spans.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        assert!(
-            a.2 < b.1,
-            "two instances took writes at the same time: {} until {:?} after {} started at {:?} \
-             (spans {spans:?})",
-            a.0,
-            a.2 - b.1,
-            b.0,
-            b.1
+        let exists: Vec<i64> =
+            tokio::time::timeout(Duration::from_secs(10), pipe.query_async(&mut conn))
+                .await
+                .unwrap_or_else(|_| panic!("EXISTS on {ip}: timed out"))
+                .unwrap_or_else(|e| panic!("EXISTS on {ip}: {e}"));
+        held.extend(
+            chunk
+                .iter()
+                .zip(exists)
+                .filter(|(_, e)| *e == 1)
+                .map(|(k, _)| k.to_string()),
         );
     }
-    spans
+    held
 }
