@@ -13,7 +13,8 @@ async fn main() -> ExitCode {
     match cli.run().await.map_err(anyhow::Error::from) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The plugin's errors already name their cause: the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
