@@ -13,9 +13,13 @@ test: tools lint test-unit test-e2e
 tools:
 	tests/node/tools.sh
 
+# actionlint (installed by `make tools`) checks .github/workflows, shellcheck included.
+ACTIONLINT ?= $(or $(VIGIL_CACHE),$(HOME)/.cache/vigil)/bin/current/actionlint
+
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features e2e -- -D warnings
+	$(ACTIONLINT)
 
 test-unit:
 	cargo test --workspace

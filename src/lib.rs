@@ -11,6 +11,7 @@ pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod monitor;
+pub mod plugin;
 pub mod redis;
 pub mod redis_conf;
 pub mod resources;

@@ -10,9 +10,9 @@
 #   $VIGIL_CACHE/bin/current/<tool>           stable symlinks to the pinned versions; use these
 #   $VIGIL_CACHE/build/<name>-<version>/      generated wrapper Go modules and build.log
 #
-# Tools: etcd, kube-apiserver, kube-controller-manager, kubectl, helm (built from their Go
-# modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and iptables, redis-server,
-# redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
+# Tools: etcd, kube-apiserver, kube-controller-manager, kubectl, helm, actionlint (built from
+# their Go modules with the local Go toolchain, CGO_ENABLED=0 GOTOOLCHAIN=local), and iptables,
+# redis-server, redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
 # Sentinel clients for the discovery tests: python-redis (redis-py from PyPI in a venv, pinned)
 # and go-failover (tests/clients/go-failover built against its pinned go-redis, keyed by a hash
 # of its sources); their modules are fetched here, on the host, as the tests run offline.
@@ -32,6 +32,7 @@ set -euo pipefail
 ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
+ACTIONLINT_VERSION=v1.7.12
 REDIS_PY_VERSION=8.1.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -131,6 +132,19 @@ helm_build() {
 }
 go_tool helm "$HELM_VERSION"
 
+# ---------------------------------------------------------------- actionlint
+# `make lint` checks the GitHub workflows (.github/workflows: e2e, release) with it, so a broken
+# workflow fails here rather than on GitHub. (It also runs shellcheck on their scripts when
+# shellcheck is on PATH.)
+actionlint_build() {
+  GOBIN=$PWD go install -trimpath -ldflags="-s -w" "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+  local v
+  v=$(./actionlint -version | head -n 1)
+  [[ $v == "$ACTIONLINT_VERSION" ]] || { echo "actionlint -version: $v"; return 1; }
+  install_bin actionlint actionlint "$ACTIONLINT_VERSION"
+}
+go_tool actionlint "$ACTIONLINT_VERSION"
+
 # ---------------------------------------------------------------- redis (Debian)
 stop_debian_redis() {
   local svc
@@ -145,7 +159,8 @@ stop_debian_redis() {
 }
 
 # iptables: the e2e tests inject faults on one process's network path (owner match).
-DEBIAN_BINARIES=(redis-server redis-cli redis-sentinel iptables)
+# shellcheck: actionlint checks the workflows' scripts with it.
+DEBIAN_BINARIES=(redis-server redis-cli redis-sentinel iptables shellcheck)
 debian_missing() {
   local b
   for b in "${DEBIAN_BINARIES[@]}"; do command -v "$b" >/dev/null || return 0; done
@@ -158,7 +173,7 @@ else
   echo "redis, iptables (Debian): installing..."
   t0=$(now)
   log=$BUILD/redis-apt.log
-  apt_install "$log" redis-server redis-tools redis-sentinel iptables
+  apt_install "$log" redis-server redis-tools redis-sentinel iptables shellcheck
   stop_debian_redis
   echo "redis $(redis_version) (Debian): installed in $(( $(now) - t0 ))s"
 fi

@@ -9,6 +9,7 @@ mod discovery;
 mod failover;
 mod incluster;
 mod partition;
+mod plugin;
 mod problems;
 mod resp_shape;
 mod restart;
