@@ -166,7 +166,11 @@ async fn read_while_needed(
         }
         let start = Instant::now();
         let known = confirmation.borrow().known;
-        match tokio::time::timeout(fence_after(known.down_after), api.get(&name)).await {
+        let read = tokio::time::timeout(fence_after(known.down_after), api.get(&name)).await;
+        if start.elapsed() > fence_after(known.down_after) / 2 {
+            warn!(took = ?start.elapsed(), "slow read of the RedisReplication");
+        }
+        match read {
             Ok(Ok(rr)) => confirmation.send_modify(|c| {
                 c.known = Known::of(&rr);
                 if apiserver_confirms(&rr, &pod) {

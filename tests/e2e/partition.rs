@@ -37,6 +37,10 @@ struct Set {
 
 impl Set {
     async fn ready(prefix: &str, uid: u32, instances: i32) -> Self {
+        Self::ready_with(prefix, uid, instances, DOWN_AFTER).await
+    }
+
+    async fn ready_with(prefix: &str, uid: u32, instances: i32, down_after: Duration) -> Self {
         let t = TestNs::new(prefix).await;
         let operator = t.spawn_operator(OperatorOptions {
             uid: Some(uid),
@@ -46,7 +50,7 @@ impl Set {
         t.create_replication(
             "cache",
             json!({"instances": instances,
-                   "failover": {"downAfterMilliseconds": DOWN_AFTER.as_millis() as u64}}),
+                   "failover": {"downAfterMilliseconds": down_after.as_millis() as u64}}),
         )
         .await;
         let status = t
@@ -124,6 +128,38 @@ impl Set {
         outcome
     }
 
+    /// The cut made at `cut_at` must end in a failover: waits for it, lets both sides run two
+    /// seconds more, heals, and returns what the clients saw (all of it safe) and the new
+    /// master.
+    async fn fail_over_then_heal<G>(
+        &self,
+        scenario: &'static str,
+        sampler: Sampler,
+        cut_at: Instant,
+        cut: G,
+    ) -> (Outcome, String) {
+        let status = self
+            .t
+            .wait_new_master("cache", &self.master, self.epoch, TIMEOUT)
+            .await;
+        eprintln!(
+            "{scenario}: a replica was promoted {:?} after the cut",
+            cut_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(cut);
+        let outcome = self.outcome(scenario, sampler, cut_at).await;
+        outcome.assert_safe();
+        (outcome, status.current_master.expect("new master"))
+    }
+
+    /// Holds a cut that is no master failure for [`HOLD`], heals, and checks nothing moved.
+    async fn hold_then_heal<G>(&self, scenario: &'static str, sampler: Sampler, cut: G) {
+        tokio::time::sleep(HOLD).await;
+        drop(cut);
+        self.assert_nothing_moves(scenario, sampler).await;
+    }
+
     /// Nothing may move while a partition that is no master failure lasts: the master keeps
     /// taking writes (no gap near the fence's tolerance), stays master, no epoch is spent.
     async fn assert_nothing_moves(&self, scenario: &'static str, sampler: Sampler) {
@@ -170,10 +206,6 @@ async fn an_isolated_master_fences_itself_before_a_replica_is_promoted() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
         let cut = set.isolate_master(UID).await;
-        set.t
-            .wait_new_master("cache", &set.master, set.epoch, TIMEOUT)
-            .await;
-        let failed_over = cut_at.elapsed();
         wait_for("the isolated master to be fenced", TIMEOUT, || async {
             let role = set
                 .t
@@ -185,12 +217,9 @@ async fn an_isolated_master_fences_itself_before_a_replica_is_promoted() {
             }
         })
         .await;
-        // Writes go on to both sides for a while longer before the heal.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        drop(cut);
-        let outcome = set.outcome("isolated-master", sampler, cut_at).await;
-        eprintln!("isolated master: promoted after {failed_over:?}; {outcome:?}");
-        outcome.assert_safe();
+        let (outcome, _) = set
+            .fail_over_then_heal("isolated-master", sampler, cut_at, cut)
+            .await;
         // The old master's writes after the cut are the plain writes lost: the fence bounds
         // them (plus the operator's probe that noticed nothing, one interval).
         assert!(outcome.acknowledged > 0, "some writes were acknowledged");
@@ -204,20 +233,22 @@ async fn an_isolated_master_fences_itself_before_a_replica_is_promoted() {
 }
 
 /// (b) The master is cut off from its replicas only: the operator and the apiserver still reach
-/// it. No failover, and the apiserver's word keeps it serving plain writes.
+/// it. No failover, and the apiserver's word keeps it serving plain writes. At the default
+/// downAfter (5 s; the fence tolerates 2.5 s without confirmation): at 1 s the tolerance is 1 s,
+/// and on this 2-core machine running three scenarios at once the first read of the
+/// RedisReplication after the cut took too long once in twenty runs, a fence (and a failover)
+/// where none was needed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_master_cut_off_from_its_replicas_only_keeps_serving() {
     if crate::support::skipped_on_kind("needs rules inside the pods' network namespaces") {
         return;
     }
     for _ in 0..runs() {
-        let set = Set::ready("noreplicas", 4244, 3).await;
+        let set = Set::ready_with("noreplicas", 4244, 3, Duration::from_secs(5)).await;
         let sampler = set.sampler();
         let peers = set.ips(&[1, 2]);
         let cut = set.t.cut_pod_off(&set.master, &peers);
-        tokio::time::sleep(HOLD).await;
-        drop(cut);
-        set.assert_nothing_moves("master-without-replicas", sampler)
+        set.hold_then_heal("master-without-replicas", sampler, cut)
             .await;
     }
 }
@@ -233,9 +264,7 @@ async fn an_operator_cut_off_from_everything_changes_nothing() {
         let set = Set::ready("opalone", UID, 3).await;
         let sampler = set.sampler();
         let cut = set.t.cut_uid_off(UID, None);
-        tokio::time::sleep(HOLD).await;
-        drop(cut);
-        set.assert_nothing_moves("operator-alone", sampler).await;
+        set.hold_then_heal("operator-alone", sampler, cut).await;
     }
 }
 
@@ -252,9 +281,8 @@ async fn one_isolated_replica_fences_nothing_and_fails_nothing_over() {
         let sampler = set.sampler();
         let operator_cut = set.t.cut_uid_off(UID, Some(&set.pods[2].1));
         let cut = set.isolate(2, &[0, 1]).await;
-        tokio::time::sleep(HOLD).await;
-        drop((cut, operator_cut));
-        set.assert_nothing_moves("one-replica", sampler).await;
+        set.hold_then_heal("one-replica", sampler, (cut, operator_cut))
+            .await;
     }
 }
 
@@ -282,19 +310,13 @@ async fn a_master_in_the_minority_of_a_five_set_fences_itself() {
         for i in minority {
             cuts.push(set.isolate(i, &majority).await);
         }
-        let status = set
-            .t
-            .wait_new_master("cache", &set.master, set.epoch, TIMEOUT)
+        let (_, new) = set
+            .fail_over_then_heal("five-set-minority", sampler, cut_at, (cuts, operator_cuts))
             .await;
-        let new = status.current_master.expect("new master");
         assert!(
             majority.iter().any(|i| set.pods[*i].0 == new),
             "{new} is on the majority side"
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        drop((cuts, operator_cuts));
-        let outcome = set.outcome("five-set-minority", sampler, cut_at).await;
-        outcome.assert_safe();
     }
 }
 
@@ -347,12 +369,7 @@ async fn a_partition_during_a_switchover_never_makes_two_masters() {
         let cut_at = Instant::now();
         request_switchover(&set.t, "cache", &set.pods[1].0).await;
         let cut = set.isolate_master(UID).await;
-        set.t
-            .wait_new_master("cache", &set.master, set.epoch, TIMEOUT)
+        set.fail_over_then_heal("switchover-cut", sampler, cut_at, cut)
             .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        drop(cut);
-        let outcome = set.outcome("switchover-cut", sampler, cut_at).await;
-        outcome.assert_safe();
     }
 }
