@@ -7,7 +7,8 @@
 //! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
 //! run with the first); BENCH_SCALE [1,10,100] replications; BENCH_IDLE_SECONDS [20];
-//! BENCH_PARTS [failover,switchover,rolling,footprint] (`rolling`: vigil's rolling update,
+//! BENCH_PARTS [failover,freeze,switchover,rolling,footprint] (`freeze`: SIGSTOP of the
+//! master; `rolling`: vigil's rolling update,
 //! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover); BENCH_OUT
 //! [bench/results/<date>.md].
 
@@ -74,7 +75,10 @@ impl Config {
             down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
             scale: env_list("BENCH_SCALE", "1,10,100"),
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
-            parts: env_list("BENCH_PARTS", "failover,switchover,rolling,footprint"),
+            parts: env_list(
+                "BENCH_PARTS",
+                "failover,freeze,switchover,rolling,footprint",
+            ),
             out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
         }
     }
@@ -154,6 +158,7 @@ async fn alternate(
     let from = mono_now();
     let kind = match change {
         Change::Crash => "crash",
+        Change::Freeze => "freeze",
         Change::Switchover => "switchover",
         Change::RollingUpdate => "rolling",
     };
@@ -211,6 +216,9 @@ async fn compare(
     if failover {
         out.push(alternate(&vigil, &sentinel, Change::Crash, down_after, cfg.runs).await);
     }
+    if cfg.has("freeze") {
+        out.push(alternate(&vigil, &sentinel, Change::Freeze, down_after, cfg.runs).await);
+    }
     if switchover {
         out.push(
             alternate(
@@ -252,9 +260,10 @@ async fn benchmark() {
 
     for (n, &down_after) in cfg.down_after.iter().enumerate() {
         let failover = cfg.has("failover");
+        let freeze = cfg.has("freeze");
         let switchover = cfg.has("switchover") && n == 0;
         let rolling = cfg.has("rolling") && n == 0;
-        if !failover && !switchover && !rolling {
+        if !failover && !freeze && !switchover && !rolling {
             continue;
         }
         let from = mono_now();

@@ -437,6 +437,17 @@ impl Report {
             self.comparison_table(&mut o, c);
         }
         let _ = writeln!(o, "{CRASH_NOTE}\n");
+        if self.comparisons.iter().any(|c| c.change == Change::Freeze) {
+            let _ = writeln!(o, "## Unplanned failover: the master frozen (SIGSTOP)\n");
+            for c in self
+                .comparisons
+                .iter()
+                .filter(|c| c.change == Change::Freeze)
+            {
+                self.comparison_table(&mut o, c);
+            }
+            let _ = writeln!(o, "{FREEZE_NOTE}\n");
+        }
         let again = |sentinel: bool| {
             self.comparisons
                 .iter()
@@ -559,6 +570,7 @@ impl Report {
         let (v, s) = (&c.vigil, &c.sentinel);
         let what = match c.change {
             Change::Crash => "crash",
+            Change::Freeze => "freeze",
             Change::Switchover => "request",
             Change::RollingUpdate => "spec change",
         };
@@ -650,6 +662,7 @@ impl Report {
     fn raw_runs(&self, o: &mut String, c: &Comparison) {
         let kind = match c.change {
             Change::Crash => "Unplanned failover",
+            Change::Freeze => "Frozen master",
             Change::Switchover => "Switchover",
             Change::RollingUpdate => "Rolling update",
         };
@@ -687,15 +700,25 @@ impl Report {
 
 /// Why vigil's crash figures do not grow with downAfter.
 const CRASH_NOTE: &str = "\
-How to read this: the crashed container is restarted after the kubelet's 1 s back-off, and \
-vigil's agent boots it fenced (read-only, following nobody). The operator then sees the master \
+How to read this: the crashed container is restarted by the kubelet (its first restart at \
+once), and vigil's agent boots it fenced (read-only, following nobody). The operator then sees the master \
 restarted and no longer a master, which is objective evidence, and fails over at once rather \
 than waiting out `downAfterMilliseconds` (src/controller/plan.rs); so vigil's figures follow the \
 restart back-off, not the detection timeout. A master that stays unreachable without \
-restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does; that case \
-is not measured here. Sentinel cannot tell a restart from a blip: its restarted instance stays \
+restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does (the frozen \
+case is measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
 down until the sentinels name another master (see below), so Sentinel always waits \
 `down-after-milliseconds`, then agrees (quorum 2), elects a leader and promotes.";
+
+/// What a frozen master costs each system.
+const FREEZE_NOTE: &str = "\
+How to read this: a frozen master is silence, not evidence: its pod still runs and its address \
+accepts connections that never answer. Sentinel waits `down-after-milliseconds`, agrees and \
+promotes. vigil waits `downAfterMilliseconds`, needs the replicas' offsets to have stood still \
+as long, and promotes only once a master cut off rather than frozen must have fenced itself \
+(safety rule 9: the promotion hold, 1.85 s at 1000 ms and 3.35 s at 5000 ms, counted from when \
+the silence is recorded; src/isolation.rs). Sentinel has no such wait, and no fence: a \
+partitioned Sentinel master keeps taking writes.";
 
 /// What was seen in the Sentinel logs when Sentinel promoted twice.
 const SENTINEL_AGAIN_NOTE: &str = "\

@@ -1,5 +1,6 @@
 //! One measured change of master, the same for both systems: writers running through Sentinel
-//! discovery, then a crash (SIGKILL of the master's process) or a planned switchover, then the
+//! discovery, then a crash (SIGKILL of the master's process), a freeze (SIGSTOP) or a planned
+//! switchover, then the
 //! figures read from the writers' stamped lines and from the instances themselves.
 
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ pub(crate) trait System {
     async fn wait_stable(&self) -> Instance;
     /// SIGKILL of the master's process; its supervisor restarts it with back-off.
     fn crash(&self, master: &Instance);
+    /// SIGSTOP of the master's processes (`resume`: SIGCONT): silent, and still there.
+    fn freeze(&self, master: &Instance);
+    fn resume(&self, master: &Instance);
     /// Asks for a planned switchover away from `master` (to `target` where the system lets the
     /// user choose).
     async fn switchover(&self, master: &Instance, target: &Instance);
@@ -57,6 +61,8 @@ pub(crate) trait System {
 pub enum Change {
     /// The master's process is SIGKILLed.
     Crash,
+    /// The master's processes are SIGSTOPped (resumed once the new master is measured).
+    Freeze,
     /// A planned switchover.
     Switchover,
     /// A spec change that replaces every pod; measured: the master's handover (vigil only).
@@ -154,6 +160,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let start = mono_now();
     match change {
         Change::Crash => system.crash(&master),
+        Change::Freeze => system.freeze(&master),
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
     }
@@ -247,7 +254,10 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
     let lost_plain = missing(&new.ip, &password, &acked_plain).await;
     let lost_wait = missing(&new.ip, &password, &acked_wait).await;
-    if change == Change::Crash {
+    if change == Change::Freeze {
+        system.resume(&master);
+    }
+    if matches!(change, Change::Crash | Change::Freeze) {
         system.renew(&master).await;
     }
     Run {

@@ -343,6 +343,16 @@ impl SentinelSet {
     }
 
     /// The pid of the instance's redis-server and when it started, if it runs.
+    /// Signals the redis-server our supervisor runs for `instance`.
+    fn signal(&self, instance: &Instance, signal: i32) {
+        let (pid, _) = self
+            .running(instance)
+            .unwrap_or_else(|| panic!("{} is not running", instance.name));
+        // SAFETY: kill(2) on the redis-server our supervisor started.
+        let rc = unsafe { libc::kill(pid as i32, signal) };
+        assert_eq!(rc, 0, "signal {signal} to {} (pid {pid})", instance.name);
+    }
+
     fn running(&self, instance: &Instance) -> Option<(u32, Instant)> {
         let n = self.instances.iter().position(|i| i.ip == instance.ip)?;
         *self.supervised[n]
@@ -489,12 +499,15 @@ impl System for SentinelSet {
     }
 
     fn crash(&self, master: &Instance) {
-        let (pid, _) = self
-            .running(master)
-            .unwrap_or_else(|| panic!("{} is not running", master.name));
-        // SAFETY: kill(2) on the redis-server our supervisor started.
-        let rc = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        assert_eq!(rc, 0, "SIGKILL {} (pid {pid})", master.name);
+        self.signal(master, libc::SIGKILL);
+    }
+
+    fn freeze(&self, master: &Instance) {
+        self.signal(master, libc::SIGSTOP);
+    }
+
+    fn resume(&self, master: &Instance) {
+        self.signal(master, libc::SIGCONT);
     }
 
     async fn roll(&self) {

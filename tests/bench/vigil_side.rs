@@ -159,6 +159,14 @@ impl System for VigilSet {
         self.t.chaos(&master.name, crate::support::Chaos::Crash);
     }
 
+    fn freeze(&self, master: &Instance) {
+        self.t.chaos(&master.name, crate::support::Chaos::Freeze);
+    }
+
+    fn resume(&self, master: &Instance) {
+        self.t.chaos(&master.name, crate::support::Chaos::Resume);
+    }
+
     async fn switchover(&self, _master: &Instance, target: &Instance) {
         let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: target.name}}});
         self.t
