@@ -256,8 +256,17 @@ async fn plugin_status_of_a_set_mid_failover_names_the_new_master() {
                 }
                 let now = t.status("cache").await.ok_or("no status")?;
                 match now.current_master {
-                    Some(m) if m != master && now.epoch > old_epoch => {
-                        if master_line(&text).contains(&m) {
+                    // Settled: the intent names the new master before it is promoted.
+                    Some(m)
+                        if m != master && now.epoch > old_epoch && now.target_master.is_none() =>
+                    {
+                        // The status written with a failover lists the roles observed
+                        // before it; the next one lists the new master's.
+                        let listed = instance_row(&text, &m).get(1) == Some(&"master");
+                        if master_line(&text).contains(&m)
+                            && !text.contains("Changing to:")
+                            && listed
+                        {
                             Ok(m)
                         } else {
                             Err(format!("the status names {m}, the output:\n{text}"))
