@@ -61,7 +61,7 @@ pub(crate) trait System {
 pub enum Change {
     /// The master's process is SIGKILLed.
     Crash,
-    /// The master's processes are SIGSTOPped (resumed once the new master is measured).
+    /// The master's processes are SIGSTOPped (resumed once a new master is seen).
     Freeze,
     /// A planned switchover.
     Switchover,
@@ -212,6 +212,11 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             promotions += 1;
             survivor_at = None;
             all_at = None;
+            // The freeze ends once a new master is up: "every replica follows" then includes
+            // the old master's return.
+            if change == Change::Freeze && promotions == 1 {
+                system.resume(&master);
+            }
         }
         if let Some(new) = &new {
             // Every instance but the new master (and but the old one) follows the new master;
@@ -254,9 +259,6 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
     let lost_plain = missing(&new.ip, &password, &acked_plain).await;
     let lost_wait = missing(&new.ip, &password, &acked_wait).await;
-    if change == Change::Freeze {
-        system.resume(&master);
-    }
     if matches!(change, Change::Crash | Change::Freeze) {
         system.renew(&master).await;
     }
