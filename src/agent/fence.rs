@@ -99,8 +99,7 @@ pub async fn watch(settings: Settings, api: Api<RedisReplication>, known: Known)
         };
         let known = confirmation.borrow().known;
         // The operator made the fenced instance a linked replica, or master again.
-        let reinstated =
-            info.is_master() || (info.following().is_some_and(|m| !m.is_fence()) && linked(&info));
+        let reinstated = info.is_master() || info.is_synced_replica();
         // (`confirmed` stays at the last round before: the promotion came after it.)
         if fenced_here && reinstated {
             match local.config_set("replica-serve-stale-data", "yes").await {
@@ -184,29 +183,33 @@ async fn read_while_needed(
     }
 }
 
-fn linked(info: &ReplicationInfo) -> bool {
-    matches!(info.role, crate::redis::Role::Replica { link_up: true, .. })
+/// The kept local connection, (re)opened when there is none.
+async fn local<'a>(
+    settings: &Settings,
+    client: &'a mut Option<InstanceClient>,
+) -> Result<&'a mut InstanceClient, crate::redis::Error> {
+    match client {
+        Some(kept) => Ok(kept),
+        None => {
+            let password = settings.password.as_deref();
+            let opened =
+                InstanceClient::connect_local(&settings.socket(), password, LOCAL_COMMAND_TIMEOUT)
+                    .await?;
+            Ok(client.insert(opened))
+        }
+    }
 }
 
-/// `INFO replication` over the kept local connection, (re)opening it first.
+/// `INFO replication` over the kept local connection; a failure drops it.
 async fn local_info(
     settings: &Settings,
     client: &mut Option<InstanceClient>,
 ) -> Option<ReplicationInfo> {
-    if client.is_none() {
-        let socket = settings.socket();
-        let password = settings.password.as_deref();
-        *client = InstanceClient::connect_local(&socket, password, LOCAL_COMMAND_TIMEOUT)
-            .await
-            .ok();
+    let info = local(settings, client).await.ok()?.replication_info().await;
+    if info.is_err() {
+        *client = None;
     }
-    match client.as_mut()?.replication_info().await {
-        Ok(info) => Some(info),
-        Err(_) => {
-            *client = None;
-            None
-        }
-    }
+    info.ok()
 }
 
 /// Stale reads off (a linearizable read never comes from a fenced instance), then follow
@@ -215,19 +218,7 @@ async fn fence(
     settings: &Settings,
     client: &mut Option<InstanceClient>,
 ) -> Result<(), crate::redis::Error> {
-    if client.is_none() {
-        *client = Some(
-            InstanceClient::connect_local(
-                &settings.socket(),
-                settings.password.as_deref(),
-                LOCAL_COMMAND_TIMEOUT,
-            )
-            .await?,
-        );
-    }
-    let Some(local) = client.as_mut() else {
-        return Ok(());
-    };
+    let local = local(settings, client).await?;
     local.config_set("replica-serve-stale-data", "no").await?;
     local
         .change_role(Some(&Address::new(FENCE_HOST, FENCE_PORT)))

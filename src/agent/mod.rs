@@ -12,7 +12,6 @@ use std::time::Duration;
 use tracing::{info, info_span};
 
 pub use boot::{Boot, decide_boot};
-pub use fence::apiserver_confirms;
 pub use probes::{Health, liveness, readiness};
 
 use crate::redis_conf::{ConfInput, TlsFiles, UNIX_SOCKET, render};

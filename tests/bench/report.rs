@@ -428,26 +428,18 @@ impl Report {
             "\nThe benchmark is a report: a target not met does not fail it.\n"
         );
 
-        let _ = writeln!(o, "## Unplanned failover: the master's process SIGKILLed\n");
-        for c in self
-            .comparisons
-            .iter()
-            .filter(|c| c.change == Change::Crash)
-        {
-            self.comparison_table(&mut o, c);
-        }
-        let _ = writeln!(o, "{CRASH_NOTE}\n");
-        if self.comparisons.iter().any(|c| c.change == Change::Freeze) {
-            let _ = writeln!(o, "## Unplanned failover: the master frozen (SIGSTOP)\n");
-            for c in self
-                .comparisons
-                .iter()
-                .filter(|c| c.change == Change::Freeze)
-            {
-                self.comparison_table(&mut o, c);
-            }
-            let _ = writeln!(o, "{FREEZE_NOTE}\n");
-        }
+        self.fault_section(
+            &mut o,
+            Change::Crash,
+            "the master's process SIGKILLed",
+            CRASH_NOTE,
+        );
+        self.fault_section(
+            &mut o,
+            Change::Freeze,
+            "the master frozen (SIGSTOP)",
+            FREEZE_NOTE,
+        );
         let again = |sentinel: bool| {
             self.comparisons
                 .iter()
@@ -564,6 +556,23 @@ impl Report {
             self.raw_runs(&mut o, c);
         }
         o
+    }
+
+    /// The tables of one unplanned fault, when it was measured, and how to read them.
+    fn fault_section(&self, o: &mut String, change: Change, title: &str, note: &str) {
+        let measured: Vec<&Comparison> = self
+            .comparisons
+            .iter()
+            .filter(|c| c.change == change)
+            .collect();
+        if measured.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "## Unplanned failover: {title}\n");
+        for c in measured {
+            self.comparison_table(o, c);
+        }
+        let _ = writeln!(o, "{note}\n");
     }
 
     fn comparison_table(&self, o: &mut String, c: &Comparison) {
