@@ -14,8 +14,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod requests;
 mod status;
 
+pub use requests::HibernationState;
 pub use status::{
     FailoverKind, FailoverRecord, InstanceRole, InstanceStatus, LinkStatus, Phase,
     RedisReplicationStatus,

@@ -38,6 +38,13 @@ pub struct RedisReplicationStatus {
     /// refilled from the current master and takes the master role back once in sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hand_back_to: Option<String>,
+    /// The instances fenced by request (`redis.vigil.dev/fenced-instances`): read-only, out of
+    /// the Services, never promoted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fenced_instances: Vec<String>,
+    /// Set while the set hibernates or wakes (`redis.vigil.dev/hibernation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hibernation: Option<super::HibernationState>,
     /// Number of instances that are ready.
     #[serde(default)]
     pub ready_instances: i32,
@@ -87,6 +94,10 @@ pub enum Phase {
     Degraded,
     /// The recorded master is unavailable.
     MasterUnavailable,
+    /// The master is fenced by request: the set takes no writes until it is unfenced.
+    Fenced,
+    /// Stopping for hibernation, or hibernated: no pod runs.
+    Hibernated,
 }
 
 /// What one instance is doing.
@@ -107,6 +118,10 @@ pub struct InstanceStatus {
     /// Bytes behind the master (replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
+    /// Seconds since the replica last acknowledged its upstream, as the upstream reports it
+    /// (`lag` in `INFO replication`); replicas ack every second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<i64>,
     /// Whether a replica's link to its upstream is up (replicas only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_status: Option<LinkStatus>,

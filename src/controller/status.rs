@@ -236,6 +236,8 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         target_master: None,
         master_silent_since,
         hand_back_to,
+        fenced_instances: Vec::new(),
+        hibernation: None,
         ready_instances,
         updated_instances: updated_instances as i32,
         instances,
@@ -284,6 +286,8 @@ fn phase_reason(phase: Phase) -> &'static str {
         Phase::Ready => "AllInstancesReady",
         Phase::Degraded => "InstancesNotReady",
         Phase::MasterUnavailable => "MasterUnavailable",
+        Phase::Fenced => "MasterFenced",
+        Phase::Hibernated => "Hibernated",
     }
 }
 
@@ -330,6 +334,7 @@ fn instance_status(inst: &ObservedInstance, master_offset: Option<i64>) -> Insta
         address,
         replication_offset: Some(info.offset),
         lag_bytes: lag,
+        lag_seconds: None,
         link_status: link,
     }
 }
