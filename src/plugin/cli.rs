@@ -46,12 +46,46 @@ pub enum Command {
         /// ordinal).
         #[arg(long)]
         to: Option<String>,
-        /// Wait until the target is master, showing progress.
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits (e.g. 90s, 2m).
-        #[arg(long, value_parser = duration_arg, default_value = "2m")]
-        timeout: Duration,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Take an instance (or every one) out of service: read-only, out of the Services, never
+    /// promoted; its pod and data stay. A fenced master leaves the set without writes.
+    Fence {
+        /// The RedisReplication.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Put a fenced instance (or every one) back into service.
+    Unfence {
+        /// The RedisReplication.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Stop the set keeping its claims, Secrets and master (on), or wake it (off).
+    Hibernate {
+        /// The RedisReplication.
+        name: String,
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Restart every instance through the operator's rolling update (replicas one at a time,
+    /// the master last after a switchover), or one instance.
+    Restart {
+        /// The RedisReplication.
+        name: String,
+        /// Only this instance (a master hands over first).
+        pod: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Write a support bundle (.tar.gz): objects, Events, pod and operator logs; Secrets
     /// redacted.
@@ -62,6 +96,55 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// One instance or every one.
+#[derive(clap::Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// The instance pod.
+    pub pod: Option<String>,
+    /// Every instance of the set.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Every verb waits for its outcome unless told not to.
+#[derive(clap::Args, Debug)]
+pub struct WaitArgs {
+    /// Wait for the outcome, showing progress on stderr (--wait=false: return once requested).
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub wait: bool,
+    /// How long --wait waits (e.g. 90s, 2m).
+    #[arg(long, value_parser = duration_arg, default_value = "5m")]
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// The pod, or `None` for every instance.
+    pub fn pod(&self) -> Option<&str> {
+        self.pod.as_deref()
+    }
+}
+
+impl WaitArgs {
+    /// How long to wait, or `None` for not at all.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.wait.then_some(self.timeout)
+    }
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -89,24 +172,31 @@ impl Cli {
                 );
                 Ok(())
             }
-            Command::Switchover {
-                name,
-                to,
-                wait,
-                timeout,
-            } => {
-                let seen = match wait {
-                    true => Some(super::wait::seen_events(&session, &name).await?),
+            Command::Switchover { name, to, wait } => {
+                let follow = match wait.wait {
+                    true => Some(super::switchover::Follow::before(&session, &name).await?),
                     false => None,
                 };
                 let target = super::switchover::request(&session, &name, to.as_deref()).await?;
-                println!("redisreplication/{name}: switchover to {target} requested");
-                match seen {
-                    Some(seen) => {
-                        super::wait::switchover(&session, &name, &target, timeout, seen).await
+                match (follow, wait.deadline()) {
+                    (Some(follow), Some(timeout)) => {
+                        follow.wait(&session, &name, target, timeout).await
                     }
-                    None => Ok(()),
+                    _ => Ok(()),
                 }
+            }
+            Command::Fence { name, target, wait } => {
+                super::fence::run(&session, &name, target.pod(), true, wait.deadline()).await
+            }
+            Command::Unfence { name, target, wait } => {
+                super::fence::run(&session, &name, target.pod(), false, wait.deadline()).await
+            }
+            Command::Hibernate { name, state, wait } => {
+                let on = state == OnOff::On;
+                super::hibernate::run(&session, &name, on, wait.deadline()).await
+            }
+            Command::Restart { name, pod, wait } => {
+                super::restart::run(&session, &name, pod.as_deref(), wait.deadline()).await
             }
             Command::Report { name, output } => {
                 let path = super::report::write(&session, &name, output).await?;
@@ -144,15 +234,62 @@ mod tests {
         .expect("parses");
         assert_eq!(cli.namespace.as_deref(), Some("demo"));
         match cli.command {
-            Command::Switchover {
-                to, wait, timeout, ..
-            } => {
+            Command::Switchover { to, wait, .. } => {
                 assert_eq!(to.as_deref(), Some("cache-2"));
-                assert!(wait);
-                assert_eq!(timeout, Duration::from_secs(30));
+                assert_eq!(wait.deadline(), Some(Duration::from_secs(30)));
             }
             other => panic!("{other:?}"),
         }
         assert!(Cli::try_parse_from(["kubectl-vigil", "status", "cache", "-o", "xml"]).is_err());
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-vigil").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn every_verb_waits_unless_told_not_to() {
+        for args in [
+            &["fence", "cache", "cache-1"][..],
+            &["unfence", "cache", "--all"],
+            &["hibernate", "cache", "on"],
+            &["restart", "cache"],
+            &["switchover", "cache"],
+        ] {
+            let wait = match parse(args).expect("parses") {
+                Command::Fence { wait, .. }
+                | Command::Unfence { wait, .. }
+                | Command::Hibernate { wait, .. }
+                | Command::Restart { wait, .. }
+                | Command::Switchover { wait, .. } => wait,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(wait.deadline(), Some(Duration::from_secs(300)), "{args:?}");
+        }
+        match parse(&["restart", "cache", "cache-2", "--wait=false"]).expect("parses") {
+            Command::Restart { pod, wait, .. } => {
+                assert_eq!(pod.as_deref(), Some("cache-2"));
+                assert_eq!(wait.deadline(), None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fencing_takes_one_pod_or_all() {
+        match parse(&["fence", "cache", "--all"]).expect("parses") {
+            Command::Fence { target, .. } => assert_eq!(target.pod(), None),
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["fence", "cache"][..],
+            &["fence", "cache", "cache-1", "--all"],
+            &["unfence", "cache"],
+            &["hibernate", "cache", "maybe"],
+            &["hibernate", "cache"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

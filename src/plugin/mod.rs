@@ -4,7 +4,11 @@
 //! does, and only reads or annotates what the operator already understands.
 
 pub mod cli;
+pub mod fence;
+pub mod hibernate;
 pub mod report;
+pub mod request;
+pub mod restart;
 pub mod status;
 pub mod switchover;
 pub mod wait;
@@ -46,6 +50,9 @@ pub enum Error {
     /// The operator answered the request with a rejection.
     #[error("switchover to {target} rejected by the operator: {message}")]
     Rejected { target: String, message: String },
+    /// The operator said in `RequestsAccepted` that it cannot carry out an annotation.
+    #[error("the operator did not carry out the request ({reason}): {message}")]
+    NotAccepted { reason: String, message: String },
     #[error("timed out after {seconds}s waiting for {what}")]
     Timeout { seconds: u64, what: String },
     #[error("{what}: {source}")]

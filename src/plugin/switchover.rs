@@ -3,63 +3,39 @@
 //! acknowledged writes and removes the annotation, or rejects it with a `SwitchoverRejected`
 //! Event). What to ask for is decided here from the recorded status, purely.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
 
+use super::request::{Edit, set};
+use super::wait::{Check, Log, Observed, Watch};
 use super::{Error, Session};
 use crate::api::{InstanceRole, LinkStatus, RedisReplication, RedisReplicationStatus};
 use crate::labels::{
-    DEFAULT_PRIORITY, FORCE_MASTER_ANNOTATION, PRIORITY_ANNOTATION, REPLICATION_LABEL,
-    SWITCHOVER_ANNOTATION,
+    DEFAULT_PRIORITY, FORCE_MASTER_ANNOTATION, PRIORITY_ANNOTATION, SWITCHOVER_ANNOTATION,
 };
 use crate::resources::pod_ordinal;
 
 /// Requests the switchover and returns its target.
 pub async fn request(session: &Session, name: &str, to: Option<&str>) -> Result<String, Error> {
-    let rr = session.replication(name).await?;
-    let pods = instance_priorities(session, name).await?;
-    let target = decide(&rr, &pods, to)?;
-    // The resourceVersion makes the patch conditional: a request or change made meanwhile by
-    // someone else is not silently overwritten.
-    let patch = json!({"metadata": {
-        "resourceVersion": rr.resource_version(),
-        "annotations": {SWITCHOVER_ANNOTATION: target},
-    }});
-    match session
-        .replications()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(target),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Refused(format!(
-            "redisreplication {name} changed while the switchover was requested; look at \
-             `kubectl vigil status {name}` and try again"
-        ))),
-        Err(e) => Err(Error::api(
-            format!("annotating redisreplication {}/{name}", session.namespace),
-            e,
-        )),
-    }
+    let pods = priorities(&super::request::pods(session, name).await?);
+    super::request::annotate(session, name, |rr| {
+        let target = decide(rr, &pods, to)?;
+        Ok(Edit {
+            annotations: Some(set(SWITCHOVER_ANNOTATION, Some(target.clone()))),
+            say: format!("switchover to {target} requested"),
+            value: target,
+        })
+    })
+    .await
 }
 
-/// The replication's pods and their replica-priority (the operator never promotes 0).
-pub async fn instance_priorities(
-    session: &Session,
-    name: &str,
-) -> Result<BTreeMap<String, u32>, Error> {
-    let pods: Api<Pod> = Api::namespaced(session.client.clone(), &session.namespace);
-    let lp = ListParams::default().labels(&format!("{REPLICATION_LABEL}={name}"));
-    let list = pods
-        .list(&lp)
-        .await
-        .map_err(|e| Error::api(format!("listing the pods of {name}"), e))?;
-    Ok(list
-        .items
-        .iter()
+/// The pods and their replica-priority (the operator never promotes 0).
+pub fn priorities(pods: &[Pod]) -> BTreeMap<String, u32> {
+    pods.iter()
         .map(|p| {
             let priority = p
                 .annotations()
@@ -68,7 +44,7 @@ pub async fn instance_priorities(
                 .unwrap_or(DEFAULT_PRIORITY);
             (p.name_any(), priority)
         })
-        .collect())
+        .collect()
 }
 
 /// The pod to ask for, or why no switchover can be asked for now. `pods` maps the
@@ -91,14 +67,8 @@ pub fn decide(
             "{name} has a force-master request for {forced} pending ({FORCE_MASTER_ANNOTATION})"
         )));
     }
+    super::request::no_change_of_master(rr)?;
     let status = rr.status.clone().unwrap_or_default();
-    if let Some(target) = &status.target_master {
-        return Err(Error::Refused(format!(
-            "a change of master of {name} is in progress (to {target}, epoch {}); wait for it \
-             to finish",
-            status.epoch
-        )));
-    }
     let Some(master) = status.current_master.as_deref() else {
         return Err(Error::Refused(format!(
             "{name} has no master recorded yet; nothing to switch over from"
@@ -110,7 +80,7 @@ pub fn decide(
                 return Err(Error::NoSuchPod {
                     pod: pod.to_string(),
                     replication: name,
-                    known: known(pods),
+                    known: super::request::known(pods.keys().cloned()),
                 });
             };
             if pod == master {
@@ -161,18 +131,122 @@ pub fn best_replica(
         .map(|i| i.name.clone())
 }
 
-fn known(pods: &BTreeMap<String, u32>) -> String {
-    if pods.is_empty() {
-        "it has no pods".into()
-    } else {
-        let names: Vec<&str> = pods.keys().map(String::as_str).collect();
-        format!("its pods: {}", names.join(", "))
+/// How long a request may be gone with no rejection seen and no master change started before
+/// the wait gives up on it (the Event may be written a moment after the annotation is removed).
+const GONE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reasons of the operator's Events that a wait shows; the first ends it with an error.
+const REJECTED: &str = "SwitchoverRejected";
+const FAILED: &str = "SwitchoverFailed";
+
+/// Follows a requested switchover until the target is the recorded master, showing the
+/// operator's Events of it, or fails with its rejection.
+pub struct Follow {
+    target: String,
+    /// The Events already shown, and those from before the request, so that an earlier
+    /// rejection is not taken for an answer to this one.
+    seen: BTreeSet<String>,
+    gone_since: Option<Duration>,
+}
+
+impl Follow {
+    /// Call before the request: notes the Events already there.
+    pub async fn before(session: &Session, name: &str) -> Result<Self, Error> {
+        let events = super::wait::events(session, name).await?;
+        Ok(Self {
+            target: String::new(),
+            seen: events.iter().map(fingerprint).collect(),
+            gone_since: None,
+        })
     }
+
+    pub async fn wait(
+        mut self,
+        session: &Session,
+        name: &str,
+        target: String,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.target = target;
+        let what = format!("{} to become the master of {name}", self.target);
+        let watch = Watch {
+            events: true,
+            ..Watch::default()
+        };
+        super::wait::until(session, name, &what, timeout, watch, |o, log| {
+            self.check(o, log)
+        })
+        .await
+    }
+
+    fn check(&mut self, o: &Observed, log: &Log) -> Check {
+        let name = o.rr.name_any();
+        let target = self.target.as_str();
+        let status = o.rr.status.clone().unwrap_or_default();
+        let requested = o.rr.annotations().contains_key(SWITCHOVER_ANNOTATION);
+        if status.current_master.as_deref() == Some(target) && status.target_master.is_none() {
+            return Check::Done(format!("{target} is the master (epoch {})", status.epoch));
+        }
+        for event in &o.events {
+            let reason = event.reason.clone().unwrap_or_default();
+            if !matches!(reason.as_str(), REJECTED | FAILED)
+                || !self.seen.insert(fingerprint(event))
+            {
+                continue;
+            }
+            let note = event.note.clone().unwrap_or_default();
+            if reason == REJECTED {
+                return Check::Failed(Error::Rejected {
+                    target: target.to_string(),
+                    message: note,
+                });
+            }
+            log.line(&format!("{reason}: {note}"));
+        }
+        if requested || status.target_master.is_some() {
+            self.gone_since = None;
+        } else if log.elapsed() - *self.gone_since.get_or_insert(log.elapsed()) > GONE_GRACE {
+            return Check::Failed(Error::Refused(format!(
+                "the switchover request was removed but {target} is not the master ({}); see \
+                 `kubectl vigil status {name}` and the Events of {name}",
+                status.current_master.as_deref().unwrap_or("none recorded")
+            )));
+        }
+        Check::Pending(step(&status, requested, target))
+    }
+}
+
+/// One line on where the switchover stands, from the status.
+pub fn step(status: &RedisReplicationStatus, requested: bool, target: &str) -> String {
+    let pending = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "SwitchoverPending" && c.status == "True");
+    match (&status.target_master, pending) {
+        (Some(t), _) => format!("handing over to {t} (epoch {})", status.epoch),
+        (None, Some(c)) => format!("pending: {}", c.message),
+        (None, None) if requested => format!(
+            "requested: waiting for the operator to take up {target} (master {})",
+            status.current_master.as_deref().unwrap_or("none")
+        ),
+        (None, None) => "the request is no longer on the replication".into(),
+    }
+}
+
+/// An Event repeated by the recorder keeps its name and counts up its series.
+fn fingerprint(e: &Event) -> String {
+    format!(
+        "{}/{:?}/{:?}",
+        e.metadata.uid.as_deref().unwrap_or_default(),
+        e.series.as_ref().map(|s| s.count),
+        e.deprecated_count
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn replication(annotations: serde_json::Value, status: serde_json::Value) -> RedisReplication {
         serde_json::from_value(json!({
@@ -281,5 +355,48 @@ mod tests {
             e.as_ref().is_err_and(|e| e.contains("no master recorded")),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn steps_follow_the_status() {
+        let status = |v: serde_json::Value| -> RedisReplicationStatus {
+            serde_json::from_value(v).expect("status")
+        };
+        let pending = status(
+            json!({"currentMaster": "cache-0", "epoch": 1, "conditions": [{
+            "type": "SwitchoverPending", "status": "True", "reason": "TargetNotReady",
+            "message": "waiting for cache-2 to be a synced replica of the master cache-0",
+            "lastTransitionTime": "2025-01-02T03:04:05Z"}]}),
+        );
+        assert_eq!(
+            step(&pending, true, "cache-2"),
+            "pending: waiting for cache-2 to be a synced replica of the master cache-0"
+        );
+        let moving = status(
+            json!({"currentMaster": "cache-0", "targetMaster": "cache-2",
+            "epoch": 2}),
+        );
+        assert_eq!(
+            step(&moving, false, "cache-2"),
+            "handing over to cache-2 (epoch 2)"
+        );
+        let asked = status(json!({"currentMaster": "cache-0", "epoch": 1}));
+        assert!(step(&asked, true, "cache-2").starts_with("requested"));
+        assert!(step(&asked, false, "cache-2").contains("no longer"));
+    }
+
+    #[test]
+    fn a_repeated_event_is_new_again() {
+        let event = |count: i32| -> Event {
+            serde_json::from_value(json!({
+                "metadata": {"name": "cache.1", "uid": "u1"},
+                "eventTime": "2025-01-02T03:04:05.000000Z",
+                "reason": REJECTED,
+                "series": {"count": count, "lastObservedTime": "2025-01-02T03:04:05.000000Z"},
+            }))
+            .expect("event")
+        };
+        assert_eq!(fingerprint(&event(2)), fingerprint(&event(2)));
+        assert_ne!(fingerprint(&event(2)), fingerprint(&event(3)));
     }
 }

@@ -1,114 +1,154 @@
-//! `--wait`: follows a requested switchover until the target is the recorded master, printing
-//! each new step (on stderr), or fails with the operator's rejection or on the timeout.
+//! `--wait`: one loop for every verb. It reads the replication (and, as the verb asks, its
+//! pods and Events) every half second, asks the verb's check where the request stands, prints
+//! each new step on stderr, and ends on the outcome, the operator's refusal, or the timeout.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
 
 use super::{Error, Session};
-use crate::api::RedisReplicationStatus;
-use crate::labels::SWITCHOVER_ANNOTATION;
+use crate::api::RedisReplication;
 
 const POLL: Duration = Duration::from_millis(500);
-/// How long a request may be gone with no rejection seen and no master change started before
-/// the wait gives up on it (the Event may be written a moment after the annotation is removed).
-const GONE_GRACE: Duration = Duration::from_secs(5);
 
-/// Reasons of the operator's Events that a wait shows; the first ends it with an error.
-const REJECTED: &str = "SwitchoverRejected";
-const FAILED: &str = "SwitchoverFailed";
+/// The condition in which the operator says it cannot carry out an annotation (reason
+/// `InvalidAnnotation`, `HibernationRefused`, ...).
+pub const REQUESTS_ACCEPTED: &str = "RequestsAccepted";
 
-/// The Events of the replication already there before the request, so that an earlier
-/// rejection is not taken for an answer to this one.
-pub struct Seen(BTreeSet<String>);
-
-pub async fn seen_events(session: &Session, name: &str) -> Result<Seen, Error> {
-    let events = switchover_events(session, name).await?;
-    Ok(Seen(events.iter().map(fingerprint).collect()))
+/// What one round of the wait read.
+pub struct Observed {
+    pub rr: RedisReplication,
+    /// The instance pods, when the verb watches them.
+    pub pods: Vec<Pod>,
+    /// The Events regarding the replication, when the verb watches them.
+    pub events: Vec<Event>,
 }
 
-/// Waits until `target` is master. `seen`: the Events from before the request.
-pub async fn switchover(
+/// Where a request stands.
+pub enum Check {
+    /// The outcome holds; what to print.
+    Done(String),
+    /// Not yet; one line on what it waits for (printed when it changes).
+    Pending(String),
+    Failed(Error),
+}
+
+/// What a wait reads besides the replication.
+#[derive(Default)]
+pub struct Watch {
+    pub pods: bool,
+    pub events: bool,
+    /// Fail on a refusal in `RequestsAccepted` other than this one (seen before the request).
+    pub accepted: Option<Accepted>,
+}
+
+/// `RequestsAccepted` as it was before the request, so that an older refusal (of another
+/// annotation, since fixed) is not taken for an answer to this one.
+pub struct Accepted(Option<Condition>);
+
+impl Accepted {
+    pub fn before(rr: &RedisReplication) -> Self {
+        Self(requests_accepted(rr).cloned())
+    }
+
+    /// The operator's refusal, if it refused anything since.
+    pub fn refusal(&self, rr: &RedisReplication) -> Option<Error> {
+        let now = requests_accepted(rr).filter(|c| c.status == "False")?;
+        let same = self.0.as_ref().is_some_and(|before| {
+            before.status == now.status
+                && before.message == now.message
+                && before.last_transition_time == now.last_transition_time
+        });
+        (!same).then(|| Error::NotAccepted {
+            reason: now.reason.clone(),
+            message: now.message.clone(),
+        })
+    }
+}
+
+fn requests_accepted(rr: &RedisReplication) -> Option<&Condition> {
+    rr.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == REQUESTS_ACCEPTED)
+}
+
+/// Progress lines on stderr, stamped with the time since the wait began.
+pub struct Log {
+    start: Instant,
+}
+
+impl Log {
+    pub fn line(&self, message: &str) {
+        eprintln!("{:>5.1}s  {message}", self.start.elapsed().as_secs_f64());
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+/// Waits until `check` says the request of `what` is done, at most `timeout`.
+pub async fn until(
     session: &Session,
     name: &str,
-    target: &str,
+    what: &str,
     timeout: Duration,
-    mut seen: Seen,
+    watch: Watch,
+    mut check: impl FnMut(&Observed, &Log) -> Check,
 ) -> Result<(), Error> {
-    let start = Instant::now();
+    let log = Log {
+        start: Instant::now(),
+    };
     let mut last_step = String::new();
-    let mut gone_since: Option<Instant> = None;
     loop {
-        let rr = session.replication(name).await?;
-        let status = rr.status.clone().unwrap_or_default();
-        let requested = rr.annotations().contains_key(SWITCHOVER_ANNOTATION);
-        if status.current_master.as_deref() == Some(target) && status.target_master.is_none() {
-            eprintln!(
-                "{:>5.1}s  {target} is the master (epoch {})",
-                start.elapsed().as_secs_f64(),
-                status.epoch
-            );
-            return Ok(());
+        let observed = Observed {
+            rr: session.replication(name).await?,
+            pods: match watch.pods {
+                true => super::request::pods(session, name).await?,
+                false => Vec::new(),
+            },
+            events: match watch.events {
+                true => events(session, name).await?,
+                false => Vec::new(),
+            },
+        };
+        if let Some(refused) = watch
+            .accepted
+            .as_ref()
+            .and_then(|a| a.refusal(&observed.rr))
+        {
+            return Err(refused);
         }
-        for event in switchover_events(session, name).await? {
-            if !seen.0.insert(fingerprint(&event)) {
-                continue;
+        match check(&observed, &log) {
+            Check::Done(message) => {
+                log.line(&message);
+                return Ok(());
             }
-            let reason = event.reason.clone().unwrap_or_default();
-            let note = event.note.clone().unwrap_or_default();
-            if reason == REJECTED {
-                return Err(Error::Rejected {
-                    target: target.to_string(),
-                    message: note,
-                });
+            Check::Failed(e) => return Err(e),
+            Check::Pending(step) if step != last_step => {
+                log.line(&step);
+                last_step = step;
             }
-            eprintln!("{:>5.1}s  {reason}: {note}", start.elapsed().as_secs_f64());
+            Check::Pending(_) => {}
         }
-        let step = step(&status, requested, target);
-        if step != last_step {
-            eprintln!("{:>5.1}s  {step}", start.elapsed().as_secs_f64());
-            last_step = step;
-        }
-        if requested || status.target_master.is_some() {
-            gone_since = None;
-        } else if gone_since.get_or_insert_with(Instant::now).elapsed() > GONE_GRACE {
-            return Err(Error::Refused(format!(
-                "the switchover request was removed but {target} is not the master ({}); see \
-                 `kubectl vigil status {name}` and the Events of {name}",
-                status.current_master.as_deref().unwrap_or("none recorded")
-            )));
-        }
-        if start.elapsed() > timeout {
+        if log.elapsed() > timeout {
             return Err(Error::Timeout {
                 seconds: timeout.as_secs(),
-                what: format!("{target} to become the master of {name} (last: {last_step})"),
+                what: format!("{what} (last: {last_step})"),
             });
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-/// One line on where the switchover stands, from the status.
-pub fn step(status: &RedisReplicationStatus, requested: bool, target: &str) -> String {
-    let pending = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "SwitchoverPending" && c.status == "True");
-    match (&status.target_master, pending) {
-        (Some(t), _) => format!("handing over to {t} (epoch {})", status.epoch),
-        (None, Some(c)) => format!("pending: {}", c.message),
-        (None, None) if requested => format!(
-            "requested: waiting for the operator to take up {target} (master {})",
-            status.current_master.as_deref().unwrap_or("none")
-        ),
-        (None, None) => "the request is no longer on the replication".into(),
-    }
-}
-
-async fn switchover_events(session: &Session, name: &str) -> Result<Vec<Event>, Error> {
+/// The Events regarding the replication.
+pub async fn events(session: &Session, name: &str) -> Result<Vec<Event>, Error> {
     let api: Api<Event> = Api::namespaced(session.client.clone(), &session.namespace);
     let lp = ListParams::default().fields(&format!("regarding.name={name}"));
     let list = api
@@ -122,67 +162,39 @@ async fn switchover_events(session: &Session, name: &str) -> Result<Vec<Event>, 
             e.regarding
                 .as_ref()
                 .is_some_and(|r| r.kind.as_deref() == Some("RedisReplication"))
-                && matches!(e.reason.as_deref(), Some(REJECTED | FAILED))
         })
         .collect())
-}
-
-/// An Event repeated by the recorder keeps its name and counts up its series.
-fn fingerprint(e: &Event) -> String {
-    format!(
-        "{}/{:?}/{:?}",
-        e.metadata.uid.as_deref().unwrap_or_default(),
-        e.series.as_ref().map(|s| s.count),
-        e.deprecated_count
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugin::request::fixtures::{replication, settled};
     use serde_json::json;
 
-    fn status(v: serde_json::Value) -> RedisReplicationStatus {
-        serde_json::from_value(v).expect("status")
+    fn with_accepted(status: &str, message: &str, time: &str) -> RedisReplication {
+        let mut s = settled();
+        s["conditions"] = json!([{"type": REQUESTS_ACCEPTED, "status": status,
+            "reason": "HibernationRefused", "message": message, "lastTransitionTime": time}]);
+        replication(json!({"instances": 3}), json!({}), s)
     }
 
     #[test]
-    fn steps_follow_the_status() {
-        let pending = status(
-            json!({"currentMaster": "cache-0", "epoch": 1, "conditions": [{
-            "type": "SwitchoverPending", "status": "True", "reason": "TargetNotReady",
-            "message": "waiting for cache-2 to be a synced replica of the master cache-0",
-            "lastTransitionTime": "2025-01-02T03:04:05Z"}]}),
-        );
+    fn only_a_new_refusal_ends_a_wait() {
+        let none = replication(json!({"instances": 3}), json!({}), settled());
+        let refused = with_accepted("False", "no storage", "2025-01-02T03:04:05Z");
+        let e = Accepted::before(&none)
+            .refusal(&refused)
+            .map(|e| e.to_string());
         assert_eq!(
-            step(&pending, true, "cache-2"),
-            "pending: waiting for cache-2 to be a synced replica of the master cache-0"
+            e.as_deref(),
+            Some("the operator did not carry out the request (HibernationRefused): no storage")
         );
-        let moving = status(
-            json!({"currentMaster": "cache-0", "targetMaster": "cache-2",
-            "epoch": 2}),
-        );
-        assert_eq!(
-            step(&moving, false, "cache-2"),
-            "handing over to cache-2 (epoch 2)"
-        );
-        let asked = status(json!({"currentMaster": "cache-0", "epoch": 1}));
-        assert!(step(&asked, true, "cache-2").starts_with("requested"));
-        assert!(step(&asked, false, "cache-2").contains("no longer"));
-    }
-
-    #[test]
-    fn a_repeated_event_is_new_again() {
-        let event = |count: i32| -> Event {
-            serde_json::from_value(json!({
-                "metadata": {"name": "cache.1", "uid": "u1"},
-                "eventTime": "2025-01-02T03:04:05.000000Z",
-                "reason": REJECTED,
-                "series": {"count": count, "lastObservedTime": "2025-01-02T03:04:05.000000Z"},
-            }))
-            .expect("event")
-        };
-        assert_eq!(fingerprint(&event(2)), fingerprint(&event(2)));
-        assert_ne!(fingerprint(&event(2)), fingerprint(&event(3)));
+        // The same refusal as before the request is not its answer; a changed one is.
+        assert!(Accepted::before(&refused).refusal(&refused).is_none());
+        let later = with_accepted("False", "other", "2025-01-02T03:05:05Z");
+        assert!(Accepted::before(&refused).refusal(&later).is_some());
+        let fine = with_accepted("True", "accepted", "2025-01-02T03:05:05Z");
+        assert!(Accepted::before(&none).refusal(&fine).is_none());
     }
 }
