@@ -8,8 +8,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::wait::REQUESTS_ACCEPTED;
 use super::{Error, Output};
-use crate::api::{InstanceRole, LinkStatus, RedisReplication, RedisReplicationStatus};
+use crate::api::requests::{FENCED_INSTANCES_ANNOTATION, Fencing};
+use crate::api::{
+    HibernationState, InstanceRole, LinkStatus, RedisReplication, RedisReplicationStatus,
+};
 
 /// The replication as `output` asks.
 pub fn render(namespace: &str, rr: &RedisReplication, output: Output) -> Result<String, Error> {
@@ -67,6 +71,22 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
             &format!("{back} (refilled from the master, then master again)"),
         );
     }
+    if let Some(line) = fenced_line(rr, status) {
+        field("Fenced", &line);
+    }
+    if let Some(state) = status.hibernation {
+        field("Hibernation", &hibernation_line(&name, status, state));
+    }
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == REQUESTS_ACCEPTED && c.status == "False")
+    {
+        field(
+            "Requests",
+            &format!("not carried out ({}): {}", c.reason, c.message),
+        );
+    }
     let desired = rr.spec.instances;
     field(
         "Instances",
@@ -108,7 +128,7 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
         out.push_str("  (none)\n");
     } else {
         let mut rows = vec![row([
-            "NAME", "ROLE", "READY", "ADDRESS", "OFFSET", "LAG", "LINK",
+            "NAME", "ROLE", "READY", "ADDRESS", "OFFSET", "LAG", "LAG(S)", "LINK",
         ])];
         for i in &status.instances {
             let role = match (i.role, status.current_master.as_deref()) {
@@ -123,6 +143,9 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
                 opt(i.replication_offset),
                 i.lag_bytes
                     .map(|b| format!("{b} B"))
+                    .unwrap_or_else(|| "-".into()),
+                i.lag_seconds
+                    .map(|s| format!("{s}s"))
                     .unwrap_or_else(|| "-".into()),
                 match i.link_status {
                     Some(LinkStatus::Up) => "up".into(),
@@ -152,6 +175,57 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// The fenced instances, and those asked for but not fenced yet.
+fn fenced_line(rr: &RedisReplication, status: &RedisReplicationStatus) -> Option<String> {
+    let asked = rr
+        .annotations()
+        .get(FENCED_INSTANCES_ANNOTATION)
+        .and_then(|v| Fencing::parse(v).ok())
+        .unwrap_or_default();
+    let pending: Vec<&str> = status
+        .instances
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|p| asked.fences(p) && !status.fenced_instances.iter().any(|f| f == p))
+        .collect();
+    let mut line = match status.fenced_instances.is_empty() {
+        true => String::new(),
+        false => format!(
+            "{} (read-only, out of the Services, never promoted)",
+            status.fenced_instances.join(", ")
+        ),
+    };
+    if !pending.is_empty() {
+        let sep = if line.is_empty() { "" } else { "; " };
+        let _ = write!(
+            line,
+            "{sep}requested, not fenced yet: {}",
+            pending.join(", ")
+        );
+    }
+    (!line.is_empty()).then_some(line)
+}
+
+fn hibernation_line(
+    name: &str,
+    status: &RedisReplicationStatus,
+    state: HibernationState,
+) -> String {
+    let master = status.current_master.as_deref().unwrap_or("none recorded");
+    match state {
+        HibernationState::Hibernating => {
+            "Hibernating (the pods stop, replicas first; claims and Secrets stay)".into()
+        }
+        HibernationState::Hibernated => format!(
+            "Hibernated (no pod runs; `kubectl vigil hibernate {name} off` wakes it with \
+             master {master})"
+        ),
+        HibernationState::Waking => {
+            format!("Waking (the pods are back; {master} takes the master role again)")
+        }
+    }
 }
 
 fn master_line(status: &RedisReplicationStatus) -> String {
@@ -246,7 +320,8 @@ mod tests {
             "instances": [
                 {"name": "cache-0", "role": "unknown", "ready": false},
                 {"name": "cache-1", "role": "replica", "ready": true, "address": "10.244.0.6:6379",
-                    "replicationOffset": 1200, "lagBytes": 34, "linkStatus": "down"},
+                    "replicationOffset": 1200, "lagBytes": 34, "lagSeconds": 12,
+                    "linkStatus": "down"},
                 {"name": "cache-2", "role": "replica", "ready": true, "address": "10.244.0.7:6379",
                     "replicationOffset": 1234, "lagBytes": 0, "linkStatus": "down"},
             ],
@@ -272,10 +347,10 @@ Conditions:
   Ready  False   MasterUnavailable  5s   cache-0 is down
 
 Instances:
-  NAME     ROLE     READY  ADDRESS          OFFSET  LAG   LINK
-  cache-0  unknown  no     -                -       -     -
-  cache-1  replica  yes    10.244.0.6:6379  1200    34 B  down
-  cache-2  replica  yes    10.244.0.7:6379  1234    0 B   down
+  NAME     ROLE     READY  ADDRESS          OFFSET  LAG   LAG(S)  LINK
+  cache-0  unknown  no     -                -       -     -       -
+  cache-1  replica  yes    10.244.0.6:6379  1200    34 B  12s     down
+  cache-2  replica  yes    10.244.0.7:6379  1234    0 B   -       down
 
 Last failover:
   Kind: Switchover (epoch 3)
@@ -326,5 +401,43 @@ Last failover:
         assert_eq!(age(now(), &t("2024-12-01T03:10:05Z")), "32d");
         // A clock behind the apiserver's is not a negative age.
         assert_eq!(age(now(), &t("2025-01-02T03:11:05Z")), "0s");
+    }
+
+    #[test]
+    fn fencing_hibernation_and_refused_requests_are_shown() {
+        let mut status = mid_failover();
+        status["fencedInstances"] = json!(["cache-1"]);
+        status["hibernation"] = json!("Hibernating");
+        status["conditions"] = json!([{"type": REQUESTS_ACCEPTED, "status": "False",
+            "reason": "HibernationRefused", "message": "cache has no spec.storage",
+            "lastTransitionTime": "2025-01-02T03:10:00Z"}]);
+        let mut rr = replication(status);
+        rr.metadata.annotations = Some(
+            [(
+                FENCED_INSTANCES_ANNOTATION.to_string(),
+                "[\"cache-1\",\"cache-2\"]".to_string(),
+            )]
+            .into(),
+        );
+        let out = text("demo", &rr, now());
+        for line in [
+            "Fenced:         cache-1 (read-only, out of the Services, never promoted); \
+             requested, not fenced yet: cache-2",
+            "Hibernation:    Hibernating (the pods stop, replicas first; claims and Secrets stay)",
+            "Requests:       not carried out (HibernationRefused): cache has no spec.storage",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line}\n{out}");
+        }
+        let mut status = mid_failover();
+        status["hibernation"] = json!("Hibernated");
+        let out = text("demo", &replication(status), now());
+        assert!(
+            out.contains("`kubectl vigil hibernate cache off` wakes it with master cache-0"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("Fenced:") && !out.contains("Requests:"),
+            "{out}"
+        );
     }
 }
