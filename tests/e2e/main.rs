@@ -10,6 +10,8 @@ mod failover;
 mod incluster;
 mod partition;
 mod plugin;
+mod plugin_fence;
+mod plugin_hibernate_restart;
 mod problems;
 mod resp_shape;
 mod restart;

@@ -15,7 +15,7 @@ use vigil::labels::SWITCHOVER_ANNOTATION;
 use crate::support::{Chaos, ReadySet, TestNs, wait_for};
 
 /// Runs `kubectl-vigil ARGS` in the test's namespace with the admin kubeconfig.
-fn plugin(t: &TestNs, args: &[&str]) -> Output {
+pub(crate) fn plugin(t: &TestNs, args: &[&str]) -> Output {
     let admin = t.env.admin_kubeconfig.to_string_lossy().to_string();
     Command::new(env!("CARGO_BIN_EXE_kubectl-vigil"))
         .args(["--kubeconfig", &admin, "-n", &t.name])
@@ -24,16 +24,16 @@ fn plugin(t: &TestNs, args: &[&str]) -> Output {
         .expect("run kubectl-vigil")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// Runs a verb that must fail, and returns its message.
-fn refused(t: &TestNs, args: &[&str]) -> String {
+pub(crate) fn refused(t: &TestNs, args: &[&str]) -> String {
     let out = plugin(t, args);
     assert!(
         !out.status.success(),
@@ -52,7 +52,7 @@ fn master_line(text: &str) -> &str {
 }
 
 /// The row of `pod` in the Instances table, split in columns.
-fn instance_row<'a>(text: &'a str, pod: &str) -> Vec<&'a str> {
+pub(crate) fn instance_row<'a>(text: &'a str, pod: &str) -> Vec<&'a str> {
     text.lines()
         .map(str::split_whitespace)
         .map(Iterator::collect::<Vec<_>>)
