@@ -11,6 +11,7 @@ mod incluster;
 mod partition;
 mod plugin;
 mod problems;
+mod requests;
 mod resp_shape;
 mod restart;
 mod sentinel_secure;
