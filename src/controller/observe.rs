@@ -84,10 +84,11 @@ pub async fn observe(
         .monitor
         .observe(rr, &probed, &credentials, rr.spec.failover.down_after())
         .await;
-    for (probe, answer) in probed.iter().zip(answers) {
+    for (probe, observed) in probed.iter().zip(answers) {
         if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {
-            inst.still = answer.as_ref().map(|a| a.still);
-            inst.redis = answer.map(|a| a.info);
+            inst.still = observed.answer.as_ref().map(|a| a.still);
+            inst.redis = observed.answer.map(|a| a.info);
+            inst.silent_for = observed.silent_for;
         }
     }
     Ok(Observation {
@@ -131,6 +132,7 @@ fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
         problem: pod_problem(pod),
         stopped: container_stopped(pod),
         still: None,
+        silent_for: None,
     })
 }
 

@@ -57,6 +57,8 @@ pub struct ObservedInstance {
     /// A replica's offset moves with every heartbeat of a live master, so a still one has not
     /// heard from it (rule 9).
     pub still: Option<crate::isolation::Stillness>,
+    /// How long since it last answered the monitor, when it does not answer now.
+    pub silent_for: Option<Duration>,
 }
 
 /// A pod that will not run until something changes: unschedulable, its image or configuration

@@ -419,6 +419,7 @@ mod tests {
             problem: None,
             stopped: None,
             still: None,
+            silent_for: None,
         }
     }
 

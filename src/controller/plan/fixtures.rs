@@ -68,6 +68,7 @@ pub(crate) fn inst(
         problem: None,
         stopped: None,
         still: None,
+        silent_for: None,
     }
 }
 
