@@ -123,6 +123,8 @@ pub struct ConnectedReplica {
     pub address: Address,
     pub state: String,
     pub offset: i64,
+    /// Seconds since its last acknowledgement (`lag`; replicas ack every second).
+    pub lag_seconds: Option<i64>,
 }
 
 /// The parsed `INFO replication` section.
@@ -252,12 +254,14 @@ fn parse_connected_replica(value: &str) -> Result<ConnectedReplica, String> {
     let mut port = None;
     let mut state = String::new();
     let mut offset = 0;
+    let mut lag_seconds = None;
     for field in value.split(',') {
         match field.split_once('=') {
             Some(("ip", v)) => ip = Some(v.to_string()),
             Some(("port", v)) => port = v.parse().ok(),
             Some(("state", v)) => state = v.to_string(),
             Some(("offset", v)) => offset = v.parse().unwrap_or(0),
+            Some(("lag", v)) => lag_seconds = v.parse().ok(),
             _ => {}
         }
     }
@@ -268,6 +272,7 @@ fn parse_connected_replica(value: &str) -> Result<ConnectedReplica, String> {
         ),
         state,
         offset,
+        lag_seconds,
     })
 }
 
@@ -541,6 +546,7 @@ mod tests {
         assert_eq!(info.replicas.len(), 2);
         assert_eq!(info.replicas[0].address, Address::new("127.0.0.11", 6379));
         assert_eq!(info.replicas[1].state, "wait_bgsave");
+        assert_eq!(info.replicas[1].lag_seconds, Some(1));
         assert_eq!(info.following(), None);
     }
 

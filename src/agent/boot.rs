@@ -28,6 +28,14 @@ pub fn decide_boot(status: Option<&RedisReplicationStatus>, pod: &str, pod_ip: &
     let Some(status) = status else {
         return fenced("no status yet: the operator has not chosen a master");
     };
+    // Fenced by request: its data stays as the user is inspecting it. Waking from hibernation:
+    // the recorded address is gone with the old pods, and the operator rewires everyone.
+    if status.fenced_instances.iter().any(|f| f == pod) {
+        return fenced("fenced by request (redis.vigil.dev/fenced-instances)");
+    }
+    if status.hibernation.is_some() {
+        return fenced("the set wakes from hibernation: the operator rewires the instances");
+    }
     match (&status.current_master, &status.master_address) {
         (None, _) => fenced("no master recorded yet"),
         (Some(master), _) if master == pod => {
@@ -107,6 +115,25 @@ mod tests {
             decide_boot(Some(&s), "cache-1", "127.0.0.11"),
             Boot::ReplicaOf(Address::new("127.0.0.10", 6379))
         );
+    }
+
+    #[test]
+    fn fenced_and_waking_instances_follow_nobody() {
+        let mut s = status(Some("cache-0"), Some("127.0.0.10:6379"));
+        s.fenced_instances = vec!["cache-1".into()];
+        assert!(matches!(
+            decide_boot(Some(&s), "cache-1", "127.0.0.11"),
+            Boot::Fenced { .. }
+        ));
+        assert!(matches!(
+            decide_boot(Some(&s), "cache-2", "127.0.0.12"),
+            Boot::ReplicaOf(_)
+        ));
+        s.hibernation = Some(crate::api::HibernationState::Waking);
+        assert!(matches!(
+            decide_boot(Some(&s), "cache-2", "127.0.0.12"),
+            Boot::Fenced { .. }
+        ));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Events on transitions: the master's health, an unusable Secret, a pod that cannot run.
+//! Events on transitions: the master's health, an unusable Secret, a pod that cannot run, the
+//! user's fencing and hibernation requests.
 
 use std::collections::HashMap;
 
@@ -9,7 +10,7 @@ use super::Error;
 use super::context::{Announced, Context};
 use super::error::secret_problem;
 use super::plan::{self, MasterDown, ObservedInstance};
-use crate::api::RedisReplication;
+use crate::api::{HibernationState, RedisReplication, RedisReplicationStatus};
 
 impl Context {
     /// Events on transitions only: MasterDown (+sdown), MasterObjectivelyDown (+odown).
@@ -96,6 +97,65 @@ impl Context {
                 format!("{}: {}: {}", inst.name, problem.reason, problem.message),
             )
             .await;
+        }
+    }
+
+    /// Events as the status moves: instances fenced and unfenced, a hibernation starting,
+    /// done and lifted, and a request refused.
+    pub(super) async fn announce_requests(
+        &self,
+        rr: &RedisReplication,
+        before: &RedisReplicationStatus,
+        now: &RedisReplicationStatus,
+    ) {
+        let changed = |from: &[String], to: &[String]| {
+            to.iter()
+                .filter(|n| !from.contains(n))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let fenced = changed(&before.fenced_instances, &now.fenced_instances);
+        if !fenced.is_empty() {
+            let note = format!(
+                "{} fenced by request: read-only, out of the Services, never promoted; the data \
+                 is kept",
+                fenced.join(", ")
+            );
+            self.event(rr, EventType::Normal, "Fenced", "Fence", note)
+                .await;
+        }
+        let unfenced = changed(&now.fenced_instances, &before.fenced_instances);
+        if !unfenced.is_empty() {
+            let note = format!("{} unfenced: rejoining the set", unfenced.join(", "));
+            self.event(rr, EventType::Normal, "Unfenced", "Unfence", note)
+                .await;
+        }
+        if before.hibernation != now.hibernation {
+            let note = match now.hibernation {
+                Some(HibernationState::Hibernating) => Some((
+                    "Hibernating",
+                    "stopping every pod, replicas first; claims, Secrets and the master are kept",
+                )),
+                Some(HibernationState::Hibernated) => Some(("Hibernated", "no pod runs")),
+                Some(HibernationState::Waking) => Some(("Waking", "starting the pods again")),
+                None => Some(("Woken", "the recorded master is master again")),
+            };
+            if let Some((reason, note)) = note {
+                self.event(rr, EventType::Normal, reason, "Hibernate", note.to_string())
+                    .await;
+            }
+        }
+        let refused = |s: &RedisReplicationStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == super::status::REQUESTS_ACCEPTED && c.status == "False")
+                .map(|c| (c.reason.clone(), c.message.clone()))
+        };
+        if let Some((reason, message)) = refused(now)
+            && refused(before).as_ref() != Some(&(reason.clone(), message.clone()))
+        {
+            self.event(rr, EventType::Warning, &reason, "Request", message)
+                .await;
         }
     }
 }

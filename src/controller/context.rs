@@ -206,9 +206,11 @@ impl Context {
         instances: &[plan::ObservedInstance],
     ) -> Option<Duration> {
         let master = recorded.current_master.as_ref()?;
-        let answered = instances
-            .iter()
-            .any(|i| &i.name == master && i.redis.as_ref().is_some_and(|r| r.is_master()));
+        let inst = instances.iter().find(|i| &i.name == master);
+        let answered = inst.is_some_and(|i| i.redis.as_ref().is_some_and(|r| r.is_master()));
+        // Silent since its last reply: the probe that went unanswered was sent up to an interval
+        // and a timeout after the master last spoke.
+        let silent_for = inst.and_then(|i| i.silent_for);
         self.remember(rr, |entry| {
             if answered {
                 entry.master_unreachable_since = None;
@@ -222,7 +224,7 @@ impl Context {
                     now
                 }
             };
-            Some(since.elapsed())
+            Some(since.elapsed().max(silent_for.unwrap_or_default()))
         })
     }
 

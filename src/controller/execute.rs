@@ -25,7 +25,7 @@ use crate::resources::{self, instance_pod};
 use handover::switch_over;
 use intent::record_intent;
 pub use intent::write_final_status;
-use roles::{promote, rewire_one, roll_back_switchover, set_role_label};
+use roles::{fence, promote, rewire_one, roll_back_switchover, set_role_label};
 
 /// Everything a plan needs to act on.
 pub struct Target<'a> {
@@ -92,7 +92,19 @@ impl Run<'_> {
     async fn step(&mut self, step: Step) -> Result<(), Error> {
         let (ctx, target, plan, rr) = (self.ctx, self.target, self.plan, self.target.rr);
         match step {
-            Step::RemoveInstance(name) => remove_instance(ctx, target, &name).await?,
+            Step::RemoveInstance(name) => {
+                delete_pod(ctx, target, &name, "removing instance (scale down)").await?;
+                let note = format!("removed {name}");
+                ctx.event(rr, EventType::Normal, "InstanceRemoved", "ScaleDown", note)
+                    .await;
+            }
+            Step::Stop(name) => {
+                delete_pod(ctx, target, &name, "stopping instance (hibernation)").await?;
+                let note = format!("stopped {name} for hibernation; its claim is kept");
+                ctx.event(rr, EventType::Normal, "InstanceStopped", "Hibernate", note)
+                    .await;
+            }
+            Step::Fence(name) => fence(ctx, target, &name).await?,
             Step::CreateInstance(ordinal) => create_instance(ctx, target, ordinal).await?,
             Step::Unlabel(name) => {
                 set_role_label(ctx, target, &name, None).await?;
@@ -186,17 +198,19 @@ impl Run<'_> {
     }
 }
 
-/// Scale-down: the pod goes.
-async fn remove_instance(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
-    let (rr, ns) = (target.rr, target.namespace);
+/// Scale-down and hibernation: the pod goes (its claim stays).
+async fn delete_pod(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+    why: &str,
+) -> Result<(), Error> {
+    let ns = target.namespace;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    info!(pod = %name, "removing instance (scale down)");
+    info!(pod = %name, "{why}");
     pods.delete(name, &DeleteParams::default())
         .await
         .map_err(|source| Error::kube(format!("deleting pod {ns}/{name}"), source))?;
-    let note = format!("removed {name}");
-    ctx.event(rr, EventType::Normal, "InstanceRemoved", "ScaleDown", note)
-        .await;
     Ok(())
 }
 
@@ -357,6 +371,7 @@ fn describe(change: &Option<Change>) -> String {
         Some(Change::Restore) => {
             "the master restarted with all its data; failover is disabled".into()
         }
+        Some(Change::Reinstated) => "its fence or hibernation is lifted and it lost nothing".into(),
         Some(Change::Refill { master, .. }) => {
             format!("standing in while {master} is refilled; failover is disabled")
         }

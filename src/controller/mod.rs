@@ -10,6 +10,7 @@ mod execute;
 mod observe;
 pub mod plan;
 mod pods;
+mod requests;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -24,6 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::api::requests::{FENCED_INSTANCES_ANNOTATION, HIBERNATION_ANNOTATION};
 use crate::api::{Phase, RedisReplication};
 use crate::labels::{FORCE_MASTER_ANNOTATION, SWITCHOVER_ANNOTATION, managed_selector};
 use crate::metrics::Metrics;
@@ -228,6 +230,13 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     }
     let previous = rr.status.clone().unwrap_or_default();
     let recorded = RecordedRoles::from(&previous);
+    let annotation = |key: &str| rr.annotations().get(key).map(String::as_str);
+    let requests = requests::read(
+        annotation(FENCED_INSTANCES_ANNOTATION),
+        annotation(HIBERNATION_ANNOTATION),
+        &rr.spec,
+        &previous,
+    );
     let now = Timestamp::now();
     let input = PlanInput {
         desired_instances: u32::try_from(rr.spec.instances.max(1)).unwrap_or(1),
@@ -248,6 +257,8 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         topology: rr.spec.topology,
         switchover_to: rr.annotations().get(SWITCHOVER_ANNOTATION).cloned(),
         force_master: rr.annotations().get(FORCE_MASTER_ANNOTATION).cloned(),
+        fencing: requests.fencing.clone(),
+        hibernate: requests.hibernate,
     };
     let plan = plan::plan(&input);
     ctx.announce_master_health(rr, &plan).await;
@@ -278,6 +289,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             failover,
             secret_problem: ctx.secret_problem(rr),
             persistence_disabled: rr.spec.effective_persistence() == crate::api::Persistence::None,
+            requests: &requests,
         },
         &plan,
     );
@@ -292,6 +304,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             m.acted_at = Some(Instant::now());
         }
     });
+    ctx.announce_requests(rr, &previous, &status).await;
     ctx.record_metrics(rr, &previous, &status);
     if status.phase != previous.phase {
         info!(phase = ?status.phase, master = ?status.current_master, "phase changed");
@@ -318,6 +331,15 @@ fn next_look(
     let acting = plan.acts()
         || matches!(plan.request, Some(plan::RequestOutcome::Waiting(_)))
         || matches!(plan.force_request, Some(plan::RequestOutcome::Waiting(_)));
+    // Nothing runs, or nothing may change until the user lifts the fence: pod and spec changes
+    // wake the reconcile.
+    let resting = matches!(
+        plan.master,
+        plan::MasterState::Hibernating | plan::MasterState::Fenced { .. }
+    );
+    if !acting && resting && input.instances.iter().all(|i| !i.deleting) {
+        return RESYNC;
+    }
     if acting || status.phase != Some(Phase::Ready) {
         let policy = &input.policy;
         let due = match (&plan.master_down, policy.master_unreachable_for) {

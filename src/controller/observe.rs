@@ -11,6 +11,7 @@ use kube::{Api, ResourceExt};
 use super::plan::{ObservedInstance, PodProblem};
 use super::{Context, Error};
 use crate::api::RedisReplication;
+use crate::api::requests::{RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION};
 use crate::labels::{
     CONFIG_ANNOTATION, DEFAULT_PRIORITY, PRIORITY_ANNOTATION, ROLE_LABEL, RoleLabel,
     SPEC_HASH_ANNOTATION,
@@ -83,10 +84,11 @@ pub async fn observe(
         .monitor
         .observe(rr, &probed, &credentials, rr.spec.failover.down_after())
         .await;
-    for (probe, answer) in probed.iter().zip(answers) {
+    for (probe, observed) in probed.iter().zip(answers) {
         if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {
-            inst.still = answer.as_ref().map(|a| a.still);
-            inst.redis = answer.map(|a| a.info);
+            inst.still = observed.answer.as_ref().map(|a| a.still);
+            inst.redis = observed.answer.map(|a| a.info);
+            inst.silent_for = observed.silent_for;
         }
     }
     Ok(Observation {
@@ -124,12 +126,22 @@ fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
             .and_then(|p| p.parse().ok())
             .unwrap_or(DEFAULT_PRIORITY),
         spec_outdated: annotation(SPEC_HASH_ANNOTATION)
-            != Some(spec_hash(&instance_pod_spec(rr, ordinal)).as_str()),
+            != Some(spec_hash(&instance_pod_spec(rr, ordinal)).as_str())
+            || restart_requested(rr, pod),
         config_outdated: annotation(CONFIG_ANNOTATION) != Some(config_annotation(rr).as_str()),
         problem: pod_problem(pod),
         stopped: container_stopped(pod),
         still: None,
+        silent_for: None,
     })
+}
+
+/// A restart is asked of this pod: on the set (a value it was not created under), or on the pod
+/// itself. The rolling update carries it out (replicas first, the master after a switchover).
+fn restart_requested(rr: &RedisReplication, pod: &Pod) -> bool {
+    let asked = rr.annotations().get(RESTART_ANNOTATION);
+    pod.annotations().contains_key(RESTART_ANNOTATION)
+        || (asked.is_some() && pod.annotations().get(RESTARTED_AT_ANNOTATION) != asked)
 }
 
 /// The Redis container is not running, as the kubelet reports it: terminated, or waiting to

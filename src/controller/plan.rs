@@ -7,11 +7,13 @@
 
 use std::time::Duration;
 
-use crate::api::Topology;
+use crate::api::requests::Fencing;
+use crate::api::{HibernationState, Topology};
 use crate::labels::RoleLabel;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo};
 
 mod decide;
+mod hibernation;
 mod recovery;
 mod roles;
 
@@ -19,6 +21,8 @@ use decide::{best_candidate, cooldown_message, decide, offset};
 use roles::{plan_roles, plan_roll};
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod requests_tests;
 mod steps;
 #[cfg(test)]
 mod tests;
@@ -53,6 +57,8 @@ pub struct ObservedInstance {
     /// A replica's offset moves with every heartbeat of a live master, so a still one has not
     /// heard from it (rule 9).
     pub still: Option<crate::isolation::Stillness>,
+    /// How long since it last answered the monitor, when it does not answer now.
+    pub silent_for: Option<Duration>,
 }
 
 /// A pod that will not run until something changes: unschedulable, its image or configuration
@@ -86,6 +92,24 @@ pub struct RecordedRoles {
     pub target_master: Option<String>,
     /// The master to hand the role back to once it is refilled (failover disabled).
     pub hand_back_to: Option<String>,
+    /// The instances fenced by request when the status was written.
+    pub fenced: Vec<String>,
+    pub hibernation: Option<HibernationState>,
+}
+
+impl RecordedRoles {
+    /// The recorded master stopped serving because the user asked (it was fenced, or the set
+    /// hibernated) and the request is lifted: it takes its role back unless another instance
+    /// holds more data.
+    pub fn master_resumes(&self, input: &PlanInput, name: &str) -> bool {
+        let unfenced = self.fenced.iter().any(|f| f == name) && !input.fencing.fences(name);
+        unfenced || self.waking(input)
+    }
+
+    /// The set hibernated and is asked to wake.
+    pub fn waking(&self, input: &PlanInput) -> bool {
+        self.hibernation.is_some() && !input.hibernate
+    }
 }
 
 impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
@@ -96,6 +120,8 @@ impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
             epoch: status.epoch,
             target_master: status.target_master.clone(),
             hand_back_to: status.hand_back_to.clone(),
+            fenced: status.fenced_instances.clone(),
+            hibernation: status.hibernation,
         }
     }
 }
@@ -144,6 +170,10 @@ pub struct PlanInput {
     /// The instance the user forces to be master, discarding what others hold beyond it
     /// (annotation `redis.vigil.dev/force-master`).
     pub force_master: Option<String>,
+    /// Instances fenced by request: read-only, following nobody, unlabelled, never promoted.
+    pub fencing: Fencing,
+    /// The set hibernates: its pods stop, replicas first.
+    pub hibernate: bool,
 }
 
 /// The master decision that must be written to status before any instance is touched.
@@ -171,6 +201,9 @@ pub enum Change {
     /// Failover is disabled and the recorded master restarted with at least the data of every
     /// replica: it is master again.
     Restore,
+    /// The recorded master, fenced or hibernated by request, is asked back and holds at least
+    /// the data of every other instance: it is master again.
+    Reinstated,
     /// Failover is disabled and the recorded master `master` restarted with `missing_bytes` less
     /// than a replica: that replica serves as master while `master` is refilled from it, then
     /// hands the role back (rule 2: less data never overwrites more).
@@ -202,6 +235,10 @@ pub enum MasterState {
     Acting { name: String, address: Address },
     /// No instance is reachable yet to become the first master.
     AwaitingBootstrap,
+    /// The recorded master is fenced by request: no writes, and no failover replaces it.
+    Fenced { name: String },
+    /// The set hibernates: no instance serves.
+    Hibernating,
     /// The recorded master is not acting and no change is made this round.
     Unavailable {
         name: String,
@@ -239,6 +276,10 @@ pub struct Plan {
     pub rewire: Vec<Rewire>,
     /// Labelled replica, after they follow the master (rule 6).
     pub label_replicas: Vec<String>,
+    /// Fenced by request: made to follow nobody (their clients closed), once unlabelled.
+    pub fence: Vec<String>,
+    /// Hibernation: pods deleted, their claims kept.
+    pub stop: Vec<String>,
     /// What becomes of the user's switchover request.
     pub request: Option<RequestOutcome>,
     /// What becomes of the user's force-master request.
@@ -278,30 +319,55 @@ impl Plan {
             || !self.rewire.is_empty()
             || self.label_master.is_some()
             || !self.label_replicas.is_empty()
+            || !self.fence.is_empty()
+            || !self.stop.is_empty()
+    }
+
+    /// A plan that changes nothing, with this master state.
+    fn idle(master: MasterState) -> Self {
+        Self {
+            create: Vec::new(),
+            delete: Vec::new(),
+            scale_down_blocked: None,
+            master,
+            master_down: None,
+            record_silence: false,
+            change: None,
+            intent: None,
+            unlabel: Vec::new(),
+            switchover_from: None,
+            promote: None,
+            label_master: None,
+            rewire: Vec::new(),
+            label_replicas: Vec::new(),
+            fence: Vec::new(),
+            stop: Vec::new(),
+            request: None,
+            force_request: None,
+            roll: None,
+        }
     }
 }
 
 pub fn plan(input: &PlanInput) -> Plan {
+    if input.hibernate {
+        return hibernation::plan_hibernation(input);
+    }
     let (create, delete, scale_down_blocked) = plan_membership(input);
     let decision = decide(input, &delete);
     let mut plan = Plan {
         create,
         delete,
         scale_down_blocked,
-        master: decision.master.unwrap_or(MasterState::AwaitingBootstrap),
         record_silence: record_silence(input, decision.down.as_ref()),
         master_down: decision.down,
         change: decision.change,
         intent: decision.intent,
-        unlabel: Vec::new(),
         switchover_from: decision.switchover_from,
         promote: decision.promote,
-        label_master: None,
-        rewire: Vec::new(),
-        label_replicas: Vec::new(),
         request: decision.request,
         force_request: decision.force_request,
-        roll: None,
+        ..Plan::idle(decision.master.unwrap_or(MasterState::AwaitingBootstrap))
     };
     if let Some(intent) = &mut plan.intent {
         intent.hand_back_to = recovery::hand_back_after(input, &plan.change, intent);

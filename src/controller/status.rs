@@ -9,6 +9,9 @@ use crate::api::{
 };
 use crate::redis::Role;
 
+mod requests;
+pub use requests::{FENCED, HIBERNATED, REQUESTS_ACCEPTED};
+
 pub const READY: &str = "Ready";
 pub const REPLICATING: &str = "Replicating";
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
@@ -33,6 +36,8 @@ pub struct StatusInput<'a> {
     pub secret_problem: Option<(&'static str, String)>,
     /// `spec.persistence` is `None`.
     pub persistence_disabled: bool,
+    /// The user's fencing and hibernation requests, as the planner took them.
+    pub requests: &'a super::requests::Requests,
 }
 
 pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
@@ -53,7 +58,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     let instances: Vec<InstanceStatus> = input
         .instances
         .iter()
-        .map(|i| instance_status(i, master_offset))
+        .map(|i| instance_status(i, master_offset, input.instances))
         .collect();
     let ready_instances = instances.iter().filter(|i| i.ready).count() as i32;
     let replicas_linked = instances
@@ -71,6 +76,8 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     let phase = match &plan.master {
         MasterState::AwaitingBootstrap => Phase::Bootstrapping,
         MasterState::Unavailable { .. } => Phase::MasterUnavailable,
+        MasterState::Fenced { .. } => Phase::Fenced,
+        MasterState::Hibernating => Phase::Hibernated,
         MasterState::Acting { .. } if all_ready => Phase::Ready,
         MasterState::Acting { .. } => Phase::Degraded,
     };
@@ -78,6 +85,10 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     let mut conditions = previous.conditions.clone();
     let ready_message = match &plan.master {
         MasterState::AwaitingBootstrap => "waiting for a first instance to become master".into(),
+        MasterState::Fenced { name } => {
+            format!("master {name} is fenced by request: the set takes no writes")
+        }
+        MasterState::Hibernating => "the set hibernates".into(),
         MasterState::Unavailable {
             name,
             why_no_failover,
@@ -211,6 +222,9 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
     } else {
         conditions.retain(|c| c.type_ != PERSISTENCE_DISABLED);
     }
+    let fenced_instances = requests::fenced_instances(input);
+    let hibernation = requests::hibernation(input, plan);
+    requests::set_conditions(&mut conditions, input, &fenced_instances, hibernation);
     let hand_back_to = plan
         .intent
         .as_ref()
@@ -236,8 +250,8 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         target_master: None,
         master_silent_since,
         hand_back_to,
-        fenced_instances: Vec::new(),
-        hibernation: None,
+        fenced_instances,
+        hibernation,
         ready_instances,
         updated_instances: updated_instances as i32,
         instances,
@@ -257,6 +271,7 @@ pub fn blocked(
     reason: &str,
     message: &str,
 ) -> RedisReplicationStatus {
+    let requests = super::requests::Requests::default();
     let input = StatusInput {
         previous,
         generation,
@@ -266,6 +281,7 @@ pub fn blocked(
         failover: None,
         secret_problem: None,
         persistence_disabled: false,
+        requests: &requests,
     };
     let mut status = previous.clone();
     set_condition(
@@ -300,7 +316,11 @@ fn master_offset(instances: &[ObservedInstance], master: Option<&str>) -> Option
         .map(|r| r.offset)
 }
 
-fn instance_status(inst: &ObservedInstance, master_offset: Option<i64>) -> InstanceStatus {
+fn instance_status(
+    inst: &ObservedInstance,
+    master_offset: Option<i64>,
+    all: &[ObservedInstance],
+) -> InstanceStatus {
     let address = inst.address().map(|a| a.to_string());
     let Some(info) = &inst.redis else {
         return InstanceStatus {
@@ -334,12 +354,22 @@ fn instance_status(inst: &ObservedInstance, master_offset: Option<i64>) -> Insta
         address,
         replication_offset: Some(info.offset),
         lag_bytes: lag,
-        lag_seconds: None,
+        lag_seconds: link.and(lag_seconds(inst, all)),
         link_status: link,
     }
 }
 
 /// Sets a condition, keeping its transition time unless its status flips.
+/// How long since `inst` last acknowledged its upstream, as the upstream lists it.
+fn lag_seconds(inst: &ObservedInstance, all: &[ObservedInstance]) -> Option<i64> {
+    let address = inst.address()?;
+    all.iter()
+        .filter_map(|i| i.redis.as_ref())
+        .flat_map(|r| &r.replicas)
+        .find(|r| r.address == address)?
+        .lag_seconds
+}
+
 fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -389,6 +419,7 @@ mod tests {
             problem: None,
             stopped: None,
             still: None,
+            silent_for: None,
         }
     }
 
@@ -411,6 +442,8 @@ mod tests {
             epoch: previous.epoch,
             target_master: None,
             hand_back_to: None,
+            fenced: Vec::new(),
+            hibernation: None,
         };
         let p = plan(&PlanInput {
             desired_instances: 3,
@@ -423,6 +456,8 @@ mod tests {
             topology: crate::api::Topology::Star,
             switchover_to: None,
             force_master: None,
+            fencing: Default::default(),
+            hibernate: false,
         });
         build(
             &StatusInput {
@@ -434,6 +469,7 @@ mod tests {
                 failover: None,
                 secret_problem: None,
                 persistence_disabled: false,
+                requests: &Default::default(),
             },
             &p,
         )

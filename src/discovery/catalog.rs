@@ -106,7 +106,11 @@ impl MasterView {
                 })
             })
             .collect();
-        let down = status.phase == Some(Phase::MasterUnavailable);
+        // A fenced or hibernated master takes no writes either: clients are told it is down.
+        let down = matches!(
+            status.phase,
+            Some(Phase::MasterUnavailable | Phase::Fenced | Phase::Hibernated)
+        );
         let now = Instant::now();
         let view = Self {
             name,

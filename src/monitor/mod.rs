@@ -79,6 +79,8 @@ pub struct Probe {
     /// ([`fact::Sameness`]), as the answer arrived: later than the instance reached it.
     pub state_since: Instant,
     pub upstream_since: Instant,
+    /// When the instance last answered a probe, this one or an earlier one.
+    pub replied_at: Option<Instant>,
     /// What of it the planner acts on.
     pub fact: Fact,
 }
@@ -89,6 +91,17 @@ pub struct Answer {
     pub info: ReplicationInfo,
     /// How long it has not changed.
     pub still: Stillness,
+}
+
+/// What the monitor knows of one instance.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// `None` when it does not answer.
+    pub answer: Option<Answer>,
+    /// How long since it last answered (`None` while it answers, or when it never did since
+    /// probing began): silence counts from the last reply, as Sentinel's down-after does, not
+    /// from the first probe that went unanswered.
+    pub silent_for: Option<Duration>,
 }
 
 impl Drop for Running {
@@ -125,7 +138,7 @@ impl Monitor {
         instances: &[Instance],
         credentials: &Credentials,
         down_after: Duration,
-    ) -> Vec<Option<Answer>> {
+    ) -> Vec<Observed> {
         let namespace = rr.namespace().unwrap_or_default();
         let replication = rr.name_any();
         let mut receivers = Vec::with_capacity(instances.len());
@@ -178,19 +191,23 @@ impl Monitor {
                     let _ = tokio::time::timeout(wait, latest.wait_for(fresh)).await;
                 }
                 let probe = latest.borrow();
-                if fresh(&probe) {
-                    probe.as_ref().and_then(|p| {
-                        Some(Answer {
-                            info: p.info.clone()?,
-                            still: Stillness {
-                                state: p.state_since.elapsed(),
-                                upstream: p.upstream_since.elapsed(),
-                            },
-                        })
+                let answer = probe.as_ref().filter(|_| fresh(&probe)).and_then(|p| {
+                    Some(Answer {
+                        info: p.info.clone()?,
+                        still: Stillness {
+                            state: p.state_since.elapsed(),
+                            upstream: p.upstream_since.elapsed(),
+                        },
                     })
-                } else {
-                    None
-                }
+                });
+                let silent_for = match answer {
+                    Some(_) => None,
+                    None => probe
+                        .as_ref()
+                        .and_then(|p| p.replied_at)
+                        .map(|at| at.elapsed()),
+                };
+                Observed { answer, silent_for }
             });
         futures::future::join_all(answers).await
     }

@@ -87,12 +87,17 @@ impl Prober {
                     None => (answered, answered),
                 };
                 let fact = Fact::of(answer.as_ref(), answered - state_since, down_after);
+                let replied_at = match answer {
+                    Some(_) => Some(answered),
+                    None => latest.as_ref().and_then(|l| l.replied_at),
+                };
                 changed = latest.as_ref().is_none_or(|l| l.fact != fact);
                 *latest = Some(Probe {
                     at: started,
                     info: answer,
                     state_since,
                     upstream_since,
+                    replied_at,
                     fact,
                 });
             });

@@ -17,6 +17,7 @@ use super::{
     owned_meta, password_selector, pod_name,
 };
 use crate::api::RedisReplication;
+use crate::api::requests::{RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION};
 use crate::labels::{CONFIG_ANNOTATION, INSTANCE_LABEL, SPEC_HASH_ANNOTATION};
 use crate::redis::REDIS_PORT;
 use crate::redis_conf::UNIX_SOCKET;
@@ -53,6 +54,9 @@ pub fn instance_pod(rr: &RedisReplication, ordinal: u32) -> Pod {
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(SPEC_HASH_ANNOTATION.into(), spec_hash(&spec));
     annotations.insert(CONFIG_ANNOTATION.into(), config_annotation(rr));
+    if let Some(restart) = rr.annotations().get(RESTART_ANNOTATION) {
+        annotations.insert(RESTARTED_AT_ANNOTATION.into(), restart.clone());
+    }
     Pod {
         metadata,
         spec: Some(spec),

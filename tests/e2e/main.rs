@@ -13,6 +13,7 @@ mod plugin;
 mod plugin_fence;
 mod plugin_hibernate_restart;
 mod problems;
+mod requests;
 mod resp_shape;
 mod restart;
 mod sentinel_secure;

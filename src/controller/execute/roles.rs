@@ -15,6 +15,7 @@ use crate::controller::plan::{Intent, Plan, Rewire};
 use crate::controller::{Context, Error};
 use crate::crash_point::crash_point;
 use crate::labels::{ROLE_LABEL, RoleLabel};
+use crate::redis::{Address, FENCE_HOST, FENCE_PORT};
 use crate::resources::FIELD_MANAGER;
 
 /// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
@@ -133,6 +134,17 @@ pub(super) async fn set_role_label(
         .await
         .map_err(|source| Error::kube(format!("labelling pod {ns}/{name}"), source))?;
     info!(pod = %name, role = label.map(RoleLabel::as_str).unwrap_or("none"), "role label set");
+    Ok(())
+}
+
+/// Fenced by request: `REPLICAOF` nobody, closing its clients in the same transaction. Its data
+/// stays as it is: nothing replicates into it and it takes no writes.
+pub(super) async fn fence(ctx: &Context, target: &Target<'_>, name: &str) -> Result<(), Error> {
+    let mut client = target.client(ctx, name).await?;
+    client
+        .change_role(Some(&Address::new(FENCE_HOST, FENCE_PORT)))
+        .await?;
+    info!(instance = %name, "fenced by request");
     Ok(())
 }
 

@@ -40,6 +40,14 @@ pub(super) fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision
             None => Decision::default(),
         };
     };
+    if input.fencing.fences(name) {
+        return Decision {
+            master: Some(MasterState::Fenced {
+                name: name.to_string(),
+            }),
+            ..Decision::default()
+        };
+    }
     let inst = input.instances.iter().find(|i| i.name == name);
     match inst.and_then(|i| i.redis.as_ref().map(|r| (i, r))) {
         Some((inst, info)) if info.is_master() => acting_master(input, inst, leaving),
@@ -49,6 +57,14 @@ pub(super) fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision
         }
         // Reachable but not master: it restarted (and booted fenced) or was demoted.
         Some((inst, _)) => recovery::restarted_master(input, inst, leaving),
+        // Its pod is new and still starting: that is no failure, whatever the pod says.
+        None if recorded.waking(input) => Decision::unavailable(
+            name,
+            MasterDown::Suspected,
+            Some(format!(
+                "the set wakes from hibernation: waiting for {name}, the recorded master, to                  start (annotate the replication with redis.vigil.dev/force-master=<pod> to                  choose another)"
+            )),
+        ),
         None => unreachable_master(input, name, inst, leaving),
     }
 }
@@ -162,6 +178,11 @@ pub(super) fn judge_request<'a>(
     if target.priority == 0 {
         return Err(RequestOutcome::Rejected(format!(
             "{wanted} has replica-priority 0 and is never promoted"
+        )));
+    }
+    if input.fencing.fences(wanted) {
+        return Err(RequestOutcome::Rejected(format!(
+            "{wanted} is fenced and is never promoted; unfence it first"
         )));
     }
     let linked = master.address().is_some_and(|m| {
@@ -337,7 +358,8 @@ pub(super) fn offset(inst: &ObservedInstance) -> i64 {
 
 /// Rule 4: the reachable replica with the greatest replication offset, then the preferred
 /// priority, then the lowest ordinal, among those `also` accepts. Never one in a full sync,
-/// leaving the set, being deleted, or with priority 0 (unless nothing else exists at bootstrap).
+/// leaving the set, being deleted, fenced by request, or with priority 0 (unless nothing else
+/// exists at bootstrap).
 pub(super) fn best_candidate<'a>(
     input: &'a PlanInput,
     leaving: &[String],
@@ -348,7 +370,8 @@ pub(super) fn best_candidate<'a>(
         .instances
         .iter()
         .filter(|i| Some(i.name.as_str()) != excluded && !i.deleting && !leaving.contains(&i.name))
-        .filter(|i| i.ordinal < input.desired_instances && also(i))
+        .filter(|i| i.ordinal < input.desired_instances && !input.fencing.fences(&i.name))
+        .filter(|i| also(i))
         .filter(|i| i.ip.is_some() && (i.priority > 0 || excluded.is_none()))
         .filter_map(|i| i.redis.as_ref().map(|r| (i, r)))
         .filter(|(_, r)| {

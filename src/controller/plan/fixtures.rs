@@ -68,6 +68,7 @@ pub(crate) fn inst(
         problem: None,
         stopped: None,
         still: None,
+        silent_for: None,
     }
 }
 
@@ -84,6 +85,8 @@ pub(crate) fn input(
         topology: Topology::Star,
         switchover_to: None,
         force_master: None,
+        fencing: Default::default(),
+        hibernate: false,
     }
 }
 
@@ -94,6 +97,8 @@ pub(crate) fn recorded(master: u32, epoch: i64) -> RecordedRoles {
         epoch,
         target_master: None,
         hand_back_to: None,
+        fenced: Vec::new(),
+        hibernation: None,
     }
 }
 

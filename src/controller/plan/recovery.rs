@@ -77,6 +77,11 @@ fn restarted_decision(
             )),
         )
     };
+    // Fenced or hibernated by request and now asked back: no failure happened, so the master
+    // keeps its role unless another instance holds more.
+    if richest.is_none() && input.recorded.master_resumes(input, &inst.name) {
+        return Decision::promote(inst, epoch, Change::Reinstated);
+    }
     if !input.policy.enabled {
         return match (richest, candidate) {
             (None, _) => Decision::promote(inst, epoch, Change::Restore),
@@ -253,6 +258,11 @@ pub(super) fn forced(
     if leaving.contains(&target.name) || target.ordinal >= input.desired_instances {
         return Some(Err(RequestOutcome::Rejected(format!(
             "{wanted} is removed by the scale-down"
+        ))));
+    }
+    if input.fencing.fences(wanted) {
+        return Some(Err(RequestOutcome::Rejected(format!(
+            "{wanted} is fenced; unfence it before forcing it to be master"
         ))));
     }
     let recorded = input.recorded.current_master.as_deref() == Some(wanted);

@@ -39,6 +39,7 @@ pub(super) fn plan_roles(input: &PlanInput, plan: &mut Plan) {
     // leaves next round.
     let stays = |i: &ObservedInstance| {
         !i.deleting
+            && !input.fencing.fences(&i.name)
             && !plan.delete.contains(&i.name)
             && i.ordinal < input.desired_instances
             && plan.switchover_from.as_deref() != Some(i.name.as_str())
@@ -48,6 +49,10 @@ pub(super) fn plan_roles(input: &PlanInput, plan: &mut Plan) {
         .map(|(name, address)| upstreams(input, name, address, stays))
         .unwrap_or_default();
     for inst in &input.instances {
+        if input.fencing.fences(&inst.name) {
+            plan_fence(inst, plan);
+            continue;
+        }
         let is_master = master.as_ref().is_some_and(|(m, _)| *m == inst.name);
         if is_master {
             if inst.role_label != Some(RoleLabel::Master) {
@@ -82,6 +87,17 @@ pub(super) fn plan_roles(input: &PlanInput, plan: &mut Plan) {
             _ if labelled_master => plan.unlabel.push(inst.name.clone()),
             _ => {}
         }
+    }
+}
+
+/// A fenced instance leaves the Services first (rule 1's order), then follows nobody: read-only,
+/// its data kept, its clients closed so that none keeps writing to or reading from it unaware.
+fn plan_fence(inst: &ObservedInstance, plan: &mut Plan) {
+    if inst.role_label.is_some() {
+        plan.unlabel.push(inst.name.clone());
+    }
+    if inst.redis.as_ref().is_some_and(|r| !r.is_fenced()) && !inst.deleting {
+        plan.fence.push(inst.name.clone());
     }
 }
 

@@ -9,8 +9,12 @@ pub enum Step {
     RemoveInstance(String),
     /// A missing ordinal's claim (with storage) and pod are created.
     CreateInstance(u32),
+    /// Hibernation: the pod goes, its claim stays.
+    Stop(String),
     /// Rule 1: a stray master label goes before anyone is promoted.
     Unlabel(String),
+    /// By request, once unlabelled: the instance follows nobody (read-only, its clients closed).
+    Fence(String),
     /// Rule 5: the decision is in the status before any instance is touched.
     RecordIntent(Intent),
     /// `REPLICAOF NO ONE` (closing its clients), verified.
@@ -39,8 +43,10 @@ impl Plan {
             .cloned()
             .map(Step::RemoveInstance)
             .collect();
+        steps.extend(self.stop.iter().cloned().map(Step::Stop));
         steps.extend(self.create.iter().copied().map(Step::CreateInstance));
         steps.extend(self.unlabel.iter().cloned().map(Step::Unlabel));
+        steps.extend(self.fence.iter().cloned().map(Step::Fence));
         steps.extend(self.intent.clone().map(Step::RecordIntent));
         if let Some(to) = &self.promote {
             steps.push(match &self.switchover_from {
