@@ -144,8 +144,8 @@ fn uids(pods: &[Pod]) -> Before {
 }
 
 /// Every pod of `before` is replaced (another uid) and Ready itself, and the set is Ready with
-/// no change of master left: the pod's own Ready, not the status, since the status may still
-/// describe the pod it replaced.
+/// no change of master or roll left: the pod's own Ready, not the status, since the status
+/// may still describe the pod it replaced.
 pub fn restarted(o: &Observed, before: &Before) -> Check {
     let status = o.rr.status.clone().unwrap_or_default();
     let mut done: Vec<&Pod> = o
@@ -161,7 +161,8 @@ pub fn restarted(o: &Observed, before: &Before) -> Check {
     let (n, total) = (done.len(), before.len());
     let settled = status.phase == Some(Phase::Ready)
         && status.target_master.is_none()
-        && status.ready_instances == o.rr.spec.instances;
+        && status.ready_instances == o.rr.spec.instances
+        && status.updated_instances == o.rr.spec.instances;
     if n == total && settled {
         let which = match before.keys().next() {
             Some(pod) if total == 1 => pod.clone(),

@@ -70,7 +70,7 @@ async fn plugin_fence_and_unfence_a_replica_the_master_and_all() {
         master,
         master_ip,
         password,
-        status,
+        ..
     } = t.ready_replication("cache", 3).await;
     let ips = addresses(&t).await;
     let every: BTreeSet<String> = ips.values().cloned().collect();
@@ -170,7 +170,8 @@ async fn plugin_fence_and_unfence_a_replica_the_master_and_all() {
     succeeds(&t, &["fence", "cache", &master, "--timeout", "90s"]);
     assert_fenced(&t, &master, &master_ip, &password, &every);
     t.wait_endpoints("cache-master", BTreeSet::new()).await;
-    hold_without_master(&t, &master, &password, &ips, status.epoch).await;
+    let epoch = t.status("cache").await.expect("status").epoch;
+    hold_without_master(&t, &master, &password, &ips, epoch).await;
     let (_, err) = succeeds(&t, &["unfence", "cache", &master, "--timeout", "90s"]);
     assert!(err.contains(&format!("{master} master again")), "{err}");
     assert_eq!(
