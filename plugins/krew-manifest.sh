@@ -35,11 +35,14 @@ spec:
   homepage: https://github.com/$REPO
   shortDescription: Day-2 operations on vigil's Redis/Valkey replication sets
   description: |
-    Status, planned switchover and support bundles for the RedisReplications of the vigil
-    operator: \`kubectl vigil status NAME\` summarises roles, replication offsets and the last
-    failover; \`kubectl vigil switchover NAME [--to POD] [--wait]\` moves the master without
-    losing acknowledged writes; \`kubectl vigil report NAME\` writes a .tar.gz of the objects,
-    Events and logs with Secrets redacted.
+    Day-2 operations on the RedisReplications of the vigil operator: \`kubectl vigil status
+    NAME\` summarises roles, replication offsets and lag, fencing, hibernation and the last
+    failover; \`switchover NAME [--to POD]\` moves the master without losing acknowledged
+    writes; \`fence | unfence NAME POD|--all\` takes instances out of service keeping their
+    data; \`hibernate NAME on|off\` stops a set keeping its claims and master; \`restart NAME
+    [POD]\` rolls the instances through the operator's rolling update, master last; each waits
+    for its outcome. \`kubectl vigil report NAME\` writes a .tar.gz of the objects, Events and
+    logs with Secrets redacted.
   platforms:
 YAML
 for platform in linux/amd64 linux/arm64 darwin/amd64 darwin/arm64; do

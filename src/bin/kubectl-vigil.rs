@@ -1,6 +1,6 @@
-//! `kubectl-vigil`: the kubectl plugin (`kubectl vigil status | switchover | report`). Install
-//! with `cargo install --path . --bin kubectl-vigil` or Krew (`plugins/vigil.yaml`); the verbs
-//! live in `vigil::plugin`.
+//! `kubectl-vigil`: the kubectl plugin (`kubectl vigil status | switchover | fence | unfence |
+//! hibernate | restart | report`). Install with `cargo install --path . --bin kubectl-vigil` or
+//! Krew (`plugins/vigil.yaml`); the verbs live in `vigil::plugin`.
 
 use std::process::ExitCode;
 

@@ -44,6 +44,20 @@ pub(crate) fn refused(t: &TestNs, args: &[&str]) -> String {
     stderr(&out)
 }
 
+/// Each verb fails naming the replication that does not exist and the namespace.
+pub(crate) fn not_found(t: &TestNs, verbs: &[&[&str]]) {
+    for verb in verbs {
+        let message = refused(t, verb);
+        assert!(
+            message.contains(&format!(
+                "redisreplication \"nosuchname\" not found in namespace \"{}\"",
+                t.name
+            )),
+            "{verb:?}: {message}"
+        );
+    }
+}
+
 /// The `Master:` line of the text status.
 fn master_line(text: &str) -> &str {
     text.lines()
@@ -100,20 +114,14 @@ async fn plugin_status_switchover_and_report_on_a_ready_set() {
     }
 
     // The error cases: a bad name, a missing pod, the master itself, a request in progress.
-    for verb in [
-        &["status", "nosuchname"][..],
-        &["switchover", "nosuchname"],
-        &["report", "nosuchname", "-o", "/dev/null"],
-    ] {
-        let message = refused(&t, verb);
-        assert!(
-            message.contains(&format!(
-                "redisreplication \"nosuchname\" not found in namespace \"{}\"",
-                t.name
-            )),
-            "{verb:?}: {message}"
-        );
-    }
+    not_found(
+        &t,
+        &[
+            &["status", "nosuchname"],
+            &["switchover", "nosuchname"],
+            &["report", "nosuchname", "-o", "/dev/null"],
+        ],
+    );
     let message = refused(&t, &["switchover", "cache", "--to", "nosuchpod"]);
     assert!(
         message.contains("pod \"nosuchpod\" is not an instance of redisreplication \"cache\""),

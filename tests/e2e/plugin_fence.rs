@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kube::api::ListParams;
 use vigil::api::{Phase, RedisReplicationStatus};
 
-use crate::plugin::{instance_row, plugin, refused, stderr, stdout};
+use crate::plugin::{instance_row, not_found, plugin, refused, stderr, stdout};
 use crate::support::{ReadySet, TestNs, wait_for};
 
 /// Runs a verb that must succeed; returns its stdout and stderr (printed for the log).
@@ -82,19 +82,13 @@ async fn plugin_fence_and_unfence_a_replica_the_master_and_all() {
     let replica_ip = ips[&replica].clone();
 
     // The error cases.
-    for verb in [
-        &["fence", "nosuchname", "cache-1"][..],
-        &["unfence", "nosuchname", "--all"],
-    ] {
-        let message = refused(&t, verb);
-        assert!(
-            message.contains(&format!(
-                "redisreplication \"nosuchname\" not found in namespace \"{}\"",
-                t.name
-            )),
-            "{verb:?}: {message}"
-        );
-    }
+    not_found(
+        &t,
+        &[
+            &["fence", "nosuchname", "cache-1"],
+            &["unfence", "nosuchname", "--all"],
+        ],
+    );
     let message = refused(&t, &["fence", "cache", "nosuchpod"]);
     assert!(
         message.contains("pod \"nosuchpod\" is not an instance of redisreplication \"cache\""),

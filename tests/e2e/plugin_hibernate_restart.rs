@@ -15,7 +15,7 @@ use vigil::api::FailoverKind;
 use vigil::api::requests::{HIBERNATION_ANNOTATION, RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION};
 use vigil::labels::SWITCHOVER_ANNOTATION;
 
-use crate::plugin::refused;
+use crate::plugin::{not_found, refused};
 use crate::plugin_fence::succeeds;
 use crate::support::{ReadySet, TestNs};
 
@@ -42,8 +42,7 @@ async fn plugin_hibernate_keeps_the_claims_and_wakes_the_same_master() {
     let plain = t.replications().get("plain").await.expect("plain");
     assert!(!plain.annotations().contains_key(HIBERNATION_ANNOTATION));
     assert_eq!(t.pod_names("plain").await.len(), 1);
-    let message = refused(&t, &["hibernate", "nosuchname", "on"]);
-    assert!(message.contains("\"nosuchname\" not found"), "{message}");
+    not_found(&t, &[&["hibernate", "nosuchname", "on"]]);
 
     let (out, err) = succeeds(&t, &["hibernate", "cache", "on", "--timeout", "4m"]);
     assert!(out.contains("hibernation requested"), "{out}");
@@ -121,8 +120,7 @@ async fn plugin_restart_rolls_every_instance_then_one_pod() {
     let keys = t.write_acknowledged(&master_ip, &password, "before", 20);
     let before = uids(&t).await;
 
-    let message = refused(&t, &["restart", "nosuchname"]);
-    assert!(message.contains("\"nosuchname\" not found"), "{message}");
+    not_found(&t, &[&["restart", "nosuchname"]]);
     let message = refused(&t, &["restart", "cache", "nosuchpod"]);
     assert!(
         message.contains("\"nosuchpod\" is not an instance"),
