@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::request::{Edit, set};
+use super::status::phase_name;
 use super::wait::{Accepted, Check, Observed, Watch};
 use super::{Error, Session};
 use crate::api::requests::{FENCED_INSTANCES_ANNOTATION, Fencing};
@@ -207,7 +208,7 @@ pub fn unfenced(o: &Observed, targets: &[String]) -> Check {
         None => Check::Done(format!(
             "unfenced: {}; phase {}",
             targets.iter().map(roles).collect::<Vec<_>>().join(", "),
-            status.phase.map_or("-".into(), |p| format!("{p:?}"))
+            phase_name(status.phase)
         )),
         Some(first) => Check::Pending(format!(
             "unfencing: {}/{} serving again; {first}",

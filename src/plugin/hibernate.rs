@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use super::request::{Edit, set};
+use super::status::phase_name;
 use super::wait::{Accepted, Check, Observed, Watch};
 use super::{Error, Session};
 use crate::api::requests::{HIBERNATION_ANNOTATION, parse_hibernation};
@@ -147,9 +148,10 @@ pub fn awake(o: &Observed, master: Option<&str>) -> Check {
         (false, _) => Check::Pending(format!(
             "waking: {}/{desired} pods ready ({})",
             status.ready_instances,
-            status
-                .hibernation
-                .map_or_else(|| format!("phase {:?}", status.phase), |s| format!("{s:?}"))
+            status.hibernation.map_or_else(
+                || format!("phase {}", phase_name(status.phase)),
+                |s| format!("{s:?}")
+            )
         )),
     }
 }
@@ -251,6 +253,12 @@ mod tests {
         waking["readyInstances"] = json!(1);
         match awake(&observed(waking, pods()), Some("cache-0")) {
             Check::Pending(step) => assert_eq!(step, "waking: 1/3 pods ready (Waking)"),
+            _ => panic!("not yet"),
+        }
+        let mut degraded = settled();
+        degraded["phase"] = json!("Degraded");
+        match awake(&observed(degraded, pods()), Some("cache-0")) {
+            Check::Pending(step) => assert_eq!(step, "waking: 3/3 pods ready (phase Degraded)"),
             _ => panic!("not yet"),
         }
         assert!(matches!(

@@ -15,6 +15,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::request::{Edit, set};
+use super::status::phase_name;
 use super::wait::{Accepted, Check, Observed, Watch};
 use super::{Error, Session};
 use crate::api::requests::{RESTART_ANNOTATION, RESTARTED_AT_ANNOTATION};
@@ -179,7 +180,10 @@ pub fn restarted(o: &Observed, before: &Before) -> Check {
         .find(|c| c.type_ == ROLLING_UPDATE && c.status == "True")
         .map_or_else(
             || match n == total {
-                true => format!("waiting for the set to be Ready (phase {:?})", status.phase),
+                true => format!(
+                    "waiting for the set to be Ready (phase {})",
+                    phase_name(status.phase)
+                ),
                 false => "waiting for the operator to replace the next one".into(),
             },
             |c| c.message.clone(),

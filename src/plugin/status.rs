@@ -12,7 +12,7 @@ use super::wait::REQUESTS_ACCEPTED;
 use super::{Error, Output};
 use crate::api::requests::{FENCED_INSTANCES_ANNOTATION, Fencing};
 use crate::api::{
-    HibernationState, InstanceRole, LinkStatus, RedisReplication, RedisReplicationStatus,
+    HibernationState, InstanceRole, LinkStatus, Phase, RedisReplication, RedisReplicationStatus,
 };
 
 /// The replication as `output` asks.
@@ -43,11 +43,7 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
         );
         return out;
     };
-    let phase = status
-        .phase
-        .map(|p| format!("{p:?}"))
-        .unwrap_or_else(|| "-".into());
-    field("Phase", &phase);
+    field("Phase", &phase_name(status.phase));
     field("Master", &master_line(status));
     if let Some(target) = &status.target_master {
         field(
@@ -226,6 +222,11 @@ fn hibernation_line(
             format!("Waking (the pods are back; {master} takes the master role again)")
         }
     }
+}
+
+/// The phase as the status writes it, `-` before the first.
+pub fn phase_name(phase: Option<Phase>) -> String {
+    phase.map_or_else(|| "-".into(), |p| format!("{p:?}"))
 }
 
 fn master_line(status: &RedisReplicationStatus) -> String {
