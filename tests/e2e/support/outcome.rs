@@ -1,6 +1,7 @@
 //! What the clients saw in a partition scenario: writes taken, acknowledged and lost, the
-//! windows in which two instances took writes, the longest time nothing took writes. One line
-//! per run goes to `$VIGIL_CHAOS_OUT` (tab-separated) for `make chaos`'s table.
+//! windows in which two instances took writes, the longest time nothing took writes, and the
+//! linearizability checker's verdict. One line per run goes to `$VIGIL_CHAOS_OUT`
+//! (tab-separated) for `make chaos`'s table.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -92,6 +93,8 @@ pub struct Outcome {
     pub lost_acknowledged: usize,
     pub split_brain: Vec<(String, String, Duration)>,
     pub longest_unavailable: Duration,
+    /// What Porcupine said of the history the clients recorded, if one was.
+    pub linearizable: Option<bool>,
 }
 
 impl Outcome {
@@ -123,6 +126,7 @@ impl Outcome {
                 .count(),
             split_brain: split_brain(&accepting_runs(samples)),
             longest_unavailable: longest_unavailable(samples, cut_at),
+            linearizable: None,
         }
     }
 
@@ -135,7 +139,7 @@ impl Outcome {
             .max()
             .unwrap_or_default();
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.scenario,
             self.writes,
             self.accepted,
@@ -144,7 +148,12 @@ impl Outcome {
             self.lost_acknowledged,
             self.split_brain.len(),
             longest_split.as_millis(),
-            self.longest_unavailable.as_millis()
+            self.longest_unavailable.as_millis(),
+            match self.linearizable {
+                None => "-",
+                Some(true) => "1",
+                Some(false) => "0",
+            }
         );
         eprintln!("chaos: {line}");
         if let Ok(path) = std::env::var("VIGIL_CHAOS_OUT") {
