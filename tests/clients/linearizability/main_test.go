@@ -21,17 +21,20 @@ func read(client int, key, value string, call, ret int64, outcome string) Record
 	return Record{Client: client, Op: "read", Key: key, Value: value, Call: call * ms, Return: ret * ms, Outcome: outcome}
 }
 
-func check(t *testing.T, records []Record, html string) porcupine.CheckResult {
+// expect fails the test unless Porcupine says want of records (drawn to html if not empty).
+func expect(t *testing.T, records []Record, html string, want porcupine.CheckResult) {
 	t.Helper()
 	ops, _, err := Operations(records)
 	if err != nil {
 		t.Fatal(err)
 	}
-	result, err := Check(ops, 10*time.Second, html)
+	got, err := Check(ops, 10*time.Second, html)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return result
+	if got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
 }
 
 // A failover as the scenarios see it when all goes well: the old master takes writes that its
@@ -54,9 +57,7 @@ func TestAFailoverThatKeepsAcknowledgedWritesIsLinearizable(t *testing.T) {
 		write(1, "k", "e", 104, 106, "ok"),
 		read(2, "k", "e", 107, 108, "ok"),
 	}
-	if got := check(t, history, ""); got != porcupine.Ok {
-		t.Fatalf("got %s", got)
-	}
+	expect(t, history, "", porcupine.Ok)
 }
 
 // An indeterminate write that a confirmed read saw happened: later reads must not go back.
@@ -67,13 +68,9 @@ func TestAnIndeterminateWriteMayHaveHappened(t *testing.T) {
 		read(2, "k", "b", 60, 61, "ok"),
 		read(2, "k", "b", 62, 63, "ok"),
 	}
-	if got := check(t, history, ""); got != porcupine.Ok {
-		t.Fatalf("got %s", got)
-	}
-	history = append(history, read(0, "k", "a", 70, 71, "ok"))
-	if got := check(t, history, ""); got != porcupine.Illegal {
-		t.Fatalf("a read of a after b was seen: got %s", got)
-	}
+	expect(t, history, "", porcupine.Ok)
+	// A read of a after b was seen.
+	expect(t, append(history, read(0, "k", "a", 70, 71, "ok")), "", porcupine.Illegal)
 }
 
 // The anomaly the checker is there for: a write acknowledged by the quorum is lost in a
@@ -89,9 +86,7 @@ func TestALostAcknowledgedWriteReadBackAsTheOlderValueIsNot(t *testing.T) {
 		write(2, "other", "z", 50, 52, "ok"),
 	}
 	html := filepath.Join(t.TempDir(), "history.html")
-	if got := check(t, history, html); got != porcupine.Illegal {
-		t.Fatalf("got %s", got)
-	}
+	expect(t, history, html, porcupine.Illegal)
 	if info, err := os.Stat(html); err != nil || info.Size() == 0 {
 		t.Fatalf("no visualisation at %s: %v", html, err)
 	}
