@@ -173,6 +173,7 @@ impl Set {
             self.t.check_history(scenario, &ops)
         });
         outcome.linearizable = verdict.as_ref().map(|v| v.linearizable);
+        outcome.with_unconfirmed_reads = verdict.as_ref().map(|v| v.with_unconfirmed_reads);
         outcome.record();
         if let Some(verdict) = verdict {
             verdict.assert_linearizable();
@@ -448,6 +449,7 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
     };
     for _ in 0..runs() {
         let t = TestNs::new("leaderchange").await;
+        grant_lease(&t, LEASE).await;
         let first = t.spawn_operator(elected(UIDS[0], "first"));
         // Ready: only a leader reconciles, so the first leads.
         let mut set = Set::create(t, vec![first], 3, DOWN_AFTER).await;
@@ -496,6 +498,45 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
         let promoted = promoted_instances(&set.t).await;
         assert_eq!(promoted, vec![new.clone()], "instances promoted");
     }
+}
+
+/// Lets the chart's ServiceAccount (the operators' identity) hold the Lease `name` in
+/// vigil-system too: the chart grants get and update on its own Lease's name only.
+async fn grant_lease(t: &TestNs, name: &str) {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let grant = format!("{name}-lease");
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": grant},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "resourceNames": [name], "verbs": ["get", "update"]}],
+    }))
+    .expect("Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": grant},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": grant},
+        "subjects": [{"kind": "ServiceAccount", "name": "vigil", "namespace": "vigil-system"}],
+    }))
+    .expect("RoleBinding");
+    let created = |r: Result<_, kube::Error>, what: &str| match r {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("create {what} {grant}: {e}"),
+    };
+    let pp = kube::api::PostParams::default();
+    created(
+        kube::Api::<Role>::namespaced(t.admin.clone(), "vigil-system")
+            .create(&pp, &role)
+            .await
+            .map(|_| ()),
+        "Role",
+    );
+    created(
+        kube::Api::<RoleBinding>::namespaced(t.admin.clone(), "vigil-system")
+            .create(&pp, &binding)
+            .await
+            .map(|_| ()),
+        "RoleBinding",
+    );
 }
 
 /// The Lease `name` in vigil-system is held by operator `i` of the set.

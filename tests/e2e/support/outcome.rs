@@ -95,6 +95,8 @@ pub struct Outcome {
     pub longest_unavailable: Duration,
     /// What Porcupine said of the history the clients recorded, if one was.
     pub linearizable: Option<bool>,
+    /// And of the same history with the unconfirmed reads counted (`Some(None)`: undecided).
+    pub with_unconfirmed_reads: Option<Option<bool>>,
 }
 
 impl Outcome {
@@ -127,6 +129,7 @@ impl Outcome {
             split_brain: split_brain(&accepting_runs(samples)),
             longest_unavailable: longest_unavailable(samples, cut_at),
             linearizable: None,
+            with_unconfirmed_reads: None,
         }
     }
 
@@ -139,7 +142,7 @@ impl Outcome {
             .max()
             .unwrap_or_default();
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.scenario,
             self.writes,
             self.accepted,
@@ -149,11 +152,11 @@ impl Outcome {
             self.split_brain.len(),
             longest_split.as_millis(),
             self.longest_unavailable.as_millis(),
-            match self.linearizable {
-                None => "-",
-                Some(true) => "1",
-                Some(false) => "0",
-            }
+            verdict(self.linearizable),
+            self.with_unconfirmed_reads.map_or("-", |v| match v {
+                None => "?",
+                Some(v) => verdict(Some(v)),
+            }),
         );
         eprintln!("chaos: {line}");
         if let Ok(path) = std::env::var("VIGIL_CHAOS_OUT") {
@@ -181,6 +184,15 @@ impl Outcome {
             "two instances took writes at the same time: {:?}",
             self.split_brain
         );
+    }
+}
+
+/// A verdict in a row of the table: 1 linearizable, 0 not, - not checked.
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        None => "-",
+        Some(true) => "1",
+        Some(false) => "0",
     }
 }
 
