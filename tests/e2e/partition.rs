@@ -460,6 +460,7 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
         tokio::time::sleep(Duration::from_millis(500)).await;
 
         let cut_at = Instant::now();
+        let cut_wall = k8s_openapi::jiff::Timestamp::now();
         let operator_cuts: Vec<Blocked> = UIDS
             .iter()
             .map(|uid| set.t.cut_uid_off(*uid, Some(&set.pods[0].1)))
@@ -495,7 +496,7 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
         let status = set.t.status("cache").await.expect("status");
         assert_eq!(status.epoch, set.epoch + 1, "one promotion, one epoch");
         assert_lease_held_by(&set, 1, LEASE).await;
-        let promoted = promoted_instances(&set.t).await;
+        let promoted = promoted_since(&set.t, cut_wall).await;
         assert_eq!(promoted, vec![new.clone()], "instances promoted");
     }
 }
@@ -565,9 +566,9 @@ async fn assert_lease_held_by(set: &Set, i: usize, name: &str) {
     .await;
 }
 
-/// The instances named by `ReplicaPromoted` Events ("<pod> is now the master at ..."), once
-/// each.
-async fn promoted_instances(t: &TestNs) -> Vec<String> {
+/// The instances named by `ReplicaPromoted` Events ("<pod> is now the master at ...") that
+/// happened after `since` (the first master's promotion came before), once each.
+async fn promoted_since(t: &TestNs, since: k8s_openapi::jiff::Timestamp) -> Vec<String> {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(t.admin.clone(), &t.name);
     let mut promoted: Vec<String> = events
@@ -577,6 +578,7 @@ async fn promoted_instances(t: &TestNs) -> Vec<String> {
         .items
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("ReplicaPromoted"))
+        .filter(|e| e.event_time.as_ref().is_some_and(|at| at.0 >= since))
         .filter_map(|e| e.note?.split_whitespace().next().map(str::to_string))
         .collect();
     promoted.sort();

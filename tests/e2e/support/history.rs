@@ -7,6 +7,7 @@
 //! and so what property is checked, is written at the top of that program.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -182,18 +183,21 @@ impl Client {
     /// The master's address as the first Sentinel endpoint that answers names it.
     async fn master(&mut self) -> Option<String> {
         for port in self.target.sentinels.clone() {
-            if !self.sentinels.contains_key(&port) {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                match client
-                    .get_multiplexed_async_connection_with_config(&config())
-                    .await
-                {
-                    Ok(c) => self.sentinels.insert(port, c),
-                    Err(_) => continue,
-                };
-            }
-            let Some(conn) = self.sentinels.get_mut(&port) else {
-                continue;
+            let conn = match self.sentinels.entry(port) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(v) => {
+                    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                    else {
+                        continue;
+                    };
+                    match client
+                        .get_multiplexed_async_connection_with_config(&config())
+                        .await
+                    {
+                        Ok(c) => v.insert(c),
+                        Err(_) => continue,
+                    }
+                }
             };
             let answer: redis::RedisResult<Option<(String, String)>> = redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
