@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/chaos.sh — `make chaos`: every partition scenario of tests/e2e/partition.rs CHAOS_RUNS
+# tests/chaos.sh — `make chaos`: every partition scenario of tests/e2e/partition/ CHAOS_RUNS
 # times (default 10) on the real node (each in a fresh namespace and set), then one table row
 # per scenario, printed and written to bench/results/<date>-chaos.md (CHAOS_OUT to write
 # elsewhere). `make test` runs each scenario once. A run whose history Porcupine finds not
@@ -39,7 +39,7 @@ lines = [
     f"# make chaos, {runs} runs per scenario (commit {commit}, {took} s)",
     "",
     "Partitions by iptables inside the pods' network namespaces on the real node "
-    "(tests/e2e/partition.rs), downAfter 1000 ms; a sampler on the node writes SET + WAIT "
+    "(tests/e2e/partition/), downAfter 1000 ms; a sampler on the node writes SET + WAIT "
     "<quorum> (1 of 3, 2 of 5) to every instance every 20 ms. A split-brain window is two "
     "instances each taking writes in overlapping stretches; unavailability is the longest "
     "time from the cut with no instance taking a write. In the scenarios that fail over, four "
