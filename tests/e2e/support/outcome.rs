@@ -1,6 +1,7 @@
 //! What the clients saw in a partition scenario: writes taken, acknowledged and lost, the
-//! windows in which two instances took writes, the longest time nothing took writes. One line
-//! per run goes to `$VIGIL_CHAOS_OUT` (tab-separated) for `make chaos`'s table.
+//! windows in which two instances took writes, the longest time nothing took writes, and the
+//! linearizability checker's verdict. One line per run goes to `$VIGIL_CHAOS_OUT`
+//! (tab-separated) for `make chaos`'s table.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -92,6 +93,10 @@ pub struct Outcome {
     pub lost_acknowledged: usize,
     pub split_brain: Vec<(String, String, Duration)>,
     pub longest_unavailable: Duration,
+    /// What Porcupine said of the history the clients recorded, if one was.
+    pub linearizable: Option<bool>,
+    /// And of the same history with the unconfirmed reads counted (`Some(None)`: undecided).
+    pub with_unconfirmed_reads: Option<Option<bool>>,
 }
 
 impl Outcome {
@@ -123,6 +128,8 @@ impl Outcome {
                 .count(),
             split_brain: split_brain(&accepting_runs(samples)),
             longest_unavailable: longest_unavailable(samples, cut_at),
+            linearizable: None,
+            with_unconfirmed_reads: None,
         }
     }
 
@@ -135,7 +142,7 @@ impl Outcome {
             .max()
             .unwrap_or_default();
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.scenario,
             self.writes,
             self.accepted,
@@ -144,7 +151,12 @@ impl Outcome {
             self.lost_acknowledged,
             self.split_brain.len(),
             longest_split.as_millis(),
-            self.longest_unavailable.as_millis()
+            self.longest_unavailable.as_millis(),
+            verdict(self.linearizable),
+            self.with_unconfirmed_reads.map_or("-", |v| match v {
+                None => "?",
+                Some(v) => verdict(Some(v)),
+            }),
         );
         eprintln!("chaos: {line}");
         if let Ok(path) = std::env::var("VIGIL_CHAOS_OUT") {
@@ -172,6 +184,15 @@ impl Outcome {
             "two instances took writes at the same time: {:?}",
             self.split_brain
         );
+    }
+}
+
+/// A verdict in a row of the table: 1 linearizable, 0 not, - not checked.
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        None => "-",
+        Some(true) => "1",
+        Some(false) => "0",
     }
 }
 
