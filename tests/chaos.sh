@@ -34,7 +34,8 @@ commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=
 head = ("| scenario | runs | writes | acknowledged | plain lost (total / worst run) | "
         "acknowledged lost | split-brain windows | longest unavailability (median / worst) | "
         "linearizable (runs linearizable / runs checked) | "
-        "with unconfirmed reads too (linearizable / not / undecided) |")
+        "with unconfirmed reads too (linearizable / not / undecided) | "
+        "old master took writes after the cut (worst run; the fence bound, fence_deadline at downAfter 1000 ms, is 1600 ms) |")
 lines = [
     f"# make chaos, {runs} runs per scenario (commit {commit}, {took} s)",
     "",
@@ -51,7 +52,7 @@ lines = [
     "linearizable.",
     "",
     head,
-    "|" + "---|" * 10,
+    "|" + "---|" * 11,
 ]
 for name, rs in sorted(by.items()):
     unavailable = [r[7] for r in rs]
@@ -60,11 +61,13 @@ for name, rs in sorted(by.items()):
     loose = [r[9] for r in rs if r[9] != "-"]
     loose = (f"{loose.count('1')} / {loose.count('0')} / {loose.count('?')}"
              if loose else "-")
+    window = [int(r[10]) for r in rs if len(r) > 10 and r[10] != "-"]
+    window = f"{max(window)} ms ({len(window)} runs)" if window else "-"
     lines.append(
         f"| {name} | {len(rs)} | {sum(r[0] for r in rs)} | {sum(r[2] for r in rs)} | "
         f"{sum(r[3] for r in rs)} / {max(r[3] for r in rs)} | {sum(r[4] for r in rs)} | "
         f"{sum(r[5] for r in rs)} | {statistics.median(unavailable):.0f} ms / "
-        f"{max(unavailable)} ms | {verdict} | {loose} |")
+        f"{max(unavailable)} ms | {verdict} | {loose} | {window} |")
 text = "\n".join(lines) + "\n"
 print(text)
 open(out, "w").write(text)

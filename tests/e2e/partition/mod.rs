@@ -17,7 +17,7 @@ use vigil::isolation::{fence_deadline, quorum};
 
 use crate::day2::request_switchover;
 use crate::support::history::{Outcome as OpOutcome, Recorder};
-use crate::support::outcome::{Outcome, runs};
+use crate::support::outcome::{Outcome, old_master_writes_for, runs};
 use crate::support::partition::{PodCut, Sampler, present};
 use crate::support::{Blocked, Operator, OperatorOptions, TestNs, wait_for};
 
@@ -160,6 +160,9 @@ impl Set {
         let ip = self.t.pod_ip(&master).await;
         let held = present(&ip, &self.password, &keys).await;
         let mut outcome = Outcome::of(scenario, &samples, &held, cut_at);
+        if master != self.master {
+            outcome.old_master_writes_for = old_master_writes_for(&samples, &self.master, cut_at);
+        }
         let verdict = history.map(|(started, ops)| {
             let after_cut = |write: bool| {
                 ops.iter()

@@ -82,6 +82,24 @@ pub fn longest_unavailable(samples: &[Sample], from: Instant) -> Duration {
     gap
 }
 
+/// How long after `cut_at` the old master `old` still took writes before another instance took
+/// one: the window the self-fence bounds (rule 9). `None` when it took none after the cut.
+pub fn old_master_writes_for(samples: &[Sample], old: &str, cut_at: Instant) -> Option<Duration> {
+    let after = |s: &&Sample| s.accepted && s.invoked >= cut_at;
+    let successor = samples
+        .iter()
+        .filter(after)
+        .filter(|s| s.pod != old)
+        .map(|s| s.invoked)
+        .min();
+    samples
+        .iter()
+        .filter(after)
+        .filter(|s| s.pod == old && successor.is_none_or(|n| s.completed <= n))
+        .map(|s| s.completed.saturating_duration_since(cut_at))
+        .max()
+}
+
 /// One run of a scenario.
 #[derive(Debug)]
 pub struct Outcome {
@@ -97,6 +115,8 @@ pub struct Outcome {
     pub linearizable: Option<bool>,
     /// And of the same history with the unconfirmed reads counted (`Some(None)`: undecided).
     pub with_unconfirmed_reads: Option<Option<bool>>,
+    /// Where another instance became master: how long the old one took writes after the cut.
+    pub old_master_writes_for: Option<Duration>,
 }
 
 impl Outcome {
@@ -130,6 +150,7 @@ impl Outcome {
             longest_unavailable: longest_unavailable(samples, cut_at),
             linearizable: None,
             with_unconfirmed_reads: None,
+            old_master_writes_for: None,
         }
     }
 
@@ -142,7 +163,7 @@ impl Outcome {
             .max()
             .unwrap_or_default();
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.scenario,
             self.writes,
             self.accepted,
@@ -157,6 +178,8 @@ impl Outcome {
                 None => "?",
                 Some(v) => verdict(Some(v)),
             }),
+            self.old_master_writes_for
+                .map_or("-".to_string(), |d| d.as_millis().to_string()),
         );
         eprintln!("chaos: {line}");
         if let Ok(path) = std::env::var("VIGIL_CHAOS_OUT") {
@@ -233,5 +256,25 @@ mod tests {
         let windows = split_brain(&accepting_runs(&both));
         assert_eq!(windows.len(), 1, "{windows:?}");
         assert_eq!(windows[0].2, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_old_masters_window_ends_where_the_new_master_begins() {
+        let t = Instant::now();
+        let cut = t + Duration::from_millis(10);
+        let failover = [
+            sample("a", t, 0, true),
+            sample("a", t, 20, true),
+            sample("a", t, 40, true),
+            sample("a", t, 60, false),
+            sample("b", t, 100, true),
+            // Re-promoted later (flapping): not part of the window the fence bounds.
+            sample("a", t, 200, true),
+        ];
+        assert_eq!(
+            old_master_writes_for(&failover, "a", cut),
+            Some(Duration::from_millis(35))
+        );
+        assert_eq!(old_master_writes_for(&failover[3..5], "a", cut), None);
     }
 }
