@@ -24,7 +24,7 @@ rows_file, out, runs, took = sys.argv[1:]
 by = {}
 for line in open(rows_file):
     f = line.rstrip("\n").split("\t")
-    if len(f) != 11:
+    if len(f) != 12:
         continue
     # The last fields: Porcupine's verdicts (1 linearizable, 0 not, ? undecided, - no history
     # recorded), of the history and of it with the unconfirmed reads counted.
