@@ -39,6 +39,11 @@ use pods::PodIndex;
 /// How long bootstrap waits for every instance to answer before choosing among those that do.
 const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
 
+/// How often a silent master's evidence is looked at again while it is not enough yet: two of
+/// the agent's confirmation rounds. Reconciles from caches; only while a master is silent.
+const SILENCE_RECHECK: Duration =
+    Duration::from_millis(2 * crate::isolation::ROUND_EVERY.as_millis() as u64);
+
 /// An idle, settled set is reconciled this often without any change (a resync).
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -346,6 +351,10 @@ fn next_look(
             (Some(MasterDown::Suspected), Some(down_for)) => {
                 policy.down_after.checked_sub(down_for)
             }
+            // Rule 9's evidence (the hold since the silence record, the replicas' stillness)
+            // comes due between probes, and no probe answer marks it: looking only once per
+            // probe would add up to an interval to every failover of a silent master.
+            (Some(MasterDown::Subjective), _) if policy.enabled => Some(SILENCE_RECHECK),
             (Some(_), _) => policy.cooldown_remaining,
             _ => None,
         };

@@ -15,7 +15,8 @@
 # redis-server, redis-cli, redis-sentinel from Debian (apt; the Debian service is never left running).
 # Sentinel clients for the discovery tests: python-redis (redis-py from PyPI in a venv, pinned)
 # and go-failover (tests/clients/go-failover built against its pinned go-redis, keyed by a hash
-# of its sources); their modules are fetched here, on the host, as the tests run offline.
+# of its sources), and the linearizability checker (tests/clients/linearizability, Porcupine);
+# their modules are fetched here, on the host, as the tests run offline.
 # The Go module cache and build cache stay in Go's default places (~/go, ~/.cache/go-build).
 #
 # Idempotent: a tool whose versioned binary exists is reused ("cached"). Quiet apart from one
@@ -209,14 +210,21 @@ else
 fi
 link python-redis "$py_venv/python-redis"
 
-GO_CLIENT=$ROOT/tests/clients/go-failover
-go_client_hash=$(cat "$GO_CLIENT"/go.mod "$GO_CLIENT"/go.sum "$GO_CLIENT"/*.go | sha256sum | cut -c1-16)
-go-failover_build() {
-  local out=$PWD
-  (cd "$GO_CLIENT" && go build -trimpath -ldflags="-s -w" -o "$out/go-failover" .)
-  install_bin go-failover go-failover "$go_client_hash"
+# The Go programs of tests/clients, each keyed by a hash of its sources; their own tests run
+# before they are installed (the linearizability checker's show it can fail).
+go_client_hash() {
+  cat "$ROOT/tests/clients/$1"/go.mod "$ROOT/tests/clients/$1"/go.sum "$ROOT/tests/clients/$1"/*.go |
+    sha256sum | cut -c1-16
 }
-go_tool go-failover "$go_client_hash"
+go_client_build() {
+  local name=$1 out=$PWD src=$ROOT/tests/clients/$1
+  (cd "$src" && go vet . && go test -count=1 . && go build -trimpath -ldflags="-s -w" -o "$out/$name" .)
+  install_bin "$name" "$name" "$(go_client_hash "$name")"
+}
+go-failover_build() { go_client_build go-failover; }
+linearizability_build() { go_client_build linearizability; }  # Porcupine
+go_tool go-failover "$(go_client_hash go-failover)"
+go_tool linearizability "$(go_client_hash linearizability)"
 "$ROOT/tests/clients/install.sh"  # Jedis, Lettuce and ioredis clients (Maven Central, npm)
 
 # ---------------------------------------------------------------- wait for kubernetes

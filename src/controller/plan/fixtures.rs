@@ -9,6 +9,14 @@ use crate::isolation::Stillness;
 use crate::labels::RoleLabel;
 use crate::redis::{Address, FENCE_HOST, FENCE_PORT, REDIS_PORT, ReplicationInfo, Role};
 
+/// Longer than any downAfter or promotion hold the tests use.
+pub(crate) const LONG: Duration = Duration::from_secs(6);
+
+/// The names of the instances a plan rewires.
+pub(crate) fn rewired(rewire: &[super::Rewire]) -> Vec<String> {
+    rewire.iter().map(|r| r.name.clone()).collect()
+}
+
 pub(crate) fn info(role: Role, offset: i64) -> ReplicationInfo {
     ReplicationInfo::fixture(role, offset)
 }

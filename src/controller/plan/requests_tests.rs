@@ -199,9 +199,3 @@ fn a_woken_master_takes_its_role_back() {
     assert_eq!(p.promote.as_deref(), Some("cache-0"));
     assert_eq!(rewired(&p.rewire), ["cache-1", "cache-2"]);
 }
-
-fn rewired(rewire: &[Rewire]) -> Vec<String> {
-    rewire.iter().map(|r| r.name.clone()).collect()
-}
-
-const LONG: Duration = Duration::from_secs(6);

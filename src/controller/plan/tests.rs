@@ -4,15 +4,9 @@ use super::fixtures::*;
 use super::*;
 use crate::redis::Role;
 
-fn rewired(rewire: &[Rewire]) -> Vec<String> {
-    rewire.iter().map(|r| r.name.clone()).collect()
-}
-
 fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
-
-const LONG: Duration = Duration::from_secs(6);
 
 #[test]
 fn empty_set_creates_every_pod_and_waits() {

@@ -8,6 +8,7 @@
 //! cluster: the same, with chaos from the kind node.
 
 pub mod clients;
+pub mod history;
 pub mod outcome;
 pub mod partition;
 
@@ -162,6 +163,9 @@ pub struct OperatorOptions<'a> {
     /// Take part in leader election on the chart's Lease (`vigil` in `vigil-system`): only one
     /// test at a time may.
     pub leader_election: bool,
+    /// The Lease's name when electing (default `vigil`, the chart's): a test of its own may
+    /// elect beside the one that uses the chart's.
+    pub lease: Option<&'a str>,
     /// Suffix of its log file.
     pub tag: Option<&'a str>,
     /// More `vigil operator` arguments.
@@ -190,6 +194,11 @@ impl Operator {
         // SAFETY: kill(2) on the child this handle owns.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let _ = self.child.wait();
+    }
+
+    /// Its process id (the Lease's `holderIdentity` ends with `-<pid>`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn has_exited(&mut self) -> bool {
@@ -321,7 +330,7 @@ impl TestNs {
             cmd.args([
                 "--leader-election=true",
                 "--leader-election-namespace=vigil-system",
-                "--lease-name=vigil",
+                format!("--lease-name={}", opts.lease.unwrap_or("vigil")).as_str(),
                 "--lease-duration-seconds=4",
                 "--lease-renew-interval-ms=1000",
                 "--lease-retry-interval-ms=500",

@@ -1,6 +1,7 @@
 //! What the clients saw in a partition scenario: writes taken, acknowledged and lost, the
-//! windows in which two instances took writes, the longest time nothing took writes. One line
-//! per run goes to `$VIGIL_CHAOS_OUT` (tab-separated) for `make chaos`'s table.
+//! windows in which two instances took writes, the longest time nothing took writes, and the
+//! linearizability checker's verdict. One line per run goes to `$VIGIL_CHAOS_OUT`
+//! (tab-separated) for `make chaos`'s table.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -81,6 +82,24 @@ pub fn longest_unavailable(samples: &[Sample], from: Instant) -> Duration {
     gap
 }
 
+/// How long after `cut_at` the old master `old` still took writes before another instance took
+/// one: the window the self-fence bounds (rule 9). `None` when it took none after the cut.
+pub fn old_master_writes_for(samples: &[Sample], old: &str, cut_at: Instant) -> Option<Duration> {
+    let after = |s: &&Sample| s.accepted && s.invoked >= cut_at;
+    let successor = samples
+        .iter()
+        .filter(after)
+        .filter(|s| s.pod != old)
+        .map(|s| s.invoked)
+        .min();
+    samples
+        .iter()
+        .filter(after)
+        .filter(|s| s.pod == old && successor.is_none_or(|n| s.completed <= n))
+        .map(|s| s.completed.saturating_duration_since(cut_at))
+        .max()
+}
+
 /// One run of a scenario.
 #[derive(Debug)]
 pub struct Outcome {
@@ -92,6 +111,12 @@ pub struct Outcome {
     pub lost_acknowledged: usize,
     pub split_brain: Vec<(String, String, Duration)>,
     pub longest_unavailable: Duration,
+    /// What Porcupine said of the history the clients recorded, if one was.
+    pub linearizable: Option<bool>,
+    /// And of the same history with the unconfirmed reads counted (`Some(None)`: undecided).
+    pub with_unconfirmed_reads: Option<Option<bool>>,
+    /// Where another instance became master: how long the old one took writes after the cut.
+    pub old_master_writes_for: Option<Duration>,
 }
 
 impl Outcome {
@@ -123,6 +148,9 @@ impl Outcome {
                 .count(),
             split_brain: split_brain(&accepting_runs(samples)),
             longest_unavailable: longest_unavailable(samples, cut_at),
+            linearizable: None,
+            with_unconfirmed_reads: None,
+            old_master_writes_for: None,
         }
     }
 
@@ -135,7 +163,7 @@ impl Outcome {
             .max()
             .unwrap_or_default();
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             self.scenario,
             self.writes,
             self.accepted,
@@ -144,7 +172,14 @@ impl Outcome {
             self.lost_acknowledged,
             self.split_brain.len(),
             longest_split.as_millis(),
-            self.longest_unavailable.as_millis()
+            self.longest_unavailable.as_millis(),
+            verdict(self.linearizable),
+            self.with_unconfirmed_reads.map_or("-", |v| match v {
+                None => "?",
+                Some(v) => verdict(Some(v)),
+            }),
+            self.old_master_writes_for
+                .map_or("-".to_string(), |d| d.as_millis().to_string()),
         );
         eprintln!("chaos: {line}");
         if let Ok(path) = std::env::var("VIGIL_CHAOS_OUT") {
@@ -172,6 +207,15 @@ impl Outcome {
             "two instances took writes at the same time: {:?}",
             self.split_brain
         );
+    }
+}
+
+/// A verdict in a row of the table: 1 linearizable, 0 not, - not checked.
+fn verdict(v: Option<bool>) -> &'static str {
+    match v {
+        None => "-",
+        Some(true) => "1",
+        Some(false) => "0",
     }
 }
 
@@ -212,5 +256,25 @@ mod tests {
         let windows = split_brain(&accepting_runs(&both));
         assert_eq!(windows.len(), 1, "{windows:?}");
         assert_eq!(windows[0].2, Duration::from_millis(5));
+    }
+
+    #[test]
+    fn the_old_masters_window_ends_where_the_new_master_begins() {
+        let t = Instant::now();
+        let cut = t + Duration::from_millis(10);
+        let failover = [
+            sample("a", t, 0, true),
+            sample("a", t, 20, true),
+            sample("a", t, 40, true),
+            sample("a", t, 60, false),
+            sample("b", t, 100, true),
+            // Re-promoted later (flapping): not part of the window the fence bounds.
+            sample("a", t, 200, true),
+        ];
+        assert_eq!(
+            old_master_writes_for(&failover, "a", cut),
+            Some(Duration::from_millis(35))
+        );
+        assert_eq!(old_master_writes_for(&failover[3..5], "a", cut), None);
     }
 }

@@ -327,3 +327,47 @@ async fn rule_6_a_returning_old_master_is_demoted_before_it_is_labelled_for_traf
     );
     assert_eq!(run.instances.fake("cache-0").following, Some(addr(1)));
 }
+
+/// Fencing by request, as rule 1 orders a failover: the instance leaves the Services before its
+/// role changes, and the change closes its clients in the same transaction (rule 6); nothing
+/// else is touched, and the master stays where it is.
+#[tokio::test]
+async fn fencing_takes_the_label_off_before_the_instance_follows_nobody() {
+    let fakes = vec![
+        ("cache-0", addr(0), Fake::master("history-a", 1000)),
+        (
+            "cache-1",
+            addr(1),
+            Fake::replica(&addr(0), "history-a", 1000),
+        ),
+        (
+            "cache-2",
+            addr(2),
+            Fake::replica(&addr(0), "history-a", 1000),
+        ),
+    ];
+    let pods = [
+        (0, Some(RoleLabel::Master)),
+        (1, Some(RoleLabel::Replica)),
+        (2, Some(RoleLabel::Replica)),
+    ];
+    let rr = replication(0, 4);
+    let mut input = input(3, recorded(0, 4), observed(&fakes, &pods));
+    input.fencing = crate::api::requests::Fencing::parse("[\"cache-1\"]").expect("fencing");
+    let run = execute_plan(&rr, &input, fakes, false).await;
+    run.result.expect("the fence runs");
+    assert_eq!(
+        run.timeline,
+        sequence(&[
+            &one("label cache-1 role=none"),
+            &role_change("cache-1", "REPLICAOF 127.0.0.1 1"),
+        ]),
+        "{:#?}",
+        run.timeline
+    );
+    assert_eq!(
+        run.instances.fake("cache-1").following,
+        Some(Address::new("127.0.0.1", 1))
+    );
+    assert_eq!(run.instances.fake("cache-0").following, None);
+}

@@ -4,8 +4,10 @@
 //! time and no write that the master's quorum of replicas acknowledged (`WAIT 1` of 3, `WAIT 2`
 //! of 5) is lost; an isolated master fences itself before a
 //! replica is promoted; a master that merely loses the operator, one replica, or its replicas
-//! but not the apiserver keeps serving. `make chaos` repeats each scenario
-//! (`VIGIL_CHAOS_RUNS`) and tabulates the runs.
+//! but not the apiserver keeps serving. In the scenarios that fail over, Sentinel clients on the
+//! node also record a history of writes and reads of a few keys, and Porcupine must find it
+//! linearizable (support/history.rs says what is recorded, tests/clients/linearizability what
+//! is checked). `make chaos` repeats each scenario (`VIGIL_CHAOS_RUNS`) and tabulates the runs.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,12 @@ use vigil::api::{Phase, Topology};
 use vigil::isolation::{fence_deadline, quorum};
 
 use crate::day2::request_switchover;
-use crate::support::outcome::{Outcome, runs};
+use crate::support::history::{Outcome as OpOutcome, Recorder};
+use crate::support::outcome::{Outcome, old_master_writes_for, runs};
 use crate::support::partition::{PodCut, Sampler, present};
 use crate::support::{Blocked, Operator, OperatorOptions, TestNs, wait_for};
+
+mod leader;
 
 const DOWN_AFTER: Duration = Duration::from_millis(1000);
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -24,15 +29,21 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// more than the fence's tolerance.
 const HOLD: Duration = Duration::from_secs(6);
 
-/// A ready set watched by an operator running as `uid`; its pods as (name, address), the
+/// A ready set watched by operators (one, but for (h)); its pods as (name, address), the
 /// master first.
 struct Set {
     t: TestNs,
-    _operator: Operator,
+    operators: Vec<Operator>,
     master: String,
     epoch: i64,
     password: String,
     pods: Vec<(String, String)>,
+}
+
+/// What the clients on the node do during a scenario.
+struct Clients {
+    sampler: Sampler,
+    history: Option<Recorder>,
 }
 
 impl Set {
@@ -47,6 +58,16 @@ impl Set {
             tag: Some("partition"),
             ..OperatorOptions::default()
         });
+        Self::create(t, vec![operator], instances, down_after).await
+    }
+
+    /// Creates the replication in `t`, watched by `operators`, and waits for it to be ready.
+    async fn create(
+        t: TestNs,
+        operators: Vec<Operator>,
+        instances: i32,
+        down_after: Duration,
+    ) -> Self {
         t.create_replication(
             "cache",
             json!({"instances": instances,
@@ -66,7 +87,7 @@ impl Set {
         let password = t.password("cache").await;
         Self {
             t,
-            _operator: operator,
+            operators,
             master,
             epoch: status.epoch,
             password,
@@ -74,11 +95,20 @@ impl Set {
         }
     }
 
-    /// A sampler counting a write acknowledged when the master's quorum of replicas has it:
-    /// `WAIT 1` in a set of 3, `WAIT 2` in a set of 5.
-    fn sampler(&self) -> Sampler {
+    /// The clients: a sampler counting a write acknowledged when the master's quorum of
+    /// replicas has it (`WAIT 1` in a set of 3, `WAIT 2` in a set of 5) and, with `history`,
+    /// Sentinel clients recording a history for the checker through every operator's endpoint.
+    fn clients(&self, history: bool) -> Clients {
         let replicas = u32::try_from(self.pods.len() - 1).unwrap_or(0);
-        Sampler::start(&self.pods, &self.password, quorum(replicas, Topology::Star))
+        let acks = quorum(replicas, Topology::Star);
+        let sentinels = self.operators.iter().map(|o| o.sentinel_port).collect();
+        Clients {
+            sampler: Sampler::start(&self.pods, &self.password, acks),
+            history: history.then(|| {
+                self.t
+                    .record_history("cache", sentinels, &self.password, acks)
+            }),
+        }
     }
 
     fn ips(&self, which: &[usize]) -> Vec<String> {
@@ -100,8 +130,10 @@ impl Set {
         (operator, self.isolate(0, &others).await)
     }
 
-    /// After the heal: every instance follows the recorded master; what the clients saw.
-    async fn outcome(&self, scenario: &'static str, sampler: Sampler, cut_at: Instant) -> Outcome {
+    /// After the heal: every instance follows the recorded master; what the clients saw. A
+    /// recorded history must be linearizable, and must hold acknowledged writes and confirmed
+    /// reads from after the cut (else the check would say nothing).
+    async fn outcome(&self, scenario: &'static str, clients: Clients, cut_at: Instant) -> Outcome {
         // Settled: a heal may still change the master (a fenced one is replaced).
         let master = wait_for("the set to be Ready again", TIMEOUT, || async {
             match self.t.status("cache").await {
@@ -115,7 +147,11 @@ impl Set {
         self.t
             .wait_topology("cache", &master, &self.password, TIMEOUT)
             .await;
-        let samples = sampler.stop().await;
+        let samples = clients.sampler.stop().await;
+        let history = match clients.history {
+            Some(recorder) => Some(recorder.stop().await),
+            None => None,
+        };
         let keys: Vec<&str> = samples
             .iter()
             .filter(|s| s.accepted)
@@ -123,8 +159,30 @@ impl Set {
             .collect();
         let ip = self.t.pod_ip(&master).await;
         let held = present(&ip, &self.password, &keys).await;
-        let outcome = Outcome::of(scenario, &samples, &held, cut_at);
+        let mut outcome = Outcome::of(scenario, &samples, &held, cut_at);
+        if master != self.master {
+            outcome.old_master_writes_for = old_master_writes_for(&samples, &self.master, cut_at);
+        }
+        let verdict = history.map(|(started, ops)| {
+            let after_cut = |write: bool| {
+                ops.iter()
+                    .filter(|o| o.write == write && o.outcome == OpOutcome::Ok)
+                    .filter(|o| started + o.call > cut_at)
+                    .count()
+            };
+            let (writes, reads) = (after_cut(true), after_cut(false));
+            assert!(
+                writes > 0 && reads > 0,
+                "{scenario}: {writes} acknowledged writes and {reads} confirmed reads after the cut"
+            );
+            self.t.check_history(scenario, &ops)
+        });
+        outcome.linearizable = verdict.as_ref().map(|v| v.linearizable);
+        outcome.with_unconfirmed_reads = verdict.as_ref().map(|v| v.with_unconfirmed_reads);
         outcome.record();
+        if let Some(verdict) = verdict {
+            verdict.assert_linearizable();
+        }
         outcome
     }
 
@@ -134,7 +192,7 @@ impl Set {
     async fn fail_over_then_heal<G>(
         &self,
         scenario: &'static str,
-        sampler: Sampler,
+        clients: Clients,
         cut_at: Instant,
         cut: G,
     ) -> (Outcome, String) {
@@ -148,21 +206,21 @@ impl Set {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
         drop(cut);
-        let outcome = self.outcome(scenario, sampler, cut_at).await;
+        let outcome = self.outcome(scenario, clients, cut_at).await;
         outcome.assert_safe();
         (outcome, status.current_master.expect("new master"))
     }
 
     /// Holds a cut that is no master failure for [`HOLD`], heals, and checks nothing moved.
-    async fn hold_then_heal<G>(&self, scenario: &'static str, sampler: Sampler, cut: G) {
+    async fn hold_then_heal<G>(&self, scenario: &'static str, clients: Clients, cut: G) {
         tokio::time::sleep(HOLD).await;
         drop(cut);
-        self.assert_nothing_moves(scenario, sampler).await;
+        self.assert_nothing_moves(scenario, clients).await;
     }
 
     /// Nothing may move while a partition that is no master failure lasts: the master keeps
     /// taking writes (no gap near the fence's tolerance), stays master, no epoch is spent.
-    async fn assert_nothing_moves(&self, scenario: &'static str, sampler: Sampler) {
+    async fn assert_nothing_moves(&self, scenario: &'static str, clients: Clients) {
         let cut_at = Instant::now() - HOLD;
         let status = self.t.status("cache").await.expect("status");
         assert_eq!(status.current_master.as_deref(), Some(self.master.as_str()));
@@ -175,7 +233,7 @@ impl Set {
             "ROLE of {}: {role}",
             self.master
         );
-        let outcome = self.outcome(scenario, sampler, cut_at).await;
+        let outcome = self.outcome(scenario, clients, cut_at).await;
         outcome.assert_safe();
         // A fence would stop writes for longer than its tolerance (and spend an epoch, checked
         // above); a loaded machine delays single writes by a few hundred milliseconds.
@@ -202,7 +260,7 @@ async fn an_isolated_master_fences_itself_before_a_replica_is_promoted() {
     const UID: u32 = 4243;
     for _ in 0..runs() {
         let set = Set::ready("isolated", UID, 3).await;
-        let sampler = set.sampler();
+        let clients = set.clients(true);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
         let cut = set.isolate_master(UID).await;
@@ -218,7 +276,7 @@ async fn an_isolated_master_fences_itself_before_a_replica_is_promoted() {
         })
         .await;
         let (outcome, _) = set
-            .fail_over_then_heal("isolated-master", sampler, cut_at, cut)
+            .fail_over_then_heal("isolated-master", clients, cut_at, cut)
             .await;
         // The old master's writes after the cut are the plain writes lost: the fence bounds
         // them (plus the operator's probe that noticed nothing, one interval).
@@ -245,10 +303,10 @@ async fn a_master_cut_off_from_its_replicas_only_keeps_serving() {
     }
     for _ in 0..runs() {
         let set = Set::ready_with("noreplicas", 4244, 3, Duration::from_secs(5)).await;
-        let sampler = set.sampler();
+        let clients = set.clients(false);
         let peers = set.ips(&[1, 2]);
         let cut = set.t.cut_pod_off(&set.master, &peers);
-        set.hold_then_heal("master-without-replicas", sampler, cut)
+        set.hold_then_heal("master-without-replicas", clients, cut)
             .await;
     }
 }
@@ -262,9 +320,9 @@ async fn an_operator_cut_off_from_everything_changes_nothing() {
     const UID: u32 = 4245;
     for _ in 0..runs() {
         let set = Set::ready("opalone", UID, 3).await;
-        let sampler = set.sampler();
+        let clients = set.clients(false);
         let cut = set.t.cut_uid_off(UID, None);
-        set.hold_then_heal("operator-alone", sampler, cut).await;
+        set.hold_then_heal("operator-alone", clients, cut).await;
     }
 }
 
@@ -278,10 +336,10 @@ async fn one_isolated_replica_fences_nothing_and_fails_nothing_over() {
     const UID: u32 = 4246;
     for _ in 0..runs() {
         let set = Set::ready("onereplica", UID, 3).await;
-        let sampler = set.sampler();
+        let clients = set.clients(false);
         let operator_cut = set.t.cut_uid_off(UID, Some(&set.pods[2].1));
         let cut = set.isolate(2, &[0, 1]).await;
-        set.hold_then_heal("one-replica", sampler, (cut, operator_cut))
+        set.hold_then_heal("one-replica", clients, (cut, operator_cut))
             .await;
     }
 }
@@ -297,7 +355,7 @@ async fn a_master_in_the_minority_of_a_five_set_fences_itself() {
     const UID: u32 = 4247;
     for _ in 0..runs() {
         let set = Set::ready("minority", UID, 5).await;
-        let sampler = set.sampler();
+        let clients = set.clients(true);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
         let minority = [0, 1];
@@ -311,7 +369,7 @@ async fn a_master_in_the_minority_of_a_five_set_fences_itself() {
             cuts.push(set.isolate(i, &majority).await);
         }
         let (_, new) = set
-            .fail_over_then_heal("five-set-minority", sampler, cut_at, (cuts, operator_cuts))
+            .fail_over_then_heal("five-set-minority", clients, cut_at, (cuts, operator_cuts))
             .await;
         assert!(
             majority.iter().any(|i| set.pods[*i].0 == new),
@@ -329,7 +387,7 @@ async fn a_flapping_partition_never_makes_two_masters() {
     const UID: u32 = 4248;
     for _ in 0..runs() {
         let set = Set::ready("flapping", UID, 3).await;
-        let sampler = set.sampler();
+        let clients = set.clients(true);
         let cut_at = Instant::now();
         let mut master = set.master.clone();
         for round in 0..6 {
@@ -350,7 +408,7 @@ async fn a_flapping_partition_never_makes_two_masters() {
                 master = now;
             }
         }
-        let outcome = set.outcome("flapping", sampler, cut_at).await;
+        let outcome = set.outcome("flapping", clients, cut_at).await;
         outcome.assert_safe();
     }
 }
@@ -364,12 +422,12 @@ async fn a_partition_during_a_switchover_never_makes_two_masters() {
     const UID: u32 = 4249;
     for _ in 0..runs() {
         let set = Set::ready("switchcut", UID, 3).await;
-        let sampler = set.sampler();
+        let clients = set.clients(true);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let cut_at = Instant::now();
         request_switchover(&set.t, "cache", &set.pods[1].0).await;
         let cut = set.isolate_master(UID).await;
-        set.fail_over_then_heal("switchover-cut", sampler, cut_at, cut)
+        set.fail_over_then_heal("switchover-cut", clients, cut_at, cut)
             .await;
     }
 }
