@@ -40,7 +40,6 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
         let clients = set.clients(true);
         tokio::time::sleep(Duration::from_millis(500)).await;
 
-        let cut_at = Instant::now();
         let cut_wall = k8s_openapi::jiff::Timestamp::now();
         let operator_cuts: Vec<Blocked> = UIDS
             .iter()
@@ -48,6 +47,8 @@ async fn a_partition_while_the_operator_leader_changes_never_makes_two_masters()
             .collect();
         let others: Vec<usize> = (1..set.pods.len()).collect();
         let cut = set.isolate(0, &others).await;
+        // Timed from when the rules are in: the fence's bound counts from the partition.
+        let cut_at = Instant::now();
         wait_for(
             "the leader to record the master silent",
             TIMEOUT,
