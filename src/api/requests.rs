@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::{Persistence, RedisReplicationSpec};
+
 /// On a `RedisReplication`: a JSON list of the instances (pod names) that stop serving traffic
 /// while keeping their pod and data, for investigation; `["*"]` fences every instance, `[]` none
 /// (as CloudNativePG's `cnpg.io/fencedInstances`).
@@ -115,6 +117,21 @@ pub fn parse_hibernation(value: &str) -> Result<bool, String> {
             "{HIBERNATION_ANNOTATION} must be \"on\" or \"off\", not {other:?}"
         )),
     }
+}
+
+/// Why hibernating would lose the set's data (its pods are deleted), if it would: the operator
+/// refuses the request for this reason, and the plugin before writing it.
+pub fn hibernation_refusal(spec: &RedisReplicationSpec) -> Option<String> {
+    if spec.storage.is_none() {
+        return Some(
+            "it has no spec.storage: its data lives in the pods and would be lost with them".into(),
+        );
+    }
+    (spec.effective_persistence() == Persistence::None).then(|| {
+        "spec.persistence is None: the instances write nothing to their claims, so the data \
+         would be lost with the pods"
+            .into()
+    })
 }
 
 /// Where a hibernation stands, in the status.

@@ -41,8 +41,7 @@ const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
 
 /// How often a silent master's evidence is looked at again while it is not enough yet: two of
 /// the agent's confirmation rounds. Reconciles from caches; only while a master is silent.
-const SILENCE_RECHECK: Duration =
-    Duration::from_millis(2 * crate::isolation::ROUND_EVERY.as_millis() as u64);
+const SILENCE_RECHECK: Duration = crate::isolation::ROUND_EVERY.saturating_mul(2);
 
 /// An idle, settled set is reconciled this often without any change (a resync).
 const RESYNC: Duration = Duration::from_secs(300);

@@ -3,9 +3,10 @@
 //! in the fencing list keeps the instances fenced that were, rather than unfencing them all.
 
 use crate::api::requests::{
-    FENCED_INSTANCES_ANNOTATION, Fencing, HIBERNATION_ANNOTATION, parse_hibernation,
+    FENCED_INSTANCES_ANNOTATION, Fencing, HIBERNATION_ANNOTATION, hibernation_refusal,
+    parse_hibernation,
 };
-use crate::api::{HibernationState, Persistence, RedisReplicationSpec, RedisReplicationStatus};
+use crate::api::{HibernationState, RedisReplicationSpec, RedisReplicationStatus};
 
 /// What the planner is asked to do beyond the spec.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -88,25 +89,10 @@ pub fn read(
     }
 }
 
-/// Why hibernating would lose the data (its pods are deleted), if it would.
-fn hibernation_refusal(spec: &RedisReplicationSpec) -> Option<String> {
-    if spec.storage.is_none() {
-        return Some(
-            "the set has no spec.storage, so its data lives in the pods and would be deleted \
-             with them"
-                .into(),
-        );
-    }
-    (spec.effective_persistence() == Persistence::None).then(|| {
-        "spec.persistence is None, so Redis writes nothing to its claim and would come back empty"
-            .into()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::StorageSpec;
+    use crate::api::{Persistence, StorageSpec};
 
     fn spec(storage: bool, persistence: Option<Persistence>) -> RedisReplicationSpec {
         let mut spec: RedisReplicationSpec =

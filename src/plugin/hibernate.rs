@@ -12,8 +12,8 @@ use super::request::{Edit, set};
 use super::status::phase_name;
 use super::wait::{Accepted, Check, Observed, Watch};
 use super::{Error, Session};
-use crate::api::requests::{HIBERNATION_ANNOTATION, parse_hibernation};
-use crate::api::{HibernationState, Persistence, Phase, RedisReplication};
+use crate::api::requests::{HIBERNATION_ANNOTATION, hibernation_refusal, parse_hibernation};
+use crate::api::{HibernationState, Phase, RedisReplication};
 
 /// Asks the set to hibernate (`on`) or wake; waits at most `wait` for the outcome.
 pub async fn run(
@@ -51,7 +51,7 @@ pub fn decide(rr: &RedisReplication, on: bool) -> Result<Edit<Option<String>>, E
     let name = rr.name_any();
     let status = rr.status.clone().unwrap_or_default();
     if on {
-        refusal(rr).map_or(Ok(()), |why| {
+        hibernation_refusal(&rr.spec).map_or(Ok(()), |why| {
             Err(Error::Refused(format!(
                 "hibernation of {name} refused (HibernationRefused): {why}"
             )))
@@ -86,20 +86,6 @@ pub fn decide(rr: &RedisReplication, on: bool) -> Result<Edit<Option<String>>, E
             None => Some(set(HIBERNATION_ANNOTATION, Some(value.into()))),
         },
         value: status.current_master,
-    })
-}
-
-/// Why hibernating would lose the set's data, as the operator's `HibernationRefused` says.
-pub fn refusal(rr: &RedisReplication) -> Option<String> {
-    if rr.spec.storage.is_none() {
-        return Some(
-            "it has no spec.storage: its data lives in the pods and would be lost with them".into(),
-        );
-    }
-    (rr.spec.persistence == Some(Persistence::None)).then(|| {
-        "spec.persistence is None: the instances write nothing to their claims, so the data \
-         would be lost with the pods"
-            .into()
     })
 }
 
