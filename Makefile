@@ -42,5 +42,5 @@ chaos:
 
 # Regenerate the CRD files from the API types (a test fails when they drift).
 crds:
-	cargo run --quiet -- crd > crds/redisreplications.redis.vigil.dev.yaml
-	cp crds/redisreplications.redis.vigil.dev.yaml charts/vigil/crd/
+	cargo run --quiet -- crd --dir crds
+	cargo run --quiet -- crd --dir charts/vigil/crd

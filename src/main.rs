@@ -38,8 +38,12 @@ enum Command {
     Operator(OperatorArgs),
     /// Run one Redis instance (the entrypoint of the server image).
     Agent(AgentArgs),
-    /// Print the CustomResourceDefinition YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML, or write one file each into a directory.
+    Crd {
+        /// Write `<dir>/<crd name>.yaml` per CRD instead of printing them all.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -203,8 +207,19 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Crd => {
-            print!("{}", vigil::api::crd_yaml().context("rendering the CRD")?);
+        Command::Crd { dir } => {
+            for crd in vigil::api::crds() {
+                let name = crd.metadata.name.clone().unwrap_or_default();
+                let yaml = vigil::api::crd_yaml_of(crd).context("rendering the CRDs")?;
+                match &dir {
+                    None => print!("{yaml}"),
+                    Some(dir) => {
+                        let path = dir.join(format!("{name}.yaml"));
+                        std::fs::write(&path, yaml)
+                            .with_context(|| format!("writing {}", path.display()))?;
+                    }
+                }
+            }
             Ok(0)
         }
         Command::Operator(args) => operator(args).await.map(|()| 0),

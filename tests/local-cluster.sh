@@ -33,7 +33,9 @@ local_cluster_up() {
 
   echo "local cluster: installing the CRD and the chart's ServiceAccount and RBAC"
   "$KUBECTL" apply --server-side -f "$ROOT/crds/" >/dev/null
-  wait_condition crd/redisreplications.redis.vigil.dev Established
+  for crd in redisreplications redisbackups redisscheduledbackups; do
+    wait_condition "crd/$crd.redis.vigil.dev" Established
+  done
   "$KUBECTL" create namespace vigil-system >/dev/null
   "$HELM" template vigil "$ROOT/charts/vigil" --namespace vigil-system \
     --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \

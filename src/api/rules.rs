@@ -63,3 +63,12 @@ pub(super) fn tls_transition_rule() -> kube::core::Rule {
         .field_path(".tls")
         .reason(kube::core::Reason::FieldValueForbidden)
 }
+
+/// A restore happens when a set is created: adding a bootstrap later would not restore
+/// anything, and removing it would hide where the data came from.
+pub(super) fn bootstrap_transition_rule() -> kube::core::Rule {
+    kube::core::Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)")
+        .message("spec.bootstrap can only be given when a RedisReplication is created")
+        .field_path(".bootstrap")
+        .reason(kube::core::Reason::FieldValueForbidden)
+}

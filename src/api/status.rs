@@ -57,6 +57,9 @@ pub struct RedisReplicationStatus {
     /// The last change of master after bootstrap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
+    /// The restore of `spec.bootstrap`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<super::RestoreStatus>,
 }
 
 /// One failover or switchover.

@@ -259,6 +259,8 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
             .failover
             .clone()
             .or_else(|| previous.last_failover.clone()),
+        // Written by the restore's own steps (controller::restore).
+        restore: previous.restore.clone(),
     }
 }
 
