@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backup;
 pub mod controller;
 pub mod crash_point;
 pub mod discovery;

@@ -253,6 +253,15 @@ impl Context {
     }
 
     /// The credentials in use before a Secret became unusable, if any.
+    /// What connecting to `rr`'s instances takes: as the last reconcile read it, or read now.
+    pub async fn instance_credentials(&self, rr: &RedisReplication) -> Result<Credentials, Error> {
+        if let Some(known) = self.known_credentials(rr) {
+            return Ok(known);
+        }
+        let ns = rr.namespace().ok_or(Error::NoNamespace)?;
+        super::observe::read_credentials(self, rr, &ns).await
+    }
+
     pub(super) fn known_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
         self.remember(rr, |m| {
             m.objects_applied.as_ref().map(|(_, _, c)| c.clone())

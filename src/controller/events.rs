@@ -178,9 +178,35 @@ impl Context {
             .await;
     }
 
+    /// An Event on any object of ours (a RedisBackup, a RedisScheduledBackup, ...).
+    pub async fn event_on<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        self.emit_on(&obj.object_ref(&()), type_, reason, action, note, None)
+            .await;
+    }
+
     async fn emit(
         &self,
         rr: &RedisReplication,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
+        self.emit_on(&rr.object_ref(&()), type_, reason, action, note, related)
+            .await;
+    }
+
+    async fn emit_on(
+        &self,
+        regarding: &ObjectReference,
         type_: EventType,
         reason: &str,
         action: &str,
@@ -194,7 +220,7 @@ impl Context {
             note,
             related,
         };
-        if let Err(e) = self.events.publish(&rr.object_ref(&()), occurrence).await {
+        if let Err(e) = self.events.publish(regarding, occurrence).await {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }

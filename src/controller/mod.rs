@@ -33,6 +33,7 @@ use crate::monitor::{self, Monitor};
 pub use context::Context;
 pub use error::Error;
 use error::secret_problem;
+pub use observe::secret_bytes;
 use plan::{FailoverPolicy, MasterDown, PlanInput, RecordedRoles};
 use pods::PodIndex;
 
@@ -120,7 +121,9 @@ pub async fn run(client: Client, settings: Settings) {
         drifted,
         memory: Mutex::default(),
     });
-    Controller::new(replications, watcher::Config::default())
+    let backups = crate::backup::run(ctx.clone(), settings.namespace.as_deref());
+    let schedules = crate::backup::schedule::run(ctx.clone(), settings.namespace.as_deref());
+    let replications = Controller::new(replications, watcher::Config::default())
         .owns_stream(pod_changes)
         .reconcile_on(fact_changes)
         .owns_stream(service_changes)
@@ -137,8 +140,8 @@ pub async fn run(client: Client, settings: Settings) {
                 | Err(ControllerError::ObjectNotFound(_)) => {}
                 Err(e) => warn!(error = %e, "controller error"),
             }
-        })
-        .await;
+        });
+    futures::join!(replications, backups, schedules);
 }
 
 /// Records the replication that controls `obj` as drifted.

@@ -259,6 +259,18 @@ pub async fn read_credentials(
 
 /// Secret `name`, which `field` of the spec names; its absence is reported as the absence of
 /// the first `key` needed from it.
+/// The value of `key` in Secret `namespace/name`, which spec field `field` names.
+pub async fn secret_bytes(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    field: &'static str,
+) -> Result<Vec<u8>, Error> {
+    let secret = read_secret(ctx, namespace, name, key, field).await?;
+    secret_value(&secret, name, key, field).map(<[u8]>::to_vec)
+}
+
 async fn read_secret(
     ctx: &Context,
     namespace: &str,
