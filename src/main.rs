@@ -180,6 +180,14 @@ struct AgentArgs {
     /// With TLS, clients must present a certificate signed by the CA.
     #[arg(long, env = "VIGIL_TLS_AUTH_CLIENTS", default_value_t = false, action = clap::ArgAction::Set)]
     tls_auth_clients: bool,
+    /// The object store's access key id of a restore (`spec.bootstrap`).
+    #[arg(long, env = "VIGIL_RESTORE_ACCESS_KEY_ID", hide_env_values = true)]
+    restore_access_key_id: Option<String>,
+    #[arg(long, env = "VIGIL_RESTORE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    restore_secret_access_key: Option<String>,
+    /// PEM CA certificates of the restore's object store.
+    #[arg(long, env = "VIGIL_RESTORE_CA", hide_env_values = true)]
+    restore_ca: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -241,8 +249,25 @@ async fn dispatch(command: Command) -> anyhow::Result<u8> {
                     dir,
                     auth_clients: args.tls_auth_clients,
                 }),
+                restore_keys: match (args.restore_access_key_id, args.restore_secret_access_key) {
+                    (Some(access_key_id), Some(secret_access_key)) => {
+                        Some(vigil::backup::store::Keys {
+                            access_key_id,
+                            secret_access_key,
+                            ca: args.restore_ca.map(String::into_bytes),
+                        })
+                    }
+                    _ => None,
+                },
             };
-            let code = vigil::agent::run(settings).await?;
+            let code = vigil::agent::run(settings).await.inspect_err(|e| {
+                // The kubelet shows why the instance stopped in the pod's status, where the
+                // operator reads it (a failed restore's reason, ...).
+                let log = std::path::Path::new("/dev/termination-log");
+                if log.exists() {
+                    let _ = std::fs::write(log, e.to_string());
+                }
+            })?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
     }

@@ -471,6 +471,14 @@ impl InstanceClient {
         Ok(acks)
     }
 
+    /// Keys in every database (`INFO keyspace`).
+    pub async fn keys(&mut self) -> Result<i64, Error> {
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg("keyspace");
+        let text: String = self.query("INFO keyspace", &cmd).await?;
+        Ok(keyspace_keys(&text))
+    }
+
     /// `CONFIG SET key value`.
     pub async fn config_set(&mut self, key: &str, value: &str) -> Result<(), Error> {
         let mut cmd = ::redis::cmd("CONFIG");
@@ -494,6 +502,20 @@ impl InstanceClient {
             other => other.map(|_| ()),
         }
     }
+}
+
+/// The sum of `keys=` over the `db<N>:keys=..,expires=..` lines of `INFO keyspace`.
+fn keyspace_keys(text: &str) -> i64 {
+    text.lines()
+        .filter(|l| l.starts_with("db"))
+        .filter_map(|l| {
+            l.split_once(':')?
+                .1
+                .split(',')
+                .find_map(|f| f.strip_prefix("keys="))
+        })
+        .filter_map(|n| n.trim().parse::<i64>().ok())
+        .sum()
 }
 
 /// `MULTI; REPLICAOF ...; CLIENT KILL TYPE normal; CLIENT KILL TYPE pubsub; EXEC`.
@@ -524,6 +546,13 @@ fn disconnect_clients(pipe: &mut ::redis::Pipeline) -> &mut ::redis::Pipeline {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keyspace_counts_keys_of_every_database() {
+        let text = "# Keyspace\r\ndb0:keys=100000,expires=3,avg_ttl=0\r\ndb5:keys=2,expires=0,avg_ttl=0\r\n";
+        assert_eq!(super::keyspace_keys(text), 100_002);
+        assert_eq!(super::keyspace_keys("# Keyspace\r\n"), 0);
+    }
+
     use super::*;
 
     const MASTER: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\

@@ -60,12 +60,12 @@ pub struct SpecSettings {
 }
 
 /// Reads the replication, retrying while the apiserver is unreachable (bounded: after that the
-/// container exits and the kubelet's restart backoff takes over). Returns the boot role and the
-/// spec's settings.
+/// container exits and the kubelet's restart backoff takes over). Returns the boot role, the
+/// spec's settings and the status read.
 pub async fn fetch_boot(
     settings: &Settings,
     api: &Api<RedisReplication>,
-) -> Result<(Boot, SpecSettings), Error> {
+) -> Result<(Boot, SpecSettings, Option<RedisReplicationStatus>), Error> {
     let mut delay = Duration::from_millis(200);
     let mut attempts = 0;
     let rr = loop {
@@ -92,7 +92,7 @@ pub async fn fetch_boot(
         persistence: rr.spec.effective_persistence(),
         known: Known::of(&rr),
     };
-    Ok((boot, spec))
+    Ok((boot, spec, rr.status))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 mod boot;
 mod fence;
 mod probes;
+mod restore;
 mod supervise;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Restore(#[from] restore::Error),
     #[error("no Redis server binary found: looked for {0}")]
     NoServerBinary(String),
     #[error("cannot serve probes on {addr}: {source}")]
@@ -64,6 +67,8 @@ pub struct Settings {
     pub switchover_wait: Duration,
     /// TLS for clients and replication (`spec.tls`), from the mounted Secret.
     pub tls: Option<TlsFiles>,
+    /// The object store's keys of a restore (`spec.bootstrap`), from the pod's environment.
+    pub restore_keys: Option<crate::backup::store::Keys>,
 }
 
 impl Settings {
@@ -80,8 +85,10 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
     let client = kube::Client::try_default().await.map_err(Error::Client)?;
     let api: kube::Api<crate::api::RedisReplication> =
         kube::Api::namespaced(client, &settings.namespace);
-    let (boot, spec) = boot::fetch_boot(&settings, &api).await?;
+    let (boot, spec, status) = boot::fetch_boot(&settings, &api).await?;
     info!(?boot, "boot role decided");
+    let restored = restore::prepare(&settings, status.as_ref(), spec.persistence).await?;
+    let enable_aof = restored == restore::Outcome::Restored { enable_aof: true };
 
     let user_settings = match std::fs::read_to_string(&settings.user_config) {
         Ok(s) => s,
@@ -104,7 +111,11 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
         },
         user_settings: &user_settings,
         min_replicas: spec.min_replicas,
-        persistence: spec.persistence,
+        persistence: if enable_aof {
+            crate::api::Persistence::Rdb
+        } else {
+            spec.persistence
+        },
         down_after: spec.known.down_after,
         unix_socket: &settings.socket().to_string_lossy(),
         tls: settings.tls.as_ref(),
@@ -122,6 +133,12 @@ pub async fn run(settings: Settings) -> Result<i32, Error> {
     let health = Health::new(settings.socket(), settings.password.clone());
     tokio::spawn(probes::serve(listener, health));
     tokio::spawn(fence::watch(settings.clone(), api, spec.known));
+    if enable_aof {
+        tokio::spawn({
+            let settings = settings.clone();
+            async move { restore::enable_aof(&settings).await }
+        });
+    }
 
     supervise::run_server(&settings, &conf_path).await
 }

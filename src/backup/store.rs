@@ -77,11 +77,22 @@ pub enum Error {
 }
 
 /// The access key (and CA) the spec's Secrets hold.
+#[derive(Clone)]
 pub struct Keys {
     pub access_key_id: String,
     pub secret_access_key: String,
     /// PEM certificates that sign the endpoint's certificate.
     pub ca: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .finish()
+    }
 }
 
 /// What a backup holds, written next to it.

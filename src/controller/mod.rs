@@ -11,6 +11,7 @@ mod observe;
 pub mod plan;
 mod pods;
 mod requests;
+mod restore;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,9 @@ const BOOTSTRAP_GRACE: Duration = Duration::from_secs(60);
 /// How often a silent master's evidence is looked at again while it is not enough yet: two of
 /// the agent's confirmation rounds. Reconciles from caches; only while a master is silent.
 const SILENCE_RECHECK: Duration = crate::isolation::ROUND_EVERY.saturating_mul(2);
+
+/// How soon a backup that cannot be restored yet (still running, unreadable) is looked for again.
+const RESTORE_RETRY: Duration = Duration::from_secs(10);
 
 /// An idle, settled set is reconciled this often without any change (a resync).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -224,6 +228,15 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         }
     };
 
+    let stage = restore::Stage::of(rr);
+    if stage == restore::Stage::Resolve {
+        let resolved = restore::resolve(ctx, rr, ns).await?;
+        return Ok(Action::requeue(if resolved {
+            Duration::from_millis(200)
+        } else {
+            RESTORE_RETRY
+        }));
+    }
     let fresh_after = ctx.remember(rr, |m| m.acted_at);
     let mut observed = observe::observe(ctx, rr, ns, credentials, fresh_after).await?;
     if applied.is_none() {
@@ -246,7 +259,13 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     );
     let now = Timestamp::now();
     let input = PlanInput {
-        desired_instances: u32::try_from(rr.spec.instances.max(1)).unwrap_or(1),
+        // A restoring set runs its first instance alone: the others sync from it once it holds
+        // the backup's data.
+        desired_instances: if stage == restore::Stage::Loading {
+            1
+        } else {
+            u32::try_from(rr.spec.instances.max(1)).unwrap_or(1)
+        },
         policy: FailoverPolicy {
             enabled: rr.spec.failover.enabled,
             down_after: rr.spec.failover.down_after(),
@@ -286,7 +305,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
     let latest = execute::execute(ctx, &target, &plan).await?;
     let failover = Context::failover_record(&input, &plan, started.elapsed());
 
-    let status = status::build(
+    let mut status = status::build(
         &status::StatusInput {
             previous: &previous,
             generation: rr.metadata.generation,
@@ -300,6 +319,10 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         },
         &plan,
     );
+    if stage == restore::Stage::Loading {
+        let credentials = &observed.credentials;
+        restore::progress(ctx, rr, ns, &input.instances, credentials, &mut status).await;
+    }
     let written = if latest.status.as_ref() != Some(&status) {
         execute::write_final_status(ctx, &latest, ns, &status).await?
     } else {

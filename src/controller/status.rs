@@ -380,11 +380,32 @@ fn set_condition(
     message: &str,
     input: &StatusInput<'_>,
 ) {
+    put_condition(
+        conditions,
+        type_,
+        status,
+        reason,
+        message,
+        input.generation,
+        input.now,
+    );
+}
+
+/// Sets condition `type_`, keeping its transition time while its status stays.
+pub(super) fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let status = if status { "True" } else { "False" }.to_string();
     let previous = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match previous.map(|i| &conditions[i]) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(input.now),
+        _ => Time(now),
     };
     let condition = Condition {
         type_: type_.into(),
@@ -392,7 +413,7 @@ fn set_condition(
         reason: reason.into(),
         message: message.into(),
         last_transition_time,
-        observed_generation: input.generation,
+        observed_generation: generation,
     };
     match previous {
         Some(i) => conditions[i] = condition,

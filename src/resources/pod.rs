@@ -211,6 +211,7 @@ fn server_container(rr: &RedisReplication) -> Container {
         ),
     ];
     env.extend(password_env(rr));
+    env.extend(restore_env(rr));
     let mut mounts = vec![
         mount("data", DATA_DIR, false),
         mount("run", RUN_DIR, false),
@@ -297,6 +298,50 @@ fn password_env(rr: &RedisReplication) -> Option<EnvVar> {
         }),
         ..EnvVar::default()
     })
+}
+
+/// The object store's keys of a restore, once the operator resolved its source: the agent of
+/// the first instance downloads the backup with them. Optional references, so a Secret
+/// deleted after the restore never keeps a pod from starting.
+fn restore_env(rr: &RedisReplication) -> Vec<EnvVar> {
+    let Some(source) = rr
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.as_ref())
+        .and_then(|r| r.source.as_ref())
+    else {
+        return Vec::new();
+    };
+    let store = &source.object_store;
+    let secret = |env: &str, name: &str, key: &str| EnvVar {
+        name: env.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: name.into(),
+                key: key.into(),
+                optional: Some(true),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let creds = &store.credentials;
+    let mut env = vec![
+        secret(
+            "VIGIL_RESTORE_ACCESS_KEY_ID",
+            &creds.name,
+            &creds.access_key_id_key,
+        ),
+        secret(
+            "VIGIL_RESTORE_SECRET_ACCESS_KEY",
+            &creds.name,
+            &creds.secret_access_key_key,
+        ),
+    ];
+    if let Some(ca) = &store.ca {
+        env.push(secret("VIGIL_RESTORE_CA", &ca.name, &ca.key));
+    }
+    env
 }
 
 /// What the `restricted` Pod Security Standard asks of every container (non-root and the
