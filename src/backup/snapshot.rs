@@ -15,6 +15,10 @@ const MARK_LEN: usize = 40;
 /// second, so a minute of nothing is a dead connection.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// How long a reply to one of our commands may take: an instance that answers nothing within
+/// this (a frozen master) is given up on, and the attempt retried from the current topology.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Read this much at a time at most.
 const READ_SIZE: usize = 256 * 1024;
 
@@ -22,8 +26,8 @@ const READ_SIZE: usize = 256 * 1024;
 pub enum Error {
     #[error("the connection failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("the instance sent nothing for {IDLE:?}")]
-    Idle,
+    #[error("the instance sent nothing for {0:?}")]
+    Idle(Duration),
     #[error("the instance closed the connection {0}")]
     Closed(&'static str),
     #[error("the instance refused {command}: {reply}")]
@@ -110,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Snapshot<S> {
                 }
                 Body::Length(remaining) => {
                     if self.buf.is_empty() {
-                        fill(&mut self.stream, &mut self.buf, "during the RDB").await?;
+                        fill(&mut self.stream, &mut self.buf, "during the RDB", IDLE).await?;
                     }
                     let take = usize::try_from(*remaining)
                         .unwrap_or(usize::MAX)
@@ -133,6 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Snapshot<S> {
                         &mut self.stream,
                         &mut self.buf,
                         "before the RDB's end marker",
+                        IDLE,
                     )
                     .await?;
                 }
@@ -186,7 +191,7 @@ async fn read_line<S: AsyncRead + Unpin>(
                 reply: "a reply line longer than 64 KiB".into(),
             });
         }
-        fill(stream, buf, "before answering").await?;
+        fill(stream, buf, "before answering", REPLY_TIMEOUT).await?;
     }
 }
 
@@ -194,10 +199,11 @@ async fn fill<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     when: &'static str,
+    idle: Duration,
 ) -> Result<(), Error> {
     buf.reserve(READ_SIZE);
-    match tokio::time::timeout(IDLE, stream.read_buf(buf)).await {
-        Err(_) => Err(Error::Idle),
+    match tokio::time::timeout(idle, stream.read_buf(buf)).await {
+        Err(_) => Err(Error::Idle(idle)),
         Ok(Ok(0)) => Err(Error::Closed(when)),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(Error::Io(e)),
