@@ -411,10 +411,10 @@ impl Drop for ObjectStore {
         let _ = self.child.wait();
         // The data of a failed test stays for a look (tests/e2e.sh wipes the artifacts at the
         // next run); a passing test's is removed, as benchmark files are large.
-        if !std::thread::panicking() {
-            if let Some(base) = self.root.parent() {
-                let _ = std::fs::remove_dir_all(base);
-            }
+        if !std::thread::panicking()
+            && let Some(base) = self.root.parent()
+        {
+            let _ = std::fs::remove_dir_all(base);
         }
     }
 }
