@@ -59,6 +59,8 @@ local_cluster_up() {
 
 export_node_env() {
   export VIGIL_E2E_CRICTL=$VIGIL_TOOLS_BIN/crictl
+  # Test processes that pods must reach (the object store of the backup tests) listen on it.
+  export VIGIL_E2E_NODE_IP=$NODE_IP
   export CRI_CONFIG_FILE=$1/node/crictl.yaml
 }
 

@@ -17,6 +17,9 @@
 # and go-failover (tests/clients/go-failover built against its pinned go-redis, keyed by a hash
 # of its sources), and the linearizability checker (tests/clients/linearizability, Porcupine);
 # their modules are fetched here, on the host, as the tests run offline.
+# Object storage for the backup tests (issue 16): versitygw, an S3-compatible server users run
+# (its Go module, posix backend), and the AWS CLI (awscli from PyPI in a venv, pinned) as the
+# stock S3 client they compare with.
 # The Go module cache and build cache stay in Go's default places (~/go, ~/.cache/go-build).
 #
 # Idempotent: a tool whose versioned binary exists is reused ("cached"). Quiet apart from one
@@ -35,6 +38,8 @@ K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
 ACTIONLINT_VERSION=v1.7.12
 REDIS_PY_VERSION=8.1.0
+VERSITYGW_VERSION=v1.8.0
+AWSCLI_VERSION=1.46.2
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -209,6 +214,41 @@ else
   echo "redis-py $REDIS_PY_VERSION: installed in $(( $(now) - t0 ))s"
 fi
 link python-redis "$py_venv/python-redis"
+
+# ---------------------------------------------------------------- object storage
+# versitygw: `go install` of its command (its go.mod has no replace directives). Its Makefile
+# stamps the version with -X main.Version; so does this, or `--version` says "git".
+versitygw_build() {
+  GOBIN=$PWD go install -trimpath -ldflags="-s -w -X main.Version=$VERSITYGW_VERSION" \
+    "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  local v
+  v=$(./versitygw --version)
+  [[ $v == *"Version  : $VERSITYGW_VERSION"* ]] || { echo "versitygw --version: $v"; return 1; }
+  install_bin versitygw versitygw "$VERSITYGW_VERSION"
+}
+go_tool versitygw "$VERSITYGW_VERSION"
+
+# The AWS CLI (v1: v2 is not on PyPI), a venv per version like redis-py's; the wrapper `aws`
+# runs the venv's entry point whatever path it is called by.
+aws_venv=$BIN/aws-$AWSCLI_VERSION
+if [[ -f $aws_venv/complete ]]; then
+  echo "awscli $AWSCLI_VERSION: cached"
+else
+  echo "awscli $AWSCLI_VERSION: installing..."
+  t0=$(now)
+  log=$BUILD/awscli.log
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    apt_install "$log" python3-venv
+  fi
+  rm -rf "$aws_venv"
+  { python3 -m venv "$aws_venv/venv" && "$aws_venv/venv/bin/pip" install -q "awscli==$AWSCLI_VERSION" &&
+      "$aws_venv/venv/bin/aws" --version; } >"$log" 2>&1 || fail "awscli $AWSCLI_VERSION" "$log"
+  printf '#!/bin/sh\nexec "%s" "$@"\n' "$aws_venv/venv/bin/aws" >"$aws_venv/aws"
+  chmod +x "$aws_venv/aws"
+  touch "$aws_venv/complete"
+  echo "awscli $AWSCLI_VERSION: installed in $(( $(now) - t0 ))s"
+fi
+link aws "$aws_venv/aws"
 
 # The Go programs of tests/clients, each keyed by a hash of its sources; their own tests run
 # before they are installed (the linearizability checker's show it can fail).

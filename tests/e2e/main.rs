@@ -8,6 +8,7 @@ mod day2;
 mod discovery;
 mod failover;
 mod incluster;
+mod object_store;
 mod partition;
 mod plugin;
 mod plugin_fence;

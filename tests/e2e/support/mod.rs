@@ -11,6 +11,7 @@ pub mod clients;
 pub mod history;
 pub mod outcome;
 pub mod partition;
+pub mod s3;
 
 use std::collections::BTreeSet;
 use std::future::Future;
