@@ -2,6 +2,7 @@
 //! of `tests/node/`: kubelet, containerd, the images built from `images/`). Run by `make test`
 //! through `tests/e2e.sh`; on kind by `tests/kind/e2e.sh`.
 
+mod backup;
 mod chart;
 mod client_matrix;
 mod day2;
