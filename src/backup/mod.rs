@@ -59,6 +59,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Secret(#[from] crate::controller::Error),
+    #[error("the set changed while the snapshot streamed: {0}; not kept as a backup")]
+    TopologyChanged(String),
 }
 
 fn kube_error(context: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
@@ -98,6 +100,40 @@ pub fn choose_source(
         chosen.name.clone(),
         Address::parse(chosen.address.as_deref()?)?,
     ))
+}
+
+/// Whether `pod` still serves a snapshot of the set as it did when the backup began: no
+/// promotion since (`epoch`), and still an instance the target would choose.
+fn confirm_source(
+    status: Option<&RedisReplicationStatus>,
+    epoch: i64,
+    pod: &str,
+    target: BackupTarget,
+) -> Result<(), Error> {
+    let status = status.cloned().unwrap_or_default();
+    if status.epoch != epoch {
+        return Err(Error::TopologyChanged(format!(
+            "a new master was promoted (epoch {epoch} -> {})",
+            status.epoch
+        )));
+    }
+    let role = status
+        .instances
+        .iter()
+        .find(|i| i.name == pod)
+        .map(|i| i.role);
+    let expected = if status.current_master.as_deref() == Some(pod) {
+        InstanceRole::Master
+    } else {
+        InstanceRole::Replica
+    };
+    match (role, target) {
+        (Some(r), BackupTarget::PreferReplica) if r == expected => Ok(()),
+        (Some(InstanceRole::Master), BackupTarget::Master) if expected == InstanceRole::Master => {
+            Ok(())
+        }
+        _ => Err(Error::TopologyChanged(format!("{pod} is now {role:?}"))),
+    }
 }
 
 /// The client of `spec` with the keys its Secrets hold (in `namespace`).
@@ -270,7 +306,14 @@ async fn reconcile_inner(rb: &RedisBackup, ctx: &Context) -> Result<Action, Erro
             }
         }
     };
-    match attempt.run(progress).await {
+    let epoch = rr.status.as_ref().map_or(0, |s| s.epoch);
+    let confirm = || async {
+        let now = replications.get(rr_name).await.map_err(kube_error(format!(
+            "reading RedisReplication {ns}/{rr_name}"
+        )))?;
+        confirm_source(now.status.as_ref(), epoch, &pod, target)
+    };
+    match attempt.run(progress, confirm).await {
         Ok(manifest) => {
             status.phase = Some(BackupPhase::Completed);
             status.finished_at = Some(Time(Timestamp::now()));
@@ -414,6 +457,20 @@ mod tests {
         st.instances[1].ready = false;
         let (pod, _) = choose_source(&st, BackupTarget::PreferReplica).expect("source");
         assert_eq!(pod, "c-0");
+    }
+
+    #[test]
+    fn a_source_deposed_while_streaming_is_not_a_backup() {
+        let st = status();
+        assert!(confirm_source(Some(&st), 0, "c-2", BackupTarget::PreferReplica).is_ok());
+        assert!(confirm_source(Some(&st), 0, "c-0", BackupTarget::Master).is_ok());
+        let mut promoted = status();
+        promoted.epoch = 1;
+        let err = confirm_source(Some(&promoted), 0, "c-0", BackupTarget::Master);
+        assert!(matches!(err, Err(Error::TopologyChanged(_))), "{err:?}");
+        let mut fenced = status();
+        fenced.instances[0].role = InstanceRole::Fenced;
+        assert!(confirm_source(Some(&fenced), 0, "c-0", BackupTarget::Master).is_err());
     }
 
     #[test]

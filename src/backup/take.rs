@@ -32,11 +32,15 @@ pub struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Runs the attempt; `progress` is told the bytes uploaded every [`PROGRESS_EVERY`].
-    pub async fn run<F, Fut>(&self, mut progress: F) -> Result<Manifest, Error>
+    /// Runs the attempt; `progress` is told the bytes uploaded every [`PROGRESS_EVERY`];
+    /// `confirm` is asked, once the snapshot is uploaded and before the manifest makes it a
+    /// backup, whether its source still holds the role it was chosen for.
+    pub async fn run<F, Fut, C, CFut>(&self, mut progress: F, confirm: C) -> Result<Manifest, Error>
     where
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = ()>,
+        C: FnOnce() -> CFut,
+        CFut: Future<Output = Result<(), Error>>,
     {
         let snapshot_error = |source| Error::Snapshot {
             pod: self.pod.to_string(),
@@ -79,6 +83,12 @@ impl Attempt<'_> {
             Ok::<_, Error>(())
         }
         .await;
+        // A source deposed meanwhile (a failover while it streamed) holds a history the set
+        // no longer follows: not a backup of it.
+        let streamed = match streamed {
+            Ok(()) => confirm().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = streamed {
             upload.abort().await;
             return Err(e);

@@ -141,12 +141,12 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
     let store = ObjectStore::start(&t).await;
     store.create_credentials_secret(&t, "s3").await;
     t.start_operator();
-    t.create_replication(
-        "src",
-        json!({"instances": 3, "backup": backup_spec(&store)}),
-    )
-    .await;
-    let set = t.ready_replication("src", 3).await;
+    let set = t
+        .create_ready(
+            "src",
+            json!({"instances": 3, "backup": backup_spec(&store)}),
+        )
+        .await;
     load(&t, &set.master_ip, &set.password, KEYS);
     let mut writer = write_load(&t, &set.master_ip, &set.password);
 
@@ -189,17 +189,20 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
     let source = restore.source.expect("the source");
     assert_eq!(source.backup.as_deref(), Some("b1"));
     assert_eq!(source.offset, backup.offset);
-    let restored = t.ready_replication("restored", 3).await;
-    assert_eq!(restored.master, "restored-0", "the first instance restored");
-    assert_every_key(&t, &restored.master_ip, &restored.password, KEYS);
+    let status = t.wait_ready("restored", 3, RESTORE_TIMEOUT).await;
+    let master = status.current_master.clone().expect("a master");
+    let restored_ip = t.pod_ip(&master).await;
+    let restored_password = t.password("restored").await;
+    assert_eq!(master, "restored-0", "the first instance restored");
+    assert_every_key(&t, &restored_ip, &restored_password, KEYS);
     // The others synced from it: every key on a replica too.
     let replica = t
         .status("restored")
         .await
-        .and_then(|s| s.instances.into_iter().find(|i| i.name != restored.master))
+        .and_then(|s| s.instances.into_iter().find(|i| i.name != master))
         .expect("a replica");
     let replica_ip = t.pod_ip(&replica.name).await;
-    assert_every_key(&t, &replica_ip, &restored.password, KEYS);
+    assert_every_key(&t, &replica_ip, &restored_password, KEYS);
     let reasons = t.event_reasons("restored").await;
     assert!(reasons.iter().any(|r| r == "Restored"), "{reasons:?}");
 }
@@ -210,12 +213,12 @@ async fn a_corrupt_or_missing_backup_starts_nothing() {
     let store = ObjectStore::start(&t).await;
     store.create_credentials_secret(&t, "s3").await;
     t.start_operator();
-    t.create_replication(
-        "src",
-        json!({"instances": 1, "backup": backup_spec(&store)}),
-    )
-    .await;
-    let set = t.ready_replication("src", 1).await;
+    let set = t
+        .create_ready(
+            "src",
+            json!({"instances": 1, "backup": backup_spec(&store)}),
+        )
+        .await;
     load(&t, &set.master_ip, &set.password, 1000);
     create_backup(&t, "b1", json!({"replication": "src"})).await;
     let backup = wait_backup(&t, "b1", BackupPhase::Completed).await;
@@ -270,12 +273,12 @@ async fn a_schedule_keeps_exactly_the_retained_backups() {
     let store = ObjectStore::start(&t).await;
     store.create_credentials_secret(&t, "s3").await;
     t.start_operator();
-    t.create_replication(
-        "src",
-        json!({"instances": 2, "backup": backup_spec(&store)}),
-    )
-    .await;
-    let set = t.ready_replication("src", 2).await;
+    let set = t
+        .create_ready(
+            "src",
+            json!({"instances": 2, "backup": backup_spec(&store)}),
+        )
+        .await;
     load(&t, &set.master_ip, &set.password, 1000);
     let schedule: RedisScheduledBackup = serde_json::from_value(json!({
         "apiVersion": "redis.vigil.dev/v1alpha1", "kind": "RedisScheduledBackup",
@@ -335,8 +338,7 @@ async fn a_backup_during_a_failover_completes_from_the_new_master() {
     t.start_operator();
     let spec = json!({"instances": 3, "backup": backup_spec(&store),
         "failover": {"downAfterMilliseconds": 1000}});
-    t.create_replication("src", spec).await;
-    let set = t.ready_replication("src", 3).await;
+    let set = t.create_ready("src", spec).await;
     load(&t, &set.master_ip, &set.password, 10_000);
     let epoch = t.status("src").await.map_or(0, |s| s.epoch);
 
@@ -353,6 +355,10 @@ async fn a_backup_during_a_failover_completes_from_the_new_master() {
         Some(new_master.as_str()),
         "taken from the new topology: {backup:?}"
     );
+    if backup.attempts > 1 {
+        let reasons = t.event_reasons("b1").await;
+        assert!(reasons.iter().any(|r| r == "BackupRetrying"), "{reasons:?}");
+    }
     let dir = backup.path.expect("path");
     let manifest: Value =
         serde_json::from_slice(&store.get(&format!("{dir}/manifest.json"))).expect("json");

@@ -482,8 +482,17 @@ impl TestNs {
     /// Starts the operator, creates `name` with `instances` and waits until it is Ready.
     pub async fn ready_replication(&mut self, name: &str, instances: i32) -> ReadySet {
         self.start_operator();
-        self.create_replication(name, json!({"instances": instances}))
-            .await;
+        self.create_ready(name, json!({"instances": instances}))
+            .await
+    }
+
+    /// Creates `name` with `spec` and waits until it is Ready (the operator must be running).
+    pub async fn create_ready(&mut self, name: &str, spec: serde_json::Value) -> ReadySet {
+        let instances = spec["instances"]
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok());
+        let instances = instances.expect("spec.instances");
+        self.create_replication(name, spec).await;
         let status = self
             .wait_ready(name, instances, Duration::from_secs(120))
             .await;
