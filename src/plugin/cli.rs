@@ -87,6 +87,16 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Back the set up to its `spec.backup` object store (a RedisBackup), showing progress.
+    Backup {
+        /// The RedisReplication.
+        name: String,
+        /// Name of the RedisBackup (default: <name>-<UTC time>).
+        #[arg(long = "backup-name")]
+        backup_name: Option<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Write a support bundle (.tar.gz): objects, Events, pod and operator logs; Secrets
     /// redacted.
     Report {
@@ -197,6 +207,18 @@ impl Cli {
             }
             Command::Restart { name, pod, wait } => {
                 super::restart::run(&session, &name, pod.as_deref(), wait.deadline()).await
+            }
+            Command::Backup {
+                name,
+                backup_name,
+                wait,
+            } => {
+                let backup =
+                    super::backup::request(&session, &name, backup_name.as_deref()).await?;
+                match wait.deadline() {
+                    Some(timeout) => super::backup::wait(&session, &backup, timeout).await,
+                    None => Ok(()),
+                }
             }
             Command::Report { name, output } => {
                 let path = super::report::write(&session, &name, output).await?;

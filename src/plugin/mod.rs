@@ -3,6 +3,7 @@
 //! its own file. Everything here talks to the apiserver with the user's kubeconfig, as kubectl
 //! does, and only reads or annotates what the operator already understands.
 
+pub mod backup;
 pub mod cli;
 pub mod fence;
 pub mod hibernate;

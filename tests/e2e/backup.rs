@@ -148,6 +148,9 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
         )
         .await;
     load(&t, &set.master_ip, &set.password, KEYS);
+    // Both replicas hold every key before the backup, so the replica's snapshot must too.
+    let acked = t.redis_cli(&set.master_ip, Some(&set.password), &["WAIT", "2", "10000"]);
+    assert_eq!(acked, "2", "both replicas acknowledged the keys");
     let mut writer = write_load(&t, &set.master_ip, &set.password);
 
     create_backup(&t, "b1", json!({"replication": "src"})).await;
@@ -178,7 +181,8 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
 
     t.create_replication(
         "restored",
-        json!({"instances": 3, "bootstrap": {"backup": {"name": "b1"}}}),
+        // With the AOF on, the first instance loads the RDB with it off, then turns it on.
+        json!({"instances": 3, "persistence": "Aof", "bootstrap": {"backup": {"name": "b1"}}}),
     )
     .await;
     let restore = wait_restore(&t, "restored", RestorePhase::Completed).await;
@@ -205,6 +209,19 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
     assert_every_key(&t, &replica_ip, &restored_password, KEYS);
     let reasons = t.event_reasons("restored").await;
     assert!(reasons.iter().any(|r| r == "Restored"), "{reasons:?}");
+    wait_for(
+        "the AOF on in the restored master",
+        Duration::from_secs(30),
+        || async {
+            let on = t.redis_cli(
+                &restored_ip,
+                Some(&restored_password),
+                &["CONFIG", "GET", "appendonly"],
+            );
+            if on.ends_with("yes") { Ok(()) } else { Err(on) }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
