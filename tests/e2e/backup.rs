@@ -237,7 +237,19 @@ async fn a_corrupt_or_missing_backup_starts_nothing() {
         )
         .await;
     load(&t, &set.master_ip, &set.password, 1000);
-    create_backup(&t, "b1", json!({"replication": "src"})).await;
+    // As a user would: the plugin makes the backup and follows it.
+    let out = crate::plugin::plugin(
+        &t,
+        &["backup", "src", "--backup-name", "b1", "--timeout=2m"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kubectl vigil backup: {stdout}{stderr}"
+    );
+    assert!(stdout.starts_with("completed: "), "{stdout}");
+    assert!(stderr.contains("redisbackup b1 created"), "{stderr}");
     let backup = wait_backup(&t, "b1", BackupPhase::Completed).await;
     assert_eq!(
         backup.source.as_deref(),
