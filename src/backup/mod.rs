@@ -391,25 +391,21 @@ async fn wait(
     Ok(Action::requeue(RETRY_AFTER))
 }
 
-/// Writes the whole status; a field cleared here is removed (merge patches skip absent fields).
-async fn write_status(
-    api: &Api<RedisBackup>,
-    name: &str,
-    status: &RedisBackupStatus,
-) -> Result<(), Error> {
+/// Writes the whole status of `name` (a RedisBackup or RedisScheduledBackup); `error`, when
+/// cleared, is removed (merge patches skip absent fields).
+pub(crate) async fn write_status<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.entry("error").or_insert(serde_json::Value::Null);
     }
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({"status": value})),
-    )
-    .await
-    .map_err(kube_error(format!(
-        "writing the status of RedisBackup {name}"
-    )))?;
+    let patch = serde_json::json!({"status": value});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_error(format!("writing the status of {name}")))?;
     Ok(())
 }
 

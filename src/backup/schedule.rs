@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
@@ -332,20 +332,7 @@ async fn write_status(
     if previous == status {
         return Ok(());
     }
-    let mut value = serde_json::to_value(status).unwrap_or_default();
-    if let Some(map) = value.as_object_mut() {
-        map.entry("error").or_insert(serde_json::Value::Null);
-    }
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({"status": value})),
-    )
-    .await
-    .map_err(kube_error(format!(
-        "writing the status of RedisScheduledBackup {name}"
-    )))?;
-    Ok(())
+    super::write_status(api, name, status).await
 }
 
 #[cfg(test)]

@@ -93,24 +93,7 @@ pub async fn resolve(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<b
                 completed_at: None,
                 error: Some(why.clone()),
             });
-            put_condition(
-                &mut status.conditions,
-                RESTORED,
-                false,
-                "BackupUnavailable",
-                &why,
-                generation,
-                now,
-            );
-            put_condition(
-                &mut status.conditions,
-                READY,
-                false,
-                "RestoreFailed",
-                &why,
-                generation,
-                now,
-            );
+            fail(&mut status, "BackupUnavailable", &why, generation, now);
             execute::write_final_status(ctx, rr, ns, &status).await?;
             if previous_error.as_ref() != Some(&why) {
                 ctx.event(rr, EventType::Warning, "RestoreFailed", "Restore", why)
@@ -230,27 +213,38 @@ pub async fn progress(
     {
         restore.phase = RestorePhase::Failed;
         restore.error = Some(why.clone());
-        put_condition(
-            &mut status.conditions,
-            RESTORED,
-            false,
-            "RestoreFailed",
-            &why,
-            rr.metadata.generation,
-            now,
-        );
-        put_condition(
-            &mut status.conditions,
-            READY,
-            false,
-            "RestoreFailed",
-            &why,
-            rr.metadata.generation,
-            now,
-        );
+        fail(status, "RestoreFailed", &why, rr.metadata.generation, now);
         ctx.event(rr, EventType::Warning, "RestoreFailed", "Restore", why)
             .await;
     }
+}
+
+/// The restore cannot go on: `Restored` says why (`reason`), and so does `Ready`.
+fn fail(
+    status: &mut RedisReplicationStatus,
+    reason: &str,
+    why: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    put_condition(
+        &mut status.conditions,
+        RESTORED,
+        false,
+        reason,
+        why,
+        generation,
+        now,
+    );
+    put_condition(
+        &mut status.conditions,
+        READY,
+        false,
+        "RestoreFailed",
+        why,
+        generation,
+        now,
+    );
 }
 
 /// The agent's reason when the server container stopped because the restore failed.

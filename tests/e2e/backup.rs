@@ -15,7 +15,7 @@ use vigil::api::{
 };
 
 use crate::support::s3::ObjectStore;
-use crate::support::{Chaos, TestNs, wait_for};
+use crate::support::{Chaos, ReadySet, TestNs, wait_for};
 
 const KEYS: usize = 100_000;
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -135,19 +135,22 @@ fn assert_every_key(t: &TestNs, ip: &str, password: &str, count: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
-    let mut t = TestNs::new("backup").await;
+/// A test namespace with its own object store (credentials Secret `s3`) and operator, and a
+/// Ready replication `src` of `spec` backing up there, holding keys `k:0..keys`.
+async fn source_set(prefix: &str, mut spec: Value, keys: usize) -> (TestNs, ObjectStore, ReadySet) {
+    let mut t = TestNs::new(prefix).await;
     let store = ObjectStore::start(&t).await;
     store.create_credentials_secret(&t, "s3").await;
     t.start_operator();
-    let set = t
-        .create_ready(
-            "src",
-            json!({"instances": 3, "backup": backup_spec(&store)}),
-        )
-        .await;
-    load(&t, &set.master_ip, &set.password, KEYS);
+    spec["backup"] = backup_spec(&store);
+    let set = t.create_ready("src", spec).await;
+    load(&t, &set.master_ip, &set.password, keys);
+    (t, store, set)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
+    let (t, store, set) = source_set("backup", json!({"instances": 3}), KEYS).await;
     // Both replicas hold every key before the backup, so the replica's snapshot must too.
     let acked = t.redis_cli(&set.master_ip, Some(&set.password), &["WAIT", "2", "10000"]);
     assert_eq!(acked, "2", "both replicas acknowledged the keys");
@@ -226,17 +229,7 @@ async fn a_backup_under_write_load_restores_every_key_into_a_new_set() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupt_or_missing_backup_starts_nothing() {
-    let mut t = TestNs::new("badrestore").await;
-    let store = ObjectStore::start(&t).await;
-    store.create_credentials_secret(&t, "s3").await;
-    t.start_operator();
-    let set = t
-        .create_ready(
-            "src",
-            json!({"instances": 1, "backup": backup_spec(&store)}),
-        )
-        .await;
-    load(&t, &set.master_ip, &set.password, 1000);
+    let (t, store, set) = source_set("badrestore", json!({"instances": 1}), 1000).await;
     // As a user would: the plugin makes the backup and follows it.
     let out = crate::plugin::plugin(
         &t,
@@ -298,17 +291,7 @@ async fn a_corrupt_or_missing_backup_starts_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schedule_keeps_exactly_the_retained_backups() {
-    let mut t = TestNs::new("schedule").await;
-    let store = ObjectStore::start(&t).await;
-    store.create_credentials_secret(&t, "s3").await;
-    t.start_operator();
-    let set = t
-        .create_ready(
-            "src",
-            json!({"instances": 2, "backup": backup_spec(&store)}),
-        )
-        .await;
-    load(&t, &set.master_ip, &set.password, 1000);
+    let (t, store, _set) = source_set("schedule", json!({"instances": 2}), 1000).await;
     let schedule: RedisScheduledBackup = serde_json::from_value(json!({
         "apiVersion": "redis.vigil.dev/v1alpha1", "kind": "RedisScheduledBackup",
         "metadata": {"name": "every5s"},
@@ -361,14 +344,8 @@ async fn a_schedule_keeps_exactly_the_retained_backups() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_during_a_failover_completes_from_the_new_master() {
-    let mut t = TestNs::new("backupfo").await;
-    let store = ObjectStore::start(&t).await;
-    store.create_credentials_secret(&t, "s3").await;
-    t.start_operator();
-    let spec = json!({"instances": 3, "backup": backup_spec(&store),
-        "failover": {"downAfterMilliseconds": 1000}});
-    let set = t.create_ready("src", spec).await;
-    load(&t, &set.master_ip, &set.password, 10_000);
+    let spec = json!({"instances": 3, "failover": {"downAfterMilliseconds": 1000}});
+    let (t, store, set) = source_set("backupfo", spec, 10_000).await;
     let epoch = t.status("src").await.map_or(0, |s| s.epoch);
 
     t.chaos(&set.master, Chaos::Freeze);
