@@ -7,16 +7,18 @@
 //! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
 //! run with the first); BENCH_SCALE [1,10,100] replications; BENCH_IDLE_SECONDS [20];
-//! BENCH_PARTS [failover,freeze,switchover,rolling,footprint] (`freeze`: SIGSTOP of the
+//! BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
 //! master; `rolling`: vigil's rolling update,
-//! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover); BENCH_OUT
-//! [bench/results/<date>.md].
+//! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover; `backup`: backup and
+//! restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB [100]
+//! set); BENCH_OUT [bench/results/<date>.md].
 
 // The e2e harness, shared rather than copied; the benchmark uses a part of it.
 #[allow(dead_code)]
 #[path = "../e2e/support/mod.rs"]
 mod support;
 
+mod backup;
 mod footprint;
 mod report;
 mod scenario;
@@ -77,7 +79,7 @@ impl Config {
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
             parts: env_list(
                 "BENCH_PARTS",
-                "failover,freeze,switchover,rolling,footprint",
+                "failover,freeze,switchover,rolling,footprint,backup",
             ),
             out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
         }
@@ -311,6 +313,25 @@ async fn benchmark() {
         }
     }
 
+    let mut backup_section = String::new();
+    if cfg.has("backup") {
+        let mb = env_one("BENCH_BACKUP_MB", "100");
+        let runs = env_one("BENCH_BACKUP_RUNS", "3");
+        eprintln!("bench: backup and restore throughput, {mb} MB, {runs} runs");
+        let from = mono_now();
+        match AssertUnwindSafe(backup::measure(mb, runs))
+            .catch_unwind()
+            .await
+        {
+            Ok(figures) => backup_section = figures.markdown(),
+            Err(p) => failures.push(format!("backup throughput: {}", panic_message(p))),
+        }
+        load_by_part.push((
+            "backup and restore".to_string(),
+            load.window(from, mono_now()),
+        ));
+    }
+
     let now = jiff::Timestamp::now();
     let date = now.to_zoned(jiff::tz::TimeZone::UTC).date().to_string();
     let total_seconds = std::env::var("BENCH_STARTED_AT")
@@ -331,7 +352,7 @@ async fn benchmark() {
         total_seconds,
         idle_seconds: cfg.idle_seconds,
     };
-    let text = report.markdown();
+    let text = report.markdown() + &backup_section;
     let out = cfg.out.clone().unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("bench/results/{date}.md"))
     });

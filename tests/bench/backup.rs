@@ -1,0 +1,207 @@
+//! Backup and restore throughput against a real S3 server (versitygw), beside the AWS CLI
+//! copying the same bytes to and from the same store in the same run.
+//!
+//! The backup figure is the whole RedisBackup, from its creation to `Completed` (the
+//! operator's snapshot over the replication protocol, streamed into a multipart upload); the
+//! restore figure is from `status.restore` Running to Completed (pod start, download with its
+//! checksum, the server's load, the promotion). Both include their fixed costs, as the CLI's
+//! include its start-up.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use vigil::api::{BackupPhase, RedisBackup, RestorePhase};
+
+use crate::support::s3::ObjectStore;
+use crate::support::{TestNs, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Seconds per run of each way of moving the snapshot.
+#[derive(Debug, Default)]
+pub struct Throughput {
+    pub bytes: u64,
+    pub backup: Vec<f64>,
+    pub upload_cli: Vec<f64>,
+    pub restore: Vec<f64>,
+    pub download_cli: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+impl Throughput {
+    fn mb_s(&self, seconds: &[f64]) -> f64 {
+        self.bytes as f64 / 1e6 / median(seconds)
+    }
+
+    /// The report's section.
+    pub fn markdown(&self) -> String {
+        let backup = self.mb_s(&self.backup);
+        let upload = self.mb_s(&self.upload_cli);
+        let restore = self.mb_s(&self.restore);
+        let download = self.mb_s(&self.download_cli);
+        format!(
+            "\n## Backup and restore throughput\n\n\
+             One RDB snapshot of {:.1} MB, {} runs each, medians; versitygw v1.8.0 on the node's \
+             address; the stock client is the AWS CLI (`aws s3 cp`, its start-up included).\n\n\
+             | | vigil | AWS CLI, same bytes | ratio (target ≥ 0.8 for backup) |\n\
+             |---|---|---|---|\n\
+             | backup (RedisBackup created → Completed) vs upload | {backup:.1} MB/s | {upload:.1} MB/s | {:.2} |\n\
+             | restore (restore Running → Completed) vs download | {restore:.1} MB/s | {download:.1} MB/s | {:.2} |\n",
+            self.bytes as f64 / 1e6,
+            self.backup.len(),
+            backup / upload,
+            restore / download,
+        )
+    }
+}
+
+/// Fills a set with about `mb` MB, then backs it up and restores it `runs` times, and copies
+/// the snapshot with the AWS CLI as often.
+pub async fn measure(mb: usize, runs: usize) -> Throughput {
+    let mut t = TestNs::new("bench-backup").await;
+    let store = ObjectStore::start(&t).await;
+    store.create_credentials_secret(&t, "s3").await;
+    t.start_operator();
+    let spec = json!({"instances": 2, "backup": {"objectStore": {
+        "endpoint": store.endpoint(), "bucket": store.bucket(), "credentials": {"name": "s3"}}}});
+    let set = t.create_ready("src", spec).await;
+    fill(&t, &set.master_ip, &set.password, mb);
+
+    let backups = Api::<RedisBackup>::namespaced(t.admin.clone(), &t.name);
+    let mut out = Throughput::default();
+    let local = PathBuf::from(&t.env.artifacts).join(format!("{}-dump.rdb", t.name));
+    for run in 1..=runs {
+        let name = format!("b{run}");
+        let backup: RedisBackup = serde_json::from_value(json!({
+            "apiVersion": "redis.vigil.dev/v1alpha1", "kind": "RedisBackup",
+            "metadata": {"name": name}, "spec": {"replication": "src"}}))
+        .expect("a RedisBackup");
+        let started = Instant::now();
+        backups
+            .create(&PostParams::default(), &backup)
+            .await
+            .expect("create the backup");
+        let status = wait_for(&format!("backup {name}"), TIMEOUT, || async {
+            let s = backups.get(&name).await.map_err(|e| e.to_string())?.status;
+            match s {
+                Some(s) if s.phase == Some(BackupPhase::Completed) => Ok(s),
+                Some(s) if s.phase == Some(BackupPhase::Failed) => panic!("backup failed: {s:?}"),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        out.backup.push(started.elapsed().as_secs_f64());
+        out.bytes = u64::try_from(status.bytes).unwrap_or(0);
+        let key = format!("{}/dump.rdb", status.path.expect("the backup's path"));
+
+        let started = Instant::now();
+        let got = store.aws_bounded(
+            TIMEOUT,
+            &[
+                "s3",
+                "cp",
+                "--only-show-errors",
+                &format!("s3://{}/{key}", store.bucket()),
+                local.to_str().expect("utf-8"),
+            ],
+        );
+        assert!(
+            got.status.success(),
+            "aws s3 cp download: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        out.download_cli.push(started.elapsed().as_secs_f64());
+        out.upload_cli.push(
+            store
+                .aws_cp_upload(&local, &format!("cli/{name}.rdb"))
+                .as_secs_f64(),
+        );
+
+        let restored = format!("r{run}");
+        t.create_replication(
+            &restored,
+            json!({"instances": 1, "bootstrap": {"backup": {"name": name}}}),
+        )
+        .await;
+        let running = std::sync::Mutex::new(None);
+        wait_for(&format!("restore {restored}"), TIMEOUT, || async {
+            let restore = t.status(&restored).await.and_then(|s| s.restore);
+            match restore.map(|r| r.phase) {
+                Some(RestorePhase::Running) => {
+                    running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(Instant::now);
+                    Err("running".into())
+                }
+                Some(RestorePhase::Completed) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let took = running
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(f64::NAN, |at: Instant| at.elapsed().as_secs_f64());
+        out.restore.push(took);
+        eprintln!(
+            "bench backup {run}: {:.1} MB: backup {:.2} s, aws upload {:.2} s, restore {:.2} s, aws download {:.2} s",
+            out.bytes as f64 / 1e6,
+            out.backup[run - 1],
+            out.upload_cli[run - 1],
+            took,
+            out.download_cli[run - 1]
+        );
+        t.replications()
+            .delete(&restored, &Default::default())
+            .await
+            .expect("delete the restored set");
+    }
+    let _ = std::fs::remove_file(&local);
+    out
+}
+
+/// About `mb` MB of 1,000-byte values through one pipelined redis-cli.
+fn fill(t: &TestNs, ip: &str, password: &str, mb: usize) {
+    let value = "x".repeat(1000);
+    let keys = mb * 1000;
+    let mut script = String::with_capacity(keys * 1024);
+    for i in 0..keys {
+        script.push_str(&format!("SET k:{i} {value}\r\n"));
+    }
+    let mut child = Command::new(&t.env.redis_cli)
+        .args([
+            "-h",
+            ip,
+            "-p",
+            "6379",
+            "--no-auth-warning",
+            "-a",
+            password,
+            "--pipe",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run redis-cli --pipe");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(script.as_bytes()).expect("pipe the keys");
+    }
+    let out = child.wait_with_output().expect("redis-cli --pipe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("errors: 0, replies: {keys}")),
+        "filled: {text}"
+    );
+}
