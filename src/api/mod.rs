@@ -13,19 +13,21 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 mod backup;
+mod replica_of;
 pub mod requests;
 mod rules;
 mod settings;
 mod status;
 
 use rules::{
-    bootstrap_transition_rule, owned_keys_message, owned_keys_rule, reserved_keys_rule,
-    reserved_label_condition, reserved_prefix_condition, tls_transition_rule,
+    bootstrap_transition_rule, owned_keys_message, owned_keys_rule, replica_of_rules,
+    reserved_keys_rule, reserved_label_condition, reserved_prefix_condition, tls_transition_rule,
 };
 use settings::default_image;
 pub use settings::*;
 
 pub use backup::*;
+pub use replica_of::*;
 pub use requests::HibernationState;
 pub use status::{
     FailoverKind, FailoverRecord, InstanceRole, InstanceStatus, LinkStatus, Phase,
@@ -105,6 +107,8 @@ pub const OWNED_CONFIG_KEYS: &[&str] = &[
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = tls_transition_rule())]
 #[x_kube(validation = bootstrap_transition_rule())]
+#[x_kube(validation = replica_of_rules()[0].clone())]
+#[x_kube(validation = replica_of_rules()[1].clone())]
 pub struct RedisReplicationSpec {
     /// Total number of Redis instances: one master, the others its replicas.
     #[schemars(range(min = 1, max = 64))]
@@ -241,6 +245,12 @@ pub struct RedisReplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("spec.bootstrap cannot be changed").reason(kube::core::Reason::FieldValueForbidden))]
     pub bootstrap: Option<BootstrapSpec>,
+
+    /// Follow an external master (disaster recovery): the set is read-only and its designated
+    /// master replicates from the source. Only when the set is created (following replaces
+    /// its data); remove it to promote the set, writable with everything it had received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<ReplicaOfSpec>,
 }
 
 /// Every CRD, in the order `vigil crd` prints them; each is the file `crds/<name>.yaml`.

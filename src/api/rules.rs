@@ -72,3 +72,21 @@ pub(super) fn bootstrap_transition_rule() -> kube::core::Rule {
         .field_path(".bootstrap")
         .reason(kube::core::Reason::FieldValueForbidden)
 }
+
+/// Following a source replaces a set's data with the source's, so a running set cannot start
+/// following (only a new one can); and a set restored from a backup cannot also follow.
+pub(super) fn replica_of_rules() -> [kube::core::Rule; 2] {
+    [
+        kube::core::Rule::new("!has(self.replicaOf) || has(oldSelf.replicaOf)")
+            .message(
+                "spec.replicaOf can only be given when a RedisReplication is created (following \
+                 a source replaces the set's data); remove it to promote the set",
+            )
+            .field_path(".replicaOf")
+            .reason(kube::core::Reason::FieldValueForbidden),
+        kube::core::Rule::new("!has(self.replicaOf) || !has(self.bootstrap)")
+            .message("spec.replicaOf and spec.bootstrap cannot be combined")
+            .field_path(".replicaOf")
+            .reason(kube::core::Reason::FieldValueForbidden),
+    ]
+}

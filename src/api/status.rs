@@ -60,6 +60,9 @@ pub struct RedisReplicationStatus {
     /// The restore of `spec.bootstrap`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<super::RestoreStatus>,
+    /// The link to the external master (`spec.replicaOf`), until the set is promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_of: Option<super::ReplicaOfStatus>,
 }
 
 /// One failover or switchover.
@@ -101,6 +104,9 @@ pub enum Phase {
     Fenced,
     /// Stopping for hibernation, or hibernated: no pod runs.
     Hibernated,
+    /// Every instance runs and the designated master follows the external master
+    /// (`spec.replicaOf`): the set is read-only.
+    Following,
 }
 
 /// What one instance is doing.

@@ -25,7 +25,9 @@ use crate::resources::{self, instance_pod};
 use handover::switch_over;
 use intent::record_intent;
 pub use intent::write_final_status;
-use roles::{fence, promote, rewire_one, roll_back_switchover, set_role_label};
+use roles::{
+    fence, follow_source, own_masterauth, promote, rewire_one, roll_back_switchover, set_role_label,
+};
 
 /// Everything a plan needs to act on.
 pub struct Target<'a> {
@@ -34,6 +36,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     pub instances: &'a [ObservedInstance],
     pub credentials: &'a Credentials,
+    /// The external master's password when the set follows one with a password of its own
+    /// (`spec.replicaOf.passwordSecret`).
+    pub source_password: Option<&'a str>,
 }
 
 impl Target<'_> {
@@ -121,6 +126,9 @@ impl Run<'_> {
             }
             Step::Promote(name) => {
                 promote(ctx, target, &name).await?;
+                if plan.change == Some(Change::Detached) {
+                    own_masterauth(ctx, target, &name).await?;
+                }
                 self.promoted(&name).await?;
             }
             Step::SwitchOver { from, to } => {
@@ -129,6 +137,15 @@ impl Run<'_> {
                     return Err(e);
                 }
                 self.promoted(&to).await?;
+            }
+            Step::Follow(rewire) => {
+                follow_source(ctx, target, &rewire).await?;
+                let note = format!(
+                    "{} (designated master) follows the external master {}",
+                    rewire.name, rewire.upstream
+                );
+                ctx.event(rr, EventType::Normal, "FollowingSource", "Follow", note)
+                    .await;
             }
             Step::LabelMaster(name) => {
                 set_role_label(ctx, target, &name, Some(RoleLabel::Master)).await?;
@@ -378,6 +395,9 @@ fn describe(change: &Option<Change>) -> String {
         Some(Change::Forced { .. }) => format!("forced by {FORCE_MASTER_ANNOTATION}"),
         Some(Change::RolledBack { target }) => format!("the change to {target} is undone"),
         Some(Change::Resume) => "resuming an interrupted promotion".into(),
+        Some(Change::Detached) => {
+            "spec.replicaOf was removed: promoted with everything it had received".into()
+        }
         None => "no change".into(),
     }
 }

@@ -7,6 +7,7 @@ mod context;
 mod error;
 mod events;
 mod execute;
+mod follow;
 mod observe;
 pub mod plan;
 mod pods;
@@ -47,6 +48,9 @@ const SILENCE_RECHECK: Duration = crate::isolation::ROUND_EVERY.saturating_mul(2
 
 /// How soon a backup that cannot be restored yet (still running, unreadable) is looked for again.
 const RESTORE_RETRY: Duration = Duration::from_secs(10);
+
+/// A set following an external master is looked at this often, for the lag its status shows.
+const FOLLOW_REFRESH: Duration = Duration::from_secs(30);
 
 /// An idle, settled set is reconciled this often without any change (a resync).
 const RESYNC: Duration = Duration::from_secs(300);
@@ -257,6 +261,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         &rr.spec,
         &previous,
     );
+    let following = follow::resolve(ctx, rr, ns, &observed.credentials).await;
     let now = Timestamp::now();
     let input = PlanInput {
         // A restoring set runs its first instance alone: the others sync from it once it holds
@@ -285,6 +290,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         force_master: rr.annotations().get(FORCE_MASTER_ANNOTATION).cloned(),
         fencing: requests.fencing.clone(),
         hibernate: requests.hibernate,
+        following: following.as_ref().map(|f| f.source.clone()),
     };
     let plan = plan::plan(&input);
     ctx.announce_master_health(rr, &plan).await;
@@ -295,6 +301,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         namespace: ns,
         instances: &input.instances,
         credentials: &observed.credentials,
+        source_password: following.as_ref().and_then(|f| f.password.as_deref()),
     };
     let started = Instant::now();
     if plan.promote.is_some() {
@@ -316,6 +323,7 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
             secret_problem: ctx.secret_problem(rr),
             persistence_disabled: rr.spec.effective_persistence() == crate::api::Persistence::None,
             requests: &requests,
+            replica_of: replica_of_status(following.as_ref(), &previous, &input, &plan),
         },
         &plan,
     );
@@ -370,6 +378,9 @@ fn next_look(
     if !acting && resting && input.instances.iter().all(|i| !i.deleting) {
         return RESYNC;
     }
+    if !acting && status.phase == Some(Phase::Following) {
+        return FOLLOW_REFRESH;
+    }
     if acting || status.phase != Some(Phase::Ready) {
         let policy = &input.policy;
         let due = match (&plan.master_down, policy.master_unreachable_for) {
@@ -386,6 +397,29 @@ fn next_look(
         return due.map_or(probe_interval, |d| d.min(probe_interval));
     }
     RESYNC
+}
+
+/// `status.replicaOf`: the link now while the set follows, and the last one kept until the set
+/// is promoted (someone acts as master).
+fn replica_of_status(
+    following: Option<&follow::Following>,
+    previous: &crate::api::RedisReplicationStatus,
+    input: &PlanInput,
+    plan: &plan::Plan,
+) -> Option<crate::api::ReplicaOfStatus> {
+    let acting = match &plan.master {
+        plan::MasterState::Acting { name, .. } => Some(name.as_str()),
+        _ => None,
+    };
+    let Some(following) = following else {
+        return previous.replica_of.clone().filter(|_| acting.is_none());
+    };
+    let designated = acting.or(input.recorded.current_master.as_deref());
+    let designated = input
+        .instances
+        .iter()
+        .find(|i| Some(i.name.as_str()) == designated);
+    Some(follow::report(following, designated))
 }
 
 /// Set while the last failover is more recent than the cooldown.

@@ -13,6 +13,7 @@ use crate::labels::RoleLabel;
 use crate::redis::{Address, REDIS_PORT, ReplicationInfo};
 
 mod decide;
+mod follow;
 mod hibernation;
 mod recovery;
 mod roles;
@@ -22,11 +23,14 @@ use roles::{plan_roles, plan_roll};
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
+mod follow_tests;
+#[cfg(test)]
 mod requests_tests;
 mod steps;
 #[cfg(test)]
 mod tests;
 
+pub use follow::Source;
 pub use steps::Step;
 
 /// One existing instance pod, as observed this round.
@@ -95,6 +99,9 @@ pub struct RecordedRoles {
     /// The instances fenced by request when the status was written.
     pub fenced: Vec<String>,
     pub hibernation: Option<HibernationState>,
+    /// The status records a link to an external master (`status.replicaOf`): the set followed
+    /// one, and has not been promoted since.
+    pub following: bool,
 }
 
 impl RecordedRoles {
@@ -122,6 +129,7 @@ impl From<&crate::api::RedisReplicationStatus> for RecordedRoles {
             hand_back_to: status.hand_back_to.clone(),
             fenced: status.fenced_instances.clone(),
             hibernation: status.hibernation,
+            following: status.replica_of.is_some(),
         }
     }
 }
@@ -174,6 +182,8 @@ pub struct PlanInput {
     pub fencing: Fencing,
     /// The set hibernates: its pods stop, replicas first.
     pub hibernate: bool,
+    /// `spec.replicaOf`: the set follows this external master.
+    pub following: Option<Source>,
 }
 
 /// The master decision that must be written to status before any instance is touched.
@@ -213,6 +223,9 @@ pub enum Change {
     Forced { discarded_bytes: i64 },
     /// An interrupted promotion (intent recorded, promotion not verified) is finished.
     Resume,
+    /// `spec.replicaOf` was removed: the designated master stops following the external master
+    /// and becomes writable with everything it had received.
+    Detached,
     /// An interrupted change is undone: `master` still acts as master and the target it named
     /// cannot take over without losing its writes, so `master` stays.
     RolledBack { target: String },
@@ -270,6 +283,9 @@ pub struct Plan {
     pub switchover_from: Option<String>,
     /// Becomes master: promoted and verified.
     pub promote: Option<String>,
+    /// The designated master of a set that follows an external master (`spec.replicaOf`) is
+    /// pointed at it (its clients closed).
+    pub follow: Option<Rewire>,
     /// Labelled master once the promotion is verified.
     pub label_master: Option<String>,
     /// Must `REPLICAOF` their upstream (a demoted master also loses its clients).
@@ -312,6 +328,7 @@ impl Plan {
     pub fn acts(&self) -> bool {
         self.intent.is_some()
             || self.promote.is_some()
+            || self.follow.is_some()
             || self.roll.is_some()
             || !self.create.is_empty()
             || !self.delete.is_empty()
@@ -337,6 +354,7 @@ impl Plan {
             unlabel: Vec::new(),
             switchover_from: None,
             promote: None,
+            follow: None,
             label_master: None,
             rewire: Vec::new(),
             label_replicas: Vec::new(),
@@ -354,7 +372,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         return hibernation::plan_hibernation(input);
     }
     let (create, delete, scale_down_blocked) = plan_membership(input);
-    let decision = decide(input, &delete);
+    let decision = match input.following {
+        Some(_) => follow::decide(input, &delete),
+        None => decide(input, &delete),
+    };
     let mut plan = Plan {
         create,
         delete,
@@ -373,6 +394,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         intent.hand_back_to = recovery::hand_back_after(input, &plan.change, intent);
     }
     plan_roles(input, &mut plan);
+    follow::plan_follow(input, &mut plan);
     plan.roll = plan_roll(input, &plan);
     plan
 }
@@ -455,6 +477,17 @@ impl Decision {
 
     /// `to` becomes master at the next epoch.
     fn promote(to: &ObservedInstance, epoch: i64, change: Change) -> Self {
+        let mut d = Self::designate(to, epoch, change);
+        if let Some(intent) = &mut d.intent {
+            intent.promotes = true;
+            d.promote = Some(to.name.clone());
+        }
+        d
+    }
+
+    /// `to` is recorded master from the next epoch, not promoted: the designated master of a set
+    /// that follows an external one (`follow`), or the first step of `promote`.
+    fn designate(to: &ObservedInstance, epoch: i64, change: Change) -> Self {
         let Some(address) = to.address() else {
             return Self::unavailable(&to.name, MasterDown::Suspected, None);
         };
@@ -467,11 +500,10 @@ impl Decision {
                 master: to.name.clone(),
                 address,
                 epoch: epoch + 1,
-                promotes: true,
+                promotes: false,
                 hand_back_to: None,
             }),
             change: Some(change),
-            promote: Some(to.name.clone()),
             ..Self::default()
         }
     }

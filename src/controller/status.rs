@@ -6,6 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::plan::{MasterState, ObservedInstance, Plan, PodProblem, RequestOutcome};
 use crate::api::{
     FailoverRecord, InstanceRole, InstanceStatus, LinkStatus, Phase, RedisReplicationStatus,
+    ReplicaOfStatus,
 };
 use crate::redis::Role;
 
@@ -38,6 +39,8 @@ pub struct StatusInput<'a> {
     pub persistence_disabled: bool,
     /// The user's fencing and hibernation requests, as the planner took them.
     pub requests: &'a super::requests::Requests,
+    /// The link to the external master (`spec.replicaOf`), kept until the set is promoted.
+    pub replica_of: Option<ReplicaOfStatus>,
 }
 
 pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
@@ -66,8 +69,10 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         .filter(|i| i.role == InstanceRole::Replica && i.link_status == Some(LinkStatus::Up))
         .count();
     let desired = input.desired_instances as usize;
-    let expected_replicas = desired.saturating_sub(1);
     let acting = matches!(plan.master, MasterState::Acting { .. });
+    // The designated master of a following set is itself a replica, of the external master.
+    let following = acting && input.replica_of.is_some();
+    let expected_replicas = desired.saturating_sub(usize::from(!following));
     let all_ready = acting
         && instances.len() == desired
         && ready_instances as usize == desired
@@ -78,6 +83,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
         MasterState::Unavailable { .. } => Phase::MasterUnavailable,
         MasterState::Fenced { .. } => Phase::Fenced,
         MasterState::Hibernating => Phase::Hibernated,
+        MasterState::Acting { .. } if all_ready && following => Phase::Following,
         MasterState::Acting { .. } if all_ready => Phase::Ready,
         MasterState::Acting { .. } => Phase::Degraded,
     };
@@ -97,6 +103,16 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
             Some(why) => format!("master {name} is unavailable and is not replaced: {why}"),
             None => format!("master {name} is unreachable"),
         },
+        MasterState::Acting { name, .. } if following => format!(
+            "designated master {name} follows the external master {} (read-only), \
+             {ready_instances}/{desired} instances ready, {replicas_linked}/{expected_replicas} \
+             linked",
+            input
+                .replica_of
+                .as_ref()
+                .and_then(|r| r.source.as_deref())
+                .unwrap_or("(unresolved)")
+        ),
         MasterState::Acting { name, .. } => format!(
             "master {name}, {ready_instances}/{desired} instances ready, \
              {replicas_linked}/{expected_replicas} replicas linked"
@@ -118,7 +134,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
             first.reason.as_str(),
             format!("{ready_message}; {problems_message}"),
         ),
-        _ if all_ready => ("AllInstancesReady", ready_message),
+        _ if all_ready => (phase_reason(phase), ready_message),
         _ => (phase_reason(phase), ready_message),
     };
     match &input.secret_problem {
@@ -261,6 +277,7 @@ pub fn build(input: &StatusInput<'_>, plan: &Plan) -> RedisReplicationStatus {
             .or_else(|| previous.last_failover.clone()),
         // Written by the restore's own steps (controller::restore).
         restore: previous.restore.clone(),
+        replica_of: input.replica_of.clone(),
     }
 }
 
@@ -284,6 +301,7 @@ pub fn blocked(
         secret_problem: None,
         persistence_disabled: false,
         requests: &requests,
+        replica_of: None,
     };
     let mut status = previous.clone();
     set_condition(
@@ -306,6 +324,7 @@ fn phase_reason(phase: Phase) -> &'static str {
         Phase::MasterUnavailable => "MasterUnavailable",
         Phase::Fenced => "MasterFenced",
         Phase::Hibernated => "Hibernated",
+        Phase::Following => "FollowingExternalMaster",
     }
 }
 
@@ -467,6 +486,7 @@ mod tests {
             hand_back_to: None,
             fenced: Vec::new(),
             hibernation: None,
+            following: false,
         };
         let p = plan(&PlanInput {
             desired_instances: 3,
@@ -481,6 +501,7 @@ mod tests {
             force_master: None,
             fencing: Default::default(),
             hibernate: false,
+            following: None,
         });
         build(
             &StatusInput {
@@ -493,6 +514,7 @@ mod tests {
                 secret_problem: None,
                 persistence_disabled: false,
                 requests: &Default::default(),
+                replica_of: None,
             },
             &p,
         )

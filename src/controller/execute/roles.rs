@@ -15,7 +15,7 @@ use crate::controller::plan::{Intent, Plan, Rewire};
 use crate::controller::{Context, Error};
 use crate::crash_point::crash_point;
 use crate::labels::{ROLE_LABEL, RoleLabel};
-use crate::redis::{Address, FENCE_HOST, FENCE_PORT};
+use crate::redis::{Address, FENCE_HOST, FENCE_PORT, InstanceClient};
 use crate::resources::FIELD_MANAGER;
 
 /// `FAILOVER` gave up (the target did not catch up in time) and the old master took writes
@@ -83,6 +83,10 @@ pub(super) async fn rewire_one(
         .clone()
         .filter(|r| r.is_master() || r.is_fenced());
     let mut client = target.client(ctx, name).await?;
+    if target.source_password.is_some() {
+        // It may have been the designated master, authenticating to the external one.
+        set_masterauth(&mut client, target.credentials.password.as_deref()).await?;
+    }
     client.change_role(Some(upstream)).await?;
     info!(instance = %name, upstream = %upstream, "rewired replica");
     crash_point("after-rewire");
@@ -159,4 +163,38 @@ pub(super) async fn promote(ctx: &Context, target: &Target<'_>, name: &str) -> R
     }
     info!(instance = %name, "promoted to master");
     Ok(())
+}
+
+/// `spec.replicaOf`: the designated master follows the external master (with its password when
+/// it has one of its own), closing its clients in the same transaction.
+pub(super) async fn follow_source(
+    ctx: &Context,
+    target: &Target<'_>,
+    rewire: &Rewire,
+) -> Result<(), Error> {
+    let mut client = target.client(ctx, &rewire.name).await?;
+    if let Some(password) = target.source_password {
+        set_masterauth(&mut client, Some(password)).await?;
+    }
+    client.change_role(Some(&rewire.upstream)).await?;
+    info!(instance = %rewire.name, source = %rewire.upstream, "following the external master");
+    Ok(())
+}
+
+/// A promoted designated master authenticates with the set's own password again, should it
+/// ever follow one of its own instances.
+pub(super) async fn own_masterauth(
+    ctx: &Context,
+    target: &Target<'_>,
+    name: &str,
+) -> Result<(), Error> {
+    let mut client = target.client(ctx, name).await?;
+    set_masterauth(&mut client, target.credentials.password.as_deref()).await
+}
+
+async fn set_masterauth(client: &mut InstanceClient, password: Option<&str>) -> Result<(), Error> {
+    match password {
+        Some(password) => Ok(client.config_set("masterauth", password).await?),
+        None => Ok(()),
+    }
 }

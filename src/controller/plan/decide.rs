@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::roles::settled;
 use super::{
     Change, Decision, Intent, MasterDown, MasterState, ObservedInstance, PlanInput, RequestOutcome,
-    recovery,
+    follow, recovery,
 };
 use crate::isolation::{promotion_hold, quorum};
 use crate::redis::Role;
@@ -49,6 +49,9 @@ pub(super) fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision
         };
     }
     let inst = input.instances.iter().find(|i| i.name == name);
+    if let Some(d) = follow::detach(input, inst, leaving) {
+        return d;
+    }
     match inst.and_then(|i| i.redis.as_ref().map(|r| (i, r))) {
         Some((inst, info)) if info.is_master() => acting_master(input, inst, leaving),
         // Intent was recorded but the promotion did not finish.
@@ -118,9 +121,15 @@ pub(super) fn acting_master(
         d.request = request;
         return d;
     }
-    let mut d = Decision::acting(inst);
+    let mut d = moved_address(input, inst);
     d.request = request;
-    // The master pod may have come back with a new IP: record where it is now.
+    d
+}
+
+/// `inst` stays the master; its pod may have come back with a new IP: record where it is now.
+pub(super) fn moved_address(input: &PlanInput, inst: &ObservedInstance) -> Decision {
+    let recorded = &input.recorded;
+    let mut d = Decision::acting(inst);
     if let Some(MasterState::Acting { address, .. }) = &d.master
         && recorded.master_address.as_deref() != Some(&address.to_string())
     {
@@ -284,7 +293,7 @@ pub(super) fn cooldown_message(wait: Duration) -> String {
 }
 
 /// Evidence, at once, that an unanswering master's Redis is not running.
-fn dead_now(master: Option<&ObservedInstance>) -> Option<String> {
+pub(super) fn dead_now(master: Option<&ObservedInstance>) -> Option<String> {
     let Some(master) = master else {
         return Some("its pod is gone".into());
     };

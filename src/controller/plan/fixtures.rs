@@ -95,6 +95,7 @@ pub(crate) fn input(
         force_master: None,
         fencing: Default::default(),
         hibernate: false,
+        following: None,
     }
 }
 
@@ -107,6 +108,7 @@ pub(crate) fn recorded(master: u32, epoch: i64) -> RecordedRoles {
         hand_back_to: None,
         fenced: Vec::new(),
         hibernation: None,
+        following: false,
     }
 }
 

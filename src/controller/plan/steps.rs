@@ -24,6 +24,8 @@ pub enum Step {
         from: String,
         to: String,
     },
+    /// `spec.replicaOf`: the designated master follows the external master (its clients closed).
+    Follow(Rewire),
     /// Only once the promotion is verified.
     LabelMaster(String),
     /// Rule 6: an instance follows its upstream (its clients closed) before it is labelled.
@@ -57,6 +59,7 @@ impl Plan {
                 None => Step::Promote(to.clone()),
             });
         }
+        steps.extend(self.follow.clone().map(Step::Follow));
         steps.extend(self.label_master.clone().map(Step::LabelMaster));
         steps.extend(self.rewire.iter().cloned().map(Step::Rewire));
         steps.extend(self.label_replicas.iter().cloned().map(Step::LabelReplica));

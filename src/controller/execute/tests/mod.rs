@@ -101,6 +101,7 @@ async fn execute_plan(
         namespace: "shop",
         instances: &input.instances,
         credentials: &credentials,
+        source_password: None,
     };
     let result = execute(&ctx, &target, &plan).await;
     // The stand-in apiserver stops once the last client is gone.
