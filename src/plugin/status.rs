@@ -67,6 +67,9 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
             &format!("{back} (refilled from the master, then master again)"),
         );
     }
+    if let Some(link) = &status.replica_of {
+        field("Following", &following_line(link));
+    }
     if let Some(line) = fenced_line(rr, status) {
         field("Fenced", &line);
     }
@@ -171,6 +174,20 @@ pub fn text(namespace: &str, rr: &RedisReplication, now: Timestamp) -> String {
         }
     }
     out
+}
+
+/// The external master a disaster-recovery set follows (`spec.replicaOf`).
+fn following_line(link: &crate::api::ReplicaOfStatus) -> String {
+    let source = link.source.as_deref().unwrap_or("(not located)");
+    let mut line = match (link.link, link.lag_bytes) {
+        (LinkStatus::Up, Some(lag)) => format!("{source}, link up, {lag} bytes behind"),
+        (LinkStatus::Up, None) => format!("{source}, link up"),
+        (LinkStatus::Down, _) => format!("{source}, link down"),
+    };
+    if let Some(why) = &link.message {
+        line.push_str(&format!(": {why}"));
+    }
+    line + " (read-only; remove spec.replicaOf to promote)"
 }
 
 /// The fenced instances, and those asked for but not fenced yet.
@@ -299,6 +316,22 @@ mod tests {
             "status": status,
         }))
         .expect("fixture")
+    }
+
+    #[test]
+    fn a_following_set_names_its_source_and_how_to_promote_it() {
+        let rr = replication(json!({
+            "phase": "Following", "currentMaster": "cache-0", "epoch": 1,
+            "replicaOf": {"source": "10.9.0.5:6379", "link": "up", "lagBytes": 12},
+        }));
+        let out = text("demo", &rr, now());
+        assert!(
+            out.contains(
+                "Following:      10.9.0.5:6379, link up, 12 bytes behind (read-only; remove \
+                 spec.replicaOf to promote)"
+            ),
+            "{out}"
+        );
     }
 
     fn now() -> Timestamp {
