@@ -15,6 +15,7 @@ mod plugin;
 mod plugin_fence;
 mod plugin_hibernate_restart;
 mod problems;
+mod replica_of;
 mod requests;
 mod resp_shape;
 mod restart;
