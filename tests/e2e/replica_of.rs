@@ -1,7 +1,8 @@
 //! Disaster recovery (`spec.replicaOf`): a set in one namespace follows a set in another through
 //! the source operator's Sentinel endpoint, with the source's password from a Secret of its own.
 //! It is read-only while it follows, follows the source through a failover, and once
-//! `replicaOf` is removed it is writable with every key the source had acknowledged.
+//! `replicaOf` is removed it is writable with every key the source had acknowledged. With TLS,
+//! a set follows a fixed address over TLS, its certificates from the source's issuer.
 
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use serde_json::json;
 use vigil::api::{LinkStatus, Phase, RedisReplicationStatus};
 
 use crate::support::{Chaos, TestNs, wait_for};
+use crate::tls::{Certificates, tls_cli};
 
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -38,6 +40,30 @@ async fn wait_following(t: &TestNs, name: &str, source: Option<&str>) -> RedisRe
     .await
 }
 
+/// The Secret `source-auth` in `t`'s namespace, holding the source's password.
+async fn source_password_secret(t: &TestNs, password: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "source-auth"},
+        "stringData": {"password": password},
+    }))
+    .expect("a Secret");
+    Api::<Secret>::namespaced(t.admin.clone(), &t.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the source's password Secret");
+}
+
+async fn promote(t: &TestNs, name: &str) {
+    t.replications()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicaOf": null}})),
+        )
+        .await
+        .expect("remove spec.replicaOf");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dr_set_follows_its_source_through_a_failover_and_is_promoted_with_every_key() {
     let mut src = TestNs::new("dr-src").await;
@@ -47,15 +73,7 @@ async fn a_dr_set_follows_its_source_through_a_failover_and_is_promoted_with_eve
 
     // The DR set has a password of its own; the source's comes from a Secret of its namespace.
     let mut dr = TestNs::new("dr").await;
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "source-auth"},
-        "stringData": {"password": source.password},
-    }))
-    .expect("a Secret");
-    Api::<Secret>::namespaced(dr.admin.clone(), &dr.name)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create the source's password Secret");
+    source_password_secret(&dr, &source.password).await;
     dr.start_operator();
     let replica_of = json!({
         "sentinel": {
@@ -135,14 +153,7 @@ async fn a_dr_set_follows_its_source_through_a_failover_and_is_promoted_with_eve
     .await;
 
     // Promote: remove replicaOf. The designated master becomes writable, nothing lost.
-    dr.replications()
-        .patch(
-            "dr",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicaOf": null}})),
-        )
-        .await
-        .expect("remove spec.replicaOf");
+    promote(&dr, "dr").await;
     let promoted = dr.wait_ready("dr", 2, FOLLOW_TIMEOUT).await;
     assert_eq!(promoted.phase, Some(Phase::Ready));
     assert_eq!(
@@ -181,4 +192,55 @@ async fn a_dr_set_follows_its_source_through_a_failover_and_is_promoted_with_eve
             .contains("can only be given when a RedisReplication is created"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_dr_set_follows_a_fixed_address_over_tls_and_is_promoted() {
+    let mut src = TestNs::new("drtls-src").await;
+    let issuer = Certificates::issue(&src, "src", "src-tls", None).await;
+    src.start_operator();
+    let tls = |secret: &str| json!({"secretName": secret});
+    let source = src
+        .create_ready("src", json!({"instances": 2, "tls": tls("src-tls")}))
+        .await;
+    let ca = issuer.ca();
+    let cli =
+        |t: &TestNs, password: &str, ip: &str, args: &[&str]| tls_cli(t, &ca, password, ip, args);
+    let set = cli(
+        &src,
+        &source.password,
+        &source.master_ip,
+        &["SET", "tls:key", "v"],
+    );
+    assert_eq!(set, "OK");
+
+    let mut dr = TestNs::new("drtls").await;
+    Certificates::issue(&dr, "dr", "dr-tls", Some(&issuer)).await;
+    source_password_secret(&dr, &source.password).await;
+    dr.start_operator();
+    let spec = json!({"instances": 2, "tls": tls("dr-tls"), "replicaOf": {
+        "master": {"host": source.master_ip},
+        "passwordSecret": {"name": "source-auth"},
+    }});
+    let set = dr.create_ready("dr", spec).await;
+    let source_at = format!("{}:6379", source.master_ip);
+    let status = wait_following(&dr, "dr", Some(&source_at)).await;
+    let designated = status.current_master.clone().expect("a designated master");
+    let designated_ip = dr.pod_ip(&designated).await;
+    for i in &status.instances {
+        let ip = dr.pod_ip(&i.name).await;
+        let got = cli(&dr, &set.password, &ip, &["GET", "tls:key"]);
+        assert_eq!(got, "v", "{} holds the source's key, over TLS", i.name);
+    }
+
+    promote(&dr, "dr").await;
+    let promoted = dr.wait_ready("dr", 2, FOLLOW_TIMEOUT).await;
+    assert_eq!(
+        promoted.current_master.as_deref(),
+        Some(designated.as_str())
+    );
+    let write = cli(&dr, &set.password, &designated_ip, &["SET", "dr:key", "w"]);
+    assert_eq!(write, "OK", "the promoted set takes writes");
+    let acked = cli(&dr, &set.password, &designated_ip, &["WAIT", "1", "5000"]);
+    assert_eq!(acked, "1", "its replica follows it over TLS");
 }

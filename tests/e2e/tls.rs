@@ -19,32 +19,53 @@ const SECRET: &str = "cache-tls";
 
 /// A CA and a certificate for every instance of `cache` in the test namespace, made with
 /// openssl as an administrator (or cert-manager) would, and the Secret holding them.
-struct Certificates {
+pub(crate) struct Certificates {
     dir: PathBuf,
 }
 
 impl Certificates {
     async fn create(t: &TestNs) -> Self {
-        let dir = t.env.artifacts.join(format!("{}-tls", t.name));
+        Self::issue(t, "cache", SECRET, None).await
+    }
+
+    /// A certificate for the instances of `set` in `t`'s namespace in the Secret `secret`,
+    /// signed by `ca`'s CA (one issuer for several namespaces, as a cert-manager ClusterIssuer
+    /// is), or by a new CA.
+    pub(crate) async fn issue(
+        t: &TestNs,
+        set: &str,
+        secret: &str,
+        ca: Option<&Certificates>,
+    ) -> Self {
+        let dir = t.env.artifacts.join(format!("{}-{set}-tls", t.name));
         std::fs::create_dir_all(&dir).expect("certificate directory");
         let ns = &t.name;
         std::fs::write(
             dir.join("ext.cnf"),
             format!(
-                "subjectAltName=DNS:*.cache-headless.{ns}.svc,\
-                 DNS:*.cache-headless.{ns}.svc.cluster.local,DNS:localhost,IP:127.0.0.1\n\
+                "subjectAltName=DNS:*.{set}-headless.{ns}.svc,\
+                 DNS:*.{set}-headless.{ns}.svc.cluster.local,DNS:localhost,IP:127.0.0.1\n\
                  extendedKeyUsage=serverAuth,clientAuth\n"
             ),
         )
         .expect("write ext.cnf");
         let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        match ca {
+            Some(ca) => {
+                for file in ["ca.crt", "ca.key"] {
+                    std::fs::copy(ca.dir.join(file), dir.join(file)).expect("copy the CA");
+                }
+            }
+            None => openssl(
+                &dir,
+                &format!(
+                    "req -x509 {key} -subj /CN=vigil-e2e-ca -days 1 -keyout ca.key -out ca.crt"
+                ),
+            ),
+        }
         openssl(
             &dir,
-            &format!("req -x509 {key} -subj /CN=vigil-e2e-ca -days 1 -keyout ca.key -out ca.crt"),
-        );
-        openssl(
-            &dir,
-            &format!("req {key} -subj /CN=cache -keyout tls.key -out tls.csr"),
+            &format!("req {key} -subj /CN={set} -keyout tls.key -out tls.csr"),
         );
         openssl(
             &dir,
@@ -58,7 +79,7 @@ impl Certificates {
             .collect();
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
-                name: Some(SECRET.into()),
+                name: Some(secret.into()),
                 ..Default::default()
             },
             type_: Some("kubernetes.io/tls".into()),
@@ -77,9 +98,28 @@ impl Certificates {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 
-    fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
+}
+
+/// redis-cli over TLS, verifying the instance's certificate against `ca`; stdout, else stderr.
+pub(crate) fn tls_cli(t: &TestNs, ca: &Path, password: &str, ip: &str, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args([
+            "--kill-after=1",
+            "10",
+            &t.env.redis_cli.display().to_string(),
+        ])
+        .args(["-h", ip, "-p", "6379", "--no-auth-warning", "-a", password])
+        .args(["--tls", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stdout.is_empty() { stderr } else { stdout }
 }
 
 /// Runs `openssl <args>` (split on spaces) in `dir`.
@@ -119,20 +159,8 @@ impl TlsSet {
         Self { t, certs, password }
     }
 
-    /// redis-cli over TLS, verifying the instance's certificate against the CA; stdout, else
-    /// stderr.
     fn cli(&self, ip: &str, args: &[&str]) -> String {
-        let out = Command::new(&self.t.env.redis_cli)
-            .args(["-h", ip, "-p", "6379", "--no-auth-warning", "-a"])
-            .arg(&self.password)
-            .args(["--tls", "--cacert"])
-            .arg(self.certs.ca())
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if stdout.is_empty() { stderr } else { stdout }
+        tls_cli(&self.t, &self.certs.ca(), &self.password, ip, args)
     }
 
     fn info_field(&self, ip: &str, field: &str) -> Option<String> {
