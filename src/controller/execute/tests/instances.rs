@@ -170,6 +170,7 @@ fn run(pod: &str, words: &[String], state: &mut HashMap<String, Fake>) -> Reply 
             None => Reply::error("ERR Invalid master port"),
         },
         ["CLIENT", "KILL", ..] => Reply::Int(0),
+        ["CONFIG", "SET", "MASTERAUTH", _] => Reply::ok(),
         ["INFO", "REPLICATION"] => Reply::bulk(info(fake(state, pod))),
         _ => Reply::error(format!("ERR unknown command '{}'", words.join(" "))),
     }

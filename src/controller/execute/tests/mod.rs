@@ -3,6 +3,7 @@
 //! actually sends, so a change of that order fails here.
 
 mod apiserver;
+mod follow;
 mod instances;
 
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,17 @@ async fn execute_plan(
     fakes: Fakes,
     conflict_on_status: bool,
 ) -> Outcome {
+    execute_plan_with(rr, input, fakes, conflict_on_status, None).await
+}
+
+/// As `execute_plan`, for a set following an external master with this password of its own.
+async fn execute_plan_with(
+    rr: &RedisReplication,
+    input: &PlanInput,
+    fakes: Fakes,
+    conflict_on_status: bool,
+    source_password: Option<&str>,
+) -> Outcome {
     let timeline = Timeline::default();
     let instances = Instances::start(&timeline, fakes).await;
     let (client, mut server) = apiserver::pair(rr, &timeline);
@@ -101,7 +113,7 @@ async fn execute_plan(
         namespace: "shop",
         instances: &input.instances,
         credentials: &credentials,
-        source_password: None,
+        source_password,
     };
     let result = execute(&ctx, &target, &plan).await;
     // The stand-in apiserver stops once the last client is gone.
