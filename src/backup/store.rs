@@ -26,9 +26,9 @@ pub const MANIFEST: &str = "manifest.json";
 /// Parts of a multipart upload: S3's minimum part size is 5 MiB; larger parts mean fewer
 /// requests.
 const PART_SIZE: usize = 8 * 1024 * 1024;
-/// Parts in flight at once: enough to keep the link busy, bounded so memory stays at a few
-/// parts whatever the snapshot's size.
-const PARTS_IN_FLIGHT: usize = 4;
+/// Parts in flight at once: enough to keep the link busy (the AWS CLI sends 10), bounded so a
+/// running backup holds at most this many parts (64 MiB) whatever the snapshot's size.
+const PARTS_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use vigil::api::{BackupPhase, RedisBackup, RestorePhase};
+use vigil::api::{BackupPhase, RedisBackup, RedisReplication, RestorePhase};
 
+use crate::support::TestNs;
 use crate::support::s3::ObjectStore;
-use crate::support::{TestNs, wait_for};
 
 const TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -90,15 +90,13 @@ pub async fn measure(mb: usize, runs: usize) -> Throughput {
             .create(&PostParams::default(), &backup)
             .await
             .expect("create the backup");
-        let status = wait_for(&format!("backup {name}"), TIMEOUT, || async {
-            let s = backups.get(&name).await.map_err(|e| e.to_string())?.status;
-            match s {
-                Some(s) if s.phase == Some(BackupPhase::Completed) => Ok(s),
-                Some(s) if s.phase == Some(BackupPhase::Failed) => panic!("backup failed: {s:?}"),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        let done = |b: Option<&RedisBackup>| {
+            let phase = b.and_then(|b| b.status.as_ref()).and_then(|s| s.phase);
+            matches!(phase, Some(BackupPhase::Completed | BackupPhase::Failed))
+        };
+        let backup = watch_until(&backups, &name, done).await;
+        let status = backup.status.expect("a finished backup has a status");
+        assert_eq!(status.phase, Some(BackupPhase::Completed), "{status:?}");
         out.backup.push(started.elapsed().as_secs_f64());
         out.bytes = u64::try_from(status.bytes).unwrap_or(0);
         let key = format!("{}/dump.rdb", status.path.expect("the backup's path"));
@@ -132,26 +130,28 @@ pub async fn measure(mb: usize, runs: usize) -> Throughput {
             json!({"instances": 1, "bootstrap": {"backup": {"name": name}}}),
         )
         .await;
-        let running = std::sync::Mutex::new(None);
-        wait_for(&format!("restore {restored}"), TIMEOUT, || async {
-            let restore = t.status(&restored).await.and_then(|s| s.restore);
-            match restore.map(|r| r.phase) {
-                Some(RestorePhase::Running) => {
-                    running
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert_with(Instant::now);
-                    Err("running".into())
-                }
-                Some(RestorePhase::Completed) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
+        let replications = t.replications();
+        let phase = |r: Option<&RedisReplication>| {
+            r.and_then(|r| r.status.as_ref())
+                .and_then(|s| s.restore.as_ref())
+                .map(|r| r.phase)
+        };
+        watch_until(&replications, &restored, |r| phase(r).is_some()).await;
+        let running = Instant::now();
+        let finished = watch_until(&replications, &restored, |r| {
+            matches!(
+                phase(r),
+                Some(RestorePhase::Completed | RestorePhase::Failed)
+            )
         })
         .await;
-        let took = running
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(f64::NAN, |at: Instant| at.elapsed().as_secs_f64());
+        let took = running.elapsed().as_secs_f64();
+        assert_eq!(
+            phase(Some(&finished)),
+            Some(RestorePhase::Completed),
+            "{:?}",
+            finished.status
+        );
         out.restore.push(took);
         eprintln!(
             "bench backup {run}: {:.1} MB: backup {:.2} s, aws upload {:.2} s, restore {:.2} s, aws download {:.2} s",
@@ -168,6 +168,21 @@ pub async fn measure(mb: usize, runs: usize) -> Throughput {
     }
     let _ = std::fs::remove_file(&local);
     out
+}
+
+/// Watches `name` until `done` holds (a watch, not a poll: the time is the change's, not the
+/// next poll's).
+async fn watch_until<K>(api: &Api<K>, name: &str, done: impl Fn(Option<&K>) -> bool) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let cond = kube::runtime::wait::await_condition(api.clone(), name, |o: Option<&K>| done(o));
+    match tokio::time::timeout(TIMEOUT, cond).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted"),
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} did not finish within {TIMEOUT:?}"),
+    }
 }
 
 /// About `mb` MB of random 1,000-byte values through one pipelined redis-cli: random, so the
