@@ -319,12 +319,18 @@ async fn benchmark() {
         let runs = env_one("BENCH_BACKUP_RUNS", "3");
         eprintln!("bench: backup and restore throughput, {mb} MB, {runs} runs");
         let from = mono_now();
-        match AssertUnwindSafe(backup::measure(mb, runs))
-            .catch_unwind()
-            .await
-        {
-            Ok(figures) => backup_section = figures.markdown(),
-            Err(p) => failures.push(format!("backup throughput: {}", panic_message(p))),
+        let mut figures = Vec::new();
+        for compression in [true, false] {
+            match AssertUnwindSafe(backup::measure(mb, runs, compression))
+                .catch_unwind()
+                .await
+            {
+                Ok(f) => figures.push(f),
+                Err(p) => failures.push(format!("backup throughput: {}", panic_message(p))),
+            }
+        }
+        if !figures.is_empty() {
+            backup_section = backup::section(&figures);
         }
         load_by_part.push((
             "backup and restore".to_string(),
