@@ -215,19 +215,9 @@ pub async fn measure(mb: usize, runs: usize, compression: bool) -> Throughput {
 /// `redis-cli --rdb` of the instance at `ip` into `local`: how long it took.
 fn dump(t: &TestNs, ip: &str, password: &str, local: &std::path::Path) -> Duration {
     let started = Instant::now();
-    let out = Command::new("timeout")
-        .args(["--kill-after=1", &TIMEOUT.as_secs().to_string()])
-        .arg(&t.env.redis_cli)
-        .args([
-            "-h",
-            ip,
-            "-p",
-            "6379",
-            "--no-auth-warning",
-            "-a",
-            password,
-            "--rdb",
-        ])
+    let mut timeout = Command::new("timeout");
+    let out = redis_cli(&mut timeout, t, ip, password)
+        .arg("--rdb")
         .arg(local)
         .output()
         .expect("run redis-cli --rdb");
@@ -237,6 +227,19 @@ fn dump(t: &TestNs, ip: &str, password: &str, local: &std::path::Path) -> Durati
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
+}
+
+/// `command` (`timeout`) running redis-cli against the instance at `ip`, bounded by `TIMEOUT`.
+fn redis_cli<'a>(
+    command: &'a mut Command,
+    t: &TestNs,
+    ip: &str,
+    password: &str,
+) -> &'a mut Command {
+    command
+        .args(["--kill-after=1", &TIMEOUT.as_secs().to_string()])
+        .arg(&t.env.redis_cli)
+        .args(["-h", ip, "-p", "6379", "--no-auth-warning", "-a", password])
 }
 
 /// Watches `name` until `done` holds (a watch, not a poll: the time is the change's, not the
@@ -265,17 +268,9 @@ fn fill(t: &TestNs, ip: &str, password: &str, mb: usize) {
         let value = Alphanumeric.sample_string(&mut rng, 1000);
         script.push_str(&format!("SET k:{i} {value}\r\n"));
     }
-    let mut child = Command::new(&t.env.redis_cli)
-        .args([
-            "-h",
-            ip,
-            "-p",
-            "6379",
-            "--no-auth-warning",
-            "-a",
-            password,
-            "--pipe",
-        ])
+    let mut timeout = Command::new("timeout");
+    let mut child = redis_cli(&mut timeout, t, ip, password)
+        .arg("--pipe")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -7,27 +7,9 @@ use super::*;
 #[tokio::test]
 async fn a_new_designated_master_is_recorded_then_follows_the_source_before_its_label() {
     let source = Address::new("10.9.0.5", 6379);
-    let fakes = vec![
-        (
-            "cache-1",
-            addr(1),
-            Fake::replica(&addr(0), "history-a", 900),
-        ),
-        (
-            "cache-2",
-            addr(2),
-            Fake::replica(&addr(0), "history-a", 800),
-        ),
-    ];
-    let pods = [
-        (0, Some(RoleLabel::Master)),
-        (1, Some(RoleLabel::Replica)),
-        (2, Some(RoleLabel::Replica)),
-    ];
-    let mut input = input(3, recorded(0, 4), observed(&fakes, &pods));
+    let (rr, mut input, fakes) = crashed_master();
     input.following = Some(plan::Source::At(source.clone()));
-    input.instances[0].stopped = Some("container redis terminated (Error, exit code 137)".into());
-    let run = execute_plan_with(&replication(0, 4), &input, fakes, false, Some("src-pw")).await;
+    let run = execute_plan_with(&rr, &input, fakes, false, Some("src-pw")).await;
     run.result.expect("the designated master is replaced");
     let sent = &run.timeline;
     assert!(
