@@ -267,6 +267,27 @@ async fn tls_serves_clients_and_replication_and_refuses_plain_tcp() {
         .expect("replication")
         .spec;
     assert_eq!(spec.tls.map(|tls| tls.secret_name).as_deref(), Some(SECRET));
+
+    // A backup reads its snapshot over TLS too, verifying the replica's certificate.
+    let store = crate::support::s3::ObjectStore::start(t).await;
+    store.create_credentials_secret(t, "s3").await;
+    let backup = json!({"objectStore": {"endpoint": store.endpoint(), "bucket": store.bucket(),
+        "credentials": {"name": "s3"}}});
+    t.patch_spec("cache", json!({"backup": backup})).await;
+    let out = crate::plugin::plugin(
+        t,
+        &["backup", "cache", "--backup-name", "b1", "--timeout=2m"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("completed: "),
+        "kubectl vigil backup over TLS: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains(&format!(" from {master} ")),
+        "from a replica: {stdout}"
+    );
 }
 
 /// With TLS on, a crashed master is replaced and every instance, the old master too once it is
