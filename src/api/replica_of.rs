@@ -49,6 +49,10 @@ pub struct SentinelSource {
     /// The master's name at that Sentinel (`SENTINEL GET-MASTER-ADDR-BY-NAME`).
     #[schemars(length(min = 1, max = 253))]
     pub master_name: String,
+    /// The Sentinel's own password (its `requirepass`, vigil's `--sentinel-password`), when it
+    /// asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeySelector>,
 }
 
 fn default_redis_port() -> i32 {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use super::plan::{ObservedInstance, Source};
 use super::{Context, secret_bytes};
-use crate::api::{LinkStatus, RedisReplication, ReplicaOfSpec, ReplicaOfStatus};
+use ::redis::IntoConnectionInfo;
+
+use crate::api::{LinkStatus, RedisReplication, ReplicaOfSpec, ReplicaOfStatus, SecretKeySelector};
 use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo, Role};
 
 /// A set that follows an external master, as resolved this round.
@@ -27,23 +29,31 @@ pub async fn resolve(
     credentials: &Credentials,
 ) -> Option<Following> {
     let spec = rr.spec.replica_of.as_ref()?;
-    let password = match &spec.password_secret {
-        Some(s) => {
-            let bytes = secret_bytes(ctx, ns, &s.name, &s.key, "spec.replicaOf.passwordSecret");
-            match bytes.await.map(String::from_utf8) {
-                Ok(Ok(text)) => Some(text),
-                Ok(Err(_)) => {
-                    return Some(unusable(format!(
-                        "the password in Secret {} (key {}) is not UTF-8",
-                        s.name, s.key
-                    )));
-                }
-                Err(e) => return Some(unusable(e.to_string())),
-            }
-        }
-        None => None,
+    let sentinel_secret = spec
+        .sentinel
+        .as_ref()
+        .and_then(|s| s.password_secret.as_ref());
+    let passwords = (
+        read_password(
+            ctx,
+            ns,
+            spec.password_secret.as_ref(),
+            "spec.replicaOf.passwordSecret",
+        )
+        .await,
+        read_password(
+            ctx,
+            ns,
+            sentinel_secret,
+            "spec.replicaOf.sentinel.passwordSecret",
+        )
+        .await,
+    );
+    let (password, sentinel_password) = match passwords {
+        (Ok(password), Ok(sentinel_password)) => (password, sentinel_password),
+        (Err(why), _) | (_, Err(why)) => return Some(unusable(why)),
     };
-    let source = locate(spec, ctx.probe_timeout).await;
+    let source = locate(spec, sentinel_password.as_deref(), ctx.probe_timeout).await;
     let source_offset = match (&source, &credentials.tls) {
         // The operator's TLS client checks instance certificates of its own sets only.
         (Source::At(address), None) => {
@@ -62,6 +72,27 @@ pub async fn resolve(
     })
 }
 
+/// A password from a Secret, when one is named, or why it cannot be used.
+async fn read_password(
+    ctx: &Context,
+    ns: &str,
+    selector: Option<&SecretKeySelector>,
+    field: &'static str,
+) -> Result<Option<String>, String> {
+    let Some(selector) = selector else {
+        return Ok(None);
+    };
+    let bytes = secret_bytes(ctx, ns, &selector.name, &selector.key, field)
+        .await
+        .map_err(|e| e.to_string())?;
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        format!(
+            "the password in Secret {} (key {}) is not UTF-8",
+            selector.name, selector.key
+        )
+    })
+}
+
 fn unusable(why: String) -> Following {
     Following {
         source: Source::Unresolved(why),
@@ -70,7 +101,11 @@ fn unusable(why: String) -> Following {
     }
 }
 
-async fn locate(spec: &ReplicaOfSpec, timeout: Duration) -> Source {
+async fn locate(
+    spec: &ReplicaOfSpec,
+    sentinel_password: Option<&str>,
+    timeout: Duration,
+) -> Source {
     if let Some(master) = &spec.master {
         return match port(master.port, "master") {
             Ok(p) => Source::At(Address::new(master.host.clone(), p)),
@@ -86,7 +121,12 @@ async fn locate(spec: &ReplicaOfSpec, timeout: Duration) -> Source {
     };
     let at = format!("{}:{}", sentinel.host, sentinel.port);
     let asked = async {
-        let client = ::redis::Client::open((sentinel.host.as_str(), sentinel_port))?;
+        let mut info = (sentinel.host.as_str(), sentinel_port).into_connection_info()?;
+        if let Some(password) = sentinel_password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = ::redis::Client::open(info)?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         ::redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")

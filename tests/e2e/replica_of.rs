@@ -1,5 +1,6 @@
 //! Disaster recovery (`spec.replicaOf`): a set in one namespace follows a set in another through
-//! the source operator's Sentinel endpoint, with the source's password from a Secret of its own.
+//! a password-protected Sentinel endpoint of the source's operator, with the source's password
+//! from a Secret of its own.
 //! It is read-only while it follows, follows the source through a failover, and once
 //! `replicaOf` is removed it is writable with every key the source had acknowledged. With TLS,
 //! a set follows a fixed address over TLS, its certificates from the source's issuer.
@@ -12,10 +13,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 use vigil::api::{LinkStatus, Phase, RedisReplicationStatus};
 
-use crate::support::{Chaos, TestNs, wait_for};
+use crate::support::{Chaos, OperatorOptions, TestNs, wait_for};
 use crate::tls::{Certificates, tls_cli};
 
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(120);
+const SENTINEL_PASSWORD: &str = "discovery-pw";
 
 /// Waits until `name` follows `source` (`ip:port`, any when `None`) with its link up, every
 /// instance ready.
@@ -40,17 +42,17 @@ async fn wait_following(t: &TestNs, name: &str, source: Option<&str>) -> RedisRe
     .await
 }
 
-/// The Secret `source-auth` in `t`'s namespace, holding the source's password.
-async fn source_password_secret(t: &TestNs, password: &str) {
+/// The Secret `name` in `t`'s namespace, holding `password` under `password`.
+async fn secret(t: &TestNs, name: &str, password: &str) {
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "source-auth"},
+        "metadata": {"name": name},
         "stringData": {"password": password},
     }))
     .expect("a Secret");
     Api::<Secret>::namespaced(t.admin.clone(), &t.name)
         .create(&PostParams::default(), &secret)
         .await
-        .expect("create the source's password Secret");
+        .unwrap_or_else(|e| panic!("create the Secret {name}: {e}"));
 }
 
 async fn promote(t: &TestNs, name: &str) {
@@ -73,13 +75,25 @@ async fn a_dr_set_follows_its_source_through_a_failover_and_is_promoted_with_eve
 
     // The DR set has a password of its own; the source's comes from a Secret of its namespace.
     let mut dr = TestNs::new("dr").await;
-    source_password_secret(&dr, &source.password).await;
+    secret(&dr, "source-auth", &source.password).await;
+    // The source's discovery, as a platform team runs it: a discovery-only operator replica
+    // whose Sentinel endpoint asks for a password, which the DR namespace holds too.
+    let discovery = src.spawn_operator(OperatorOptions {
+        tag: Some("discovery"),
+        args: vec![
+            "--sentinel-only=true".into(),
+            format!("--sentinel-password={SENTINEL_PASSWORD}"),
+        ],
+        ..OperatorOptions::default()
+    });
+    secret(&dr, "sentinel-auth", SENTINEL_PASSWORD).await;
     dr.start_operator();
     let replica_of = json!({
         "sentinel": {
             "host": "127.0.0.1",
-            "port": src.sentinel_port(),
+            "port": discovery.sentinel_port,
             "masterName": format!("{}.src", src.name),
+            "passwordSecret": {"name": "sentinel-auth"},
         },
         "passwordSecret": {"name": "source-auth"},
     });
@@ -216,7 +230,7 @@ async fn a_tls_dr_set_follows_a_fixed_address_over_tls_and_is_promoted() {
 
     let mut dr = TestNs::new("drtls").await;
     Certificates::issue(&dr, "dr", "dr-tls", Some(&issuer)).await;
-    source_password_secret(&dr, &source.password).await;
+    secret(&dr, "source-auth", &source.password).await;
     dr.start_operator();
     let spec = json!({"instances": 2, "tls": tls("dr-tls"), "replicaOf": {
         "master": {"host": source.master_ip},
