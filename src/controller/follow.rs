@@ -8,7 +8,7 @@ use super::{Context, secret_bytes};
 use ::redis::IntoConnectionInfo;
 
 use crate::api::{LinkStatus, RedisReplication, ReplicaOfSpec, ReplicaOfStatus, SecretKeySelector};
-use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo, Role};
+use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo};
 
 /// A set that follows an external master, as resolved this round.
 pub struct Following {
@@ -167,17 +167,7 @@ async fn source_offset(address: &Address, creds: &Credentials, timeout: Duration
 pub fn report(following: &Following, designated: Option<&ObservedInstance>) -> ReplicaOfStatus {
     let info: Option<&ReplicationInfo> = designated.and_then(|i| i.redis.as_ref());
     let source = following.source.address();
-    let linked = info.is_some_and(|r| {
-        r.following() == source
-            && matches!(
-                r.role,
-                Role::Replica {
-                    link_up: true,
-                    sync_in_progress: false,
-                    ..
-                }
-            )
-    });
+    let linked = info.is_some_and(|r| r.following() == source && r.is_synced_replica());
     let message = match (&following.source, designated, linked) {
         (Source::Unresolved(why), _, _) => Some(why.clone()),
         (_, None, _) => Some("no designated master yet".into()),

@@ -26,19 +26,9 @@ pub(super) fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
 pub(super) fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision {
     let recorded = &input.recorded;
     let Some(name) = recorded.current_master.as_deref() else {
-        let all_answer = (0..input.desired_instances).all(|o| {
-            input
-                .instances
-                .iter()
-                .any(|i| i.ordinal == o && !i.deleting && i.redis.is_some())
+        return first_master(input, leaving).map_or_else(Decision::default, |first| {
+            Decision::promote(first, recorded.epoch, Change::Bootstrap)
         });
-        if !all_answer && !input.policy.bootstrap_grace_over {
-            return Decision::default();
-        }
-        return match best_candidate(input, leaving, None, |_| true) {
-            Some(first) => Decision::promote(first, recorded.epoch, Change::Bootstrap),
-            None => Decision::default(),
-        };
     };
     if input.fencing.fences(name) {
         return Decision {
@@ -70,6 +60,24 @@ pub(super) fn decide_unforced(input: &PlanInput, leaving: &[String]) -> Decision
         ),
         None => unreachable_master(input, name, inst, leaving),
     }
+}
+
+/// The set's first master, once every desired instance answers (or the bootstrap grace is
+/// over), so the choice compares all the data there is; `None` while waiting.
+pub(super) fn first_master<'a>(
+    input: &'a PlanInput,
+    leaving: &[String],
+) -> Option<&'a ObservedInstance> {
+    let all_answer = (0..input.desired_instances).all(|o| {
+        input
+            .instances
+            .iter()
+            .any(|i| i.ordinal == o && !i.deleting && i.redis.is_some())
+    });
+    if !all_answer && !input.policy.bootstrap_grace_over {
+        return None;
+    }
+    best_candidate(input, leaving, None, |_| true)
 }
 
 /// The master answers as master. It hands over first (rule 7) when its pod is being deleted, a

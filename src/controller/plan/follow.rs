@@ -4,8 +4,7 @@
 //! writes; everything comes from the source), so a failed one is replaced after downAfter with
 //! no corroboration or fence. Removing `replicaOf` promotes the designated master (`detach`).
 
-use super::decide::{dead_now, moved_address};
-use super::roles::settled;
+use super::decide::{self, dead_now, first_master, moved_address};
 use super::{
     Change, Decision, MasterDown, MasterState, ObservedInstance, Plan, PlanInput, RequestOutcome,
     Rewire, best_candidate,
@@ -49,15 +48,9 @@ pub(super) fn decide(input: &PlanInput, leaving: &[String]) -> Decision {
 fn designated(input: &PlanInput, leaving: &[String]) -> Decision {
     let recorded = &input.recorded;
     let Some(name) = recorded.current_master.as_deref() else {
-        let all_answer = input.instances.iter().filter(|i| i.redis.is_some()).count()
-            >= input.desired_instances as usize;
-        if !all_answer && !input.policy.bootstrap_grace_over {
-            return Decision::default();
-        }
-        return match best_candidate(input, leaving, None, |_| true) {
-            Some(first) => Decision::designate(first, recorded.epoch, Change::Bootstrap),
-            None => Decision::default(),
-        };
+        return first_master(input, leaving).map_or_else(Decision::default, |first| {
+            Decision::designate(first, recorded.epoch, Change::Bootstrap)
+        });
     };
     let inst = input.instances.iter().find(|i| i.name == name);
     let stays = |i: &ObservedInstance| {
@@ -97,16 +90,13 @@ fn replace(
         }
         (false, None) => return Decision::unavailable(name, MasterDown::Suspected, None),
     };
+    let reason = evidence.clone();
     let down = MasterDown::Objective { evidence };
     if !policy.enabled {
         return Decision::unavailable(name, down, Some("failover is disabled".into()));
     }
     match best_candidate(input, leaving, Some(name), |_| true) {
         Some(next) => {
-            let reason = match &down {
-                MasterDown::Objective { evidence } => evidence.clone(),
-                _ => String::new(),
-            };
             let mut d = Decision::designate(
                 next,
                 input.recorded.epoch,
@@ -126,34 +116,20 @@ fn replace(
     }
 }
 
-/// Rolling update (rule 8): the designated master goes last; a synced replica of it takes its
-/// place first, so the old one is then rolled as a replica.
+/// Rolling update (rule 8): the designated master goes last; the replica a switchover would
+/// pick takes its place first (no `FAILOVER`: nobody is master), so the old one is then rolled
+/// as a replica.
 fn rolling_handover(
     input: &PlanInput,
     master: &ObservedInstance,
     leaving: &[String],
 ) -> Option<Decision> {
-    let others_current = input
-        .instances
-        .iter()
-        .all(|i| i.name == master.name || !i.outdated());
-    if !master.outdated() || !others_current || !settled(input, master) {
-        return None;
-    }
-    let master_address = master.address()?;
-    let next = best_candidate(input, leaving, Some(&master.name), |i| {
-        i.redis
-            .as_ref()
-            .is_some_and(|r| r.is_synced_replica() && r.following() == Some(&master_address))
-    })?;
-    Some(Decision::designate(
-        next,
-        input.recorded.epoch,
-        Change::Switchover {
-            from: master.name.clone(),
-            reason: format!("rolling update: {} runs an older spec", master.name),
-        },
-    ))
+    let (next, reason) = decide::rolling_handover(input, master, leaving)?;
+    let change = Change::Switchover {
+        from: master.name.clone(),
+        reason,
+    };
+    Some(Decision::designate(next, input.recorded.epoch, change))
 }
 
 /// The designated master must follow the source, once the others' roles are planned.
