@@ -6,8 +6,8 @@
 //!
 //! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
-//! run with the first); BENCH_SCALE [1,10,100] replications; BENCH_IDLE_SECONDS [20];
-//! BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
+//! run with the first); BENCH_SCALE [1,10,100] replications of one instance (`NxK`: N of K
+//! instances each); BENCH_IDLE_SECONDS [20]; BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
 //! master; `rolling`: vigil's rolling update,
 //! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover; `backup`: backup and
 //! restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB [100]
@@ -43,7 +43,7 @@ struct Config {
     runs: usize,
     switchover_runs: usize,
     down_after: Vec<u64>,
-    scale: Vec<usize>,
+    scale: Vec<footprint::Scale>,
     idle_seconds: u64,
     parts: Vec<String>,
     out: Option<PathBuf>,
@@ -290,10 +290,11 @@ async fn benchmark() {
 
     let mut steps = Vec::new();
     if cfg.has("footprint") {
-        for &count in &cfg.scale {
+        for &scale in &cfg.scale {
+            let count = format!("{} x {}", scale.replications, scale.instances);
             eprintln!("bench: operator footprint with {count} RedisReplications");
             let from = mono_now();
-            match AssertUnwindSafe(footprint::step(count, cfg.idle_seconds))
+            match AssertUnwindSafe(footprint::step(scale, cfg.idle_seconds))
                 .catch_unwind()
                 .await
             {

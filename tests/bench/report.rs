@@ -269,10 +269,10 @@ pub struct Report {
 }
 
 /// A target and whether it is met.
-struct Target {
-    what: String,
-    measured: String,
-    met: Option<bool>,
+pub struct Target {
+    pub what: String,
+    pub measured: String,
+    pub met: Option<bool>,
 }
 
 fn yes_no(met: Option<bool>) -> &'static str {
@@ -334,22 +334,7 @@ impl Report {
         ] {
             targets.push(self.handover_target(change, what));
         }
-        let hundred = self.footprint.iter().find(|s| s.replications == 100);
-        targets.push(match hundred {
-            Some(s) => {
-                let peak = s.rss_peak_reconciling.max(s.rss_idle).max(s.rss_hwm);
-                Target {
-                    what: "Operator memory <= 40 MiB with 100 `RedisReplication`s".into(),
-                    measured: format!("peak (VmHWM) {peak:.1} MiB; idle {:.1} MiB", s.rss_idle),
-                    met: Some(peak <= 40.0),
-                }
-            }
-            None => Target {
-                what: "Operator memory <= 40 MiB with 100 `RedisReplication`s".into(),
-                measured: "100 not measured".into(),
-                met: None,
-            },
-        });
+        targets.extend(crate::footprint::targets(&self.footprint));
         targets
     }
 
@@ -491,47 +476,10 @@ impl Report {
             }
         }
 
-        let _ = writeln!(o, "## The operator's footprint\n");
-        if !self.footprint.is_empty() {
-            let _ = writeln!(
-                o,
-                "`vigil operator` (one process, its own namespace), `RedisReplication`s of \
-                 `instances: 1` created at once. RSS from `/proc/<pid>/status`, CPU from \
-                 `/proc/<pid>/stat` (1.00 = one core busy). *Reconciling*: from creating them \
-                 until all are Ready; *idle*: nothing changing, a {} s window starting 5 s after \
-                 all are Ready (the operator still probes every instance each second). \
-                 *apiserver requests idle*: the rate of `apiserver_request_total` over the idle \
-                 window, less the rate over as long a window right after with the operator \
-                 stopped and the same pods running: the operator's own requests.\n",
-                self.idle_seconds
-            );
-            let _ = writeln!(
-                o,
-                "| `RedisReplication`s | Time until all Ready (s) | RSS, nothing to manage \
-                 (MiB) | RSS peak reconciling (MiB) | CPU reconciling (cores) | RSS idle (MiB) \
-                 | CPU idle (cores) | VmHWM (MiB) | apiserver requests idle (/s, per \
-                 replication) |\n|---|---|---|---|---|---|---|---|---|"
-            );
-            for s in &self.footprint {
-                let _ = writeln!(
-                    o,
-                    "| {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.3} | {:.1} | {:.2} ({:.3}) |",
-                    s.replications,
-                    s.ready_after,
-                    s.rss_empty,
-                    s.rss_peak_reconciling,
-                    s.cpu_reconciling,
-                    s.rss_idle,
-                    s.cpu_idle,
-                    s.rss_hwm,
-                    s.api_requests_idle,
-                    s.api_requests_idle / s.replications.max(1) as f64
-                );
-            }
-            let _ = writeln!(o);
-        } else {
-            let _ = writeln!(o, "Not measured in this run.\n");
-        }
+        o.push_str(&crate::footprint::section(
+            &self.footprint,
+            self.idle_seconds,
+        ));
 
         if !self.failures.is_empty() {
             let _ = writeln!(o, "## Parts that failed\n");

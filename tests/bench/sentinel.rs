@@ -87,14 +87,14 @@ pub struct SentinelSet {
     stop: watch::Sender<bool>,
 }
 
-fn binary(var: &str, name: &str) -> PathBuf {
+pub fn binary(var: &str, name: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| name.into())
 }
 
 /// Adds `ip/32` to `lo` (we run as root in our own network namespace).
-fn add_address(ip: &str) {
+pub fn add_address(ip: &str) {
     let out = std::process::Command::new("ip")
         .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
         .output()
@@ -106,7 +106,7 @@ fn add_address(ip: &str) {
     );
 }
 
-fn log_file(path: &Path) -> std::fs::File {
+pub fn log_file(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -1,0 +1,319 @@
+//! The operator's footprint: resident memory and CPU of `vigil operator` (read from
+//! /proc/<pid>/status and /proc/<pid>/stat) with N `RedisReplication`s of K instances each,
+//! while it brings them up (reconciling) and afterwards (idle: it still probes every instance
+//! each second), the time until all are Ready, and the apiserver requests it sends while idle.
+//! Beside it, in the same idle window, one stock `redis-sentinel` watches the same masters with
+//! the same down-after (watcher.rs): the peer the idle CPU is compared with.
+
+mod sampler;
+mod table;
+mod watcher;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vigil::api::RedisReplication;
+
+use crate::support::{TestNs, wait_for};
+use crate::sys::{cmdline, mono_now, pids};
+use sampler::{Sampler, Window, apiserver_requests};
+pub use table::{section, targets};
+use watcher::{Watched, Watcher};
+
+/// The detection timeout of every replication, and of the sentinel watching them.
+const DOWN_AFTER_MS: u64 = 5000;
+
+/// One scale step: `replications` of `instances` each (`BENCH_SCALE` entries `N` or `NxK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scale {
+    pub replications: usize,
+    pub instances: usize,
+}
+
+impl std::str::FromStr for Scale {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (n, k) = s.split_once('x').unwrap_or((s, "1"));
+        Ok(Self {
+            replications: n.trim().parse()?,
+            instances: k.trim().parse()?,
+        })
+    }
+}
+
+/// One scale step's figures; memory in MiB, CPU in cores (1.0 = one core busy), times in s.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub scale: Scale,
+    /// The operator started, nothing to manage yet.
+    pub rss_empty: f64,
+    pub ready_after: f64,
+    pub reconciling: Window,
+    pub idle: Window,
+    /// VmHWM at the end: the largest RSS the process ever had.
+    pub rss_hwm: f64,
+    /// Requests a second the apiserver served while idle, less what it served right after,
+    /// with the operator stopped and the same pods running (the kubelet's and controllers'
+    /// own traffic): the operator's share.
+    pub api_requests_idle: f64,
+    /// The sentinel: from its start until it watched every master and its replicas, and idle
+    /// in the operator's idle window.
+    pub sentinel_watching_after: f64,
+    pub sentinel_starting: Window,
+    pub sentinel_idle: Window,
+}
+
+/// The operator process of namespace `ns` (started by the harness), and its health address.
+fn find_operator(ns: &str) -> Option<(u32, String)> {
+    pids().into_iter().find_map(|pid| {
+        let args = cmdline(pid);
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+        };
+        let is_ours = args.first().is_some_and(|a| a.ends_with("/vigil"))
+            && args.get(1).map(String::as_str) == Some("operator")
+            && value("--namespace").map(String::as_str) == Some(ns);
+        is_ours.then(|| (pid, value("--health-addr").cloned().unwrap_or_default()))
+    })
+}
+
+/// `GET /readyz` answered 200.
+async fn ready(addr: &str) -> Result<(), String> {
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut reply = String::new();
+        stream
+            .read_to_string(&mut reply)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = reply.lines().next().unwrap_or("").to_string();
+        if status.contains(" 200") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .map_err(|_| "no answer".to_string())?
+}
+
+/// Waits until all `scale.replications` are Ready with every instance ready.
+async fn all_ready(t: &TestNs, scale: Scale) {
+    let api: Api<RedisReplication> = t.replications();
+    let timeout = Duration::from_secs(120 + 4 * (scale.replications * scale.instances) as u64);
+    wait_for(
+        &format!(
+            "{} RedisReplications of {} Ready",
+            scale.replications, scale.instances
+        ),
+        timeout,
+        || async {
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|rr| {
+                    rr.status.as_ref().is_some_and(|s| {
+                        s.ready_instances == scale.instances as i32
+                            && s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            if ready == scale.replications {
+                Ok(())
+            } else {
+                Err(format!("{ready} of {} Ready", scale.replications))
+            }
+        },
+    )
+    .await;
+}
+
+/// Every replication's master, its address and password, for the sentinel (read once).
+async fn masters(t: &TestNs) -> Vec<Watched> {
+    let rrs = t
+        .replications()
+        .list(&ListParams::default())
+        .await
+        .expect("list RedisReplications");
+    let ips: HashMap<String, String> = t
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter_map(|p: Pod| Some((p.metadata.name?, p.status?.pod_ip?)))
+        .collect();
+    let passwords: HashMap<String, String> = Api::<Secret>::namespaced(t.admin.clone(), &t.name)
+        .list(&ListParams::default())
+        .await
+        .expect("list Secrets")
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let password = s.data?.get("password")?.0.clone();
+            Some((s.metadata.name?, String::from_utf8(password).ok()?))
+        })
+        .collect();
+    rrs.items
+        .iter()
+        .map(|rr| {
+            let name = rr.metadata.name.clone().expect("a name");
+            let master = rr
+                .status
+                .as_ref()
+                .and_then(|s| s.current_master.clone())
+                .unwrap_or_else(|| panic!("{name}: Ready without a current master"));
+            Watched {
+                ip: ips[&master].clone(),
+                password: passwords[&format!("{name}-auth")].clone(),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Measures one step: a fresh namespace and operator, the replications created at once.
+pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
+    let mut t = TestNs::new(&format!(
+        "bench-fp{}x{}",
+        scale.replications, scale.instances
+    ))
+    .await;
+    t.start_operator();
+    let (pid, health) = wait_for("the operator process", Duration::from_secs(30), || async {
+        find_operator(&t.name).ok_or_else(|| "not found".to_string())
+    })
+    .await;
+    wait_for("the operator ready", Duration::from_secs(60), || {
+        ready(&health)
+    })
+    .await;
+    let operator = Sampler::start(pid);
+    let t0 = mono_now();
+    // A short look at the operator with nothing to manage yet (ready: its caches are synced).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_empty = operator.window(t0, mono_now()).rss_last;
+
+    let created = mono_now();
+    let names: Vec<String> = (0..scale.replications)
+        .map(|i| format!("r{i:04}"))
+        .collect();
+    let spec = json!({
+        "instances": scale.instances,
+        "failover": {"downAfterMilliseconds": DOWN_AFTER_MS},
+    });
+    futures::future::join_all(names.iter().map(|n| t.create_replication(n, spec.clone()))).await;
+    all_ready(&t, scale).await;
+    let ready_after = mono_now() - created;
+    let reconciling = operator.window(created, mono_now());
+
+    let watched = masters(&t).await;
+    let started = mono_now();
+    let sentinel = Watcher::start(
+        &t.env.artifacts.join(format!("{}-sentinel", t.name)),
+        &watched,
+        DOWN_AFTER_MS,
+    );
+    let sentinel_sampler = Sampler::start(sentinel.pid);
+    wait_for(
+        "the sentinel watching every master",
+        Duration::from_secs(60 + scale.replications as u64 / 5),
+        || sentinel.watching(watched.len(), scale.instances - 1),
+    )
+    .await;
+    let sentinel_watching_after = mono_now() - started;
+    let sentinel_starting = sentinel_sampler.window(started, mono_now());
+
+    // Steady state: a short settle (status writes of the last ones), then the idle window.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_from = mono_now();
+    let requests_from = apiserver_requests(&t.admin).await;
+    tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let requests_to = apiserver_requests(&t.admin).await;
+    let idle_to = mono_now();
+    let rate_idle = (requests_to - requests_from) / (idle_to - idle_from);
+    let idle = operator.window(idle_from, idle_to);
+    let sentinel_idle = sentinel_sampler.window(idle_from, idle_to);
+    let rss_hwm = operator.high_water();
+    drop(operator);
+    drop(sentinel_sampler);
+    sentinel.stop().await;
+
+    // The same window with the operator stopped and its pods still running.
+    t.stop_operator();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let without_from = (mono_now(), apiserver_requests(&t.admin).await);
+    tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
+    let rate_without =
+        (apiserver_requests(&t.admin).await - without_from.1) / (mono_now() - without_from.0);
+    let api_requests_idle = (rate_idle - rate_without).max(0.0);
+
+    // Leave nothing running for the next step: delete the namespace and wait until it (and so
+    // every pod of it) is gone.
+    let ns = t.name.clone();
+    let admin = t.admin.clone();
+    drop(t);
+    let namespaces: Api<Namespace> = Api::all(admin);
+    wait_for(
+        &format!("namespace {ns} deleted"),
+        Duration::from_secs(300 + (scale.replications * scale.instances) as u64 / 2),
+        || async {
+            match namespaces.get_opt(&ns).await {
+                Ok(None) => Ok(()),
+                Ok(Some(_)) => Err("still there".to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        },
+    )
+    .await;
+
+    Step {
+        scale,
+        rss_empty,
+        ready_after,
+        reconciling,
+        idle,
+        rss_hwm,
+        api_requests_idle,
+        sentinel_watching_after,
+        sentinel_starting,
+        sentinel_idle,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scale;
+
+    #[test]
+    fn a_scale_is_a_count_or_count_x_instances() {
+        let s = |r, i| Scale {
+            replications: r,
+            instances: i,
+        };
+        assert_eq!("100".parse::<Scale>().ok(), Some(s(100, 1)));
+        assert_eq!("300x3".parse::<Scale>().ok(), Some(s(300, 3)));
+        assert!("x3".parse::<Scale>().is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Readings of one process over time (RSS and CPU from /proc, every 250 ms) and of the
+//! apiserver's request counter.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::sys::{clock_ticks, cpu_ticks, mono_now, rss_kib};
+
+/// Every request the apiserver has served so far (`apiserver_request_total`, all series).
+pub async fn apiserver_requests(client: &kube::Client) -> f64 {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("a GET request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("the apiserver's /metrics");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[derive(Clone, Copy)]
+struct Sample {
+    at: f64,
+    rss_kib: u64,
+    ticks: u64,
+}
+
+/// What a process did between two instants: memory in MiB, CPU in cores (1.0 = one core busy).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Window {
+    pub rss_peak: f64,
+    pub rss_last: f64,
+    pub cpu: f64,
+}
+
+/// Samples a process every 250 ms until dropped.
+pub struct Sampler {
+    pub pid: u32,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    pub fn start(pid: u32) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = samples.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let (Some((rss, _)), Some(ticks)) = (rss_kib(pid), cpu_ticks(pid)) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(Sample {
+                        at: mono_now(),
+                        rss_kib: rss,
+                        ticks,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { pid, samples, task }
+    }
+
+    pub fn window(&self, from: f64, to: f64) -> Window {
+        let samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let inside: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .collect();
+        let (Some(first), Some(last)) = (inside.first(), inside.last()) else {
+            return Window::default();
+        };
+        let span = last.at - first.at;
+        Window {
+            rss_peak: inside.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+            rss_last: last.rss_kib as f64 / 1024.0,
+            cpu: if span > 0.0 {
+                (last.ticks - first.ticks) as f64 / clock_ticks() / span
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// VmHWM: the largest RSS the process ever had (MiB).
+    pub fn high_water(&self) -> f64 {
+        rss_kib(self.pid).map_or(0.0, |(_, hwm)| hwm as f64 / 1024.0)
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
