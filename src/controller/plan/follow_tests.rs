@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::fixtures::*;
 use super::*;
 use crate::labels::RoleLabel;
-use crate::redis::Role;
+use crate::redis::{REDIS_PORT, ReplicationInfo, Role};
 
 fn source() -> Address {
     Address::new("10.9.0.5", REDIS_PORT)

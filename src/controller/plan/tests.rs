@@ -1,7 +1,11 @@
 //! The planner's tests: every decision of the safety rules, without a cluster.
 
+use std::time::Duration;
+
 use super::fixtures::*;
 use super::*;
+use crate::api::Topology;
+use crate::labels::RoleLabel;
 use crate::redis::Role;
 
 fn names(v: &[&str]) -> Vec<String> {
