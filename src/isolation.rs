@@ -21,6 +21,12 @@
 //!   heartbeat of a round started at `C`, so its offset moved after `C`, and the operator's
 //!   first probe showing its final offset came after `C`.
 //!
+//!   A replica still following the silent master whose offset is no further than the
+//!   master's own at its last reply (`R`) has processed no heartbeat of a round started after
+//!   that reply was made, so `C` is before `R` for it; the hold then counts from `R`
+//!   ([`Stillness::since_reply_of`]), which the operator knows to the millisecond, rather than
+//!   from the first probe that showed the replica's final offset, up to an interval later.
+//!
 //! - and it sent no promotion for at least [`promotion_hold`]: a promotion makes a master
 //!   whether its answer arrives or not, and the agent counts a promoted master as confirmed
 //!   from its last round before the promotion.
@@ -75,6 +81,27 @@ impl Stillness {
             self.state >= silent.max(hold)
         } else {
             self.upstream >= hold
+        }
+    }
+}
+
+impl Stillness {
+    /// A replica at `offset` (following the master) seen after the master went silent: when
+    /// the master's last reply, `silent_for` ago, held `master_offset` or more, the replica has
+    /// heard nothing from the master since that reply, however recently its offset was first
+    /// seen (the module's argument).
+    pub fn since_reply_of(
+        self,
+        offset: i64,
+        master_offset: Option<i64>,
+        silent_for: Option<Duration>,
+    ) -> Self {
+        match (master_offset, silent_for) {
+            (Some(last), Some(silent)) if offset <= last => Self {
+                state: self.state.max(silent),
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -155,6 +182,37 @@ mod tests {
         assert!(
             seen(0, 1_500).cannot_ack(false, d, hold),
             "its offset may move elsewhere"
+        );
+    }
+
+    #[test]
+    fn a_replica_no_further_than_the_masters_last_reply_has_been_silent_as_long_as_it() {
+        let seen = Stillness {
+            state: Duration::from_millis(300),
+            upstream: Duration::from_secs(60),
+        };
+        let silent = Some(Duration::from_secs(5));
+        let heard = |offset, last| seen.since_reply_of(offset, last, silent).state;
+        assert_eq!(heard(1000, Some(1000)), Duration::from_secs(5));
+        assert_eq!(heard(990, Some(1000)), Duration::from_secs(5));
+        assert_eq!(
+            heard(1001, Some(1000)),
+            Duration::from_millis(300),
+            "it processed something the master wrote after its last reply"
+        );
+        assert_eq!(heard(1000, None), Duration::from_millis(300));
+        assert_eq!(
+            seen.since_reply_of(1000, Some(1000), None).state,
+            Duration::from_millis(300),
+            "a master that answers is not silent"
+        );
+        let long = Stillness {
+            state: Duration::from_secs(9),
+            ..seen
+        };
+        assert_eq!(
+            long.since_reply_of(1000, Some(1000), silent).state,
+            Duration::from_secs(9)
         );
     }
 

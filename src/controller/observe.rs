@@ -89,6 +89,7 @@ pub async fn observe(
             inst.still = observed.answer.as_ref().map(|a| a.still);
             inst.redis = observed.answer.map(|a| a.info);
             inst.silent_for = observed.silent_for;
+            inst.silent_at_offset = observed.silent_at_offset;
         }
     }
     Ok(Observation {
@@ -133,6 +134,7 @@ fn pod_facts(rr: &RedisReplication, pod: &Pod) -> Option<ObservedInstance> {
         stopped: container_stopped(pod),
         still: None,
         silent_for: None,
+        silent_at_offset: None,
     })
 }
 

@@ -462,6 +462,7 @@ mod tests {
             stopped: None,
             still: None,
             silent_for: None,
+            silent_at_offset: None,
         }
     }
 

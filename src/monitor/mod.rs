@@ -79,8 +79,10 @@ pub struct Probe {
     /// ([`fact::Sameness`]), as the answer arrived: later than the instance reached it.
     pub state_since: Instant,
     pub upstream_since: Instant,
-    /// When the instance last answered a probe, this one or an earlier one.
+    /// When the instance last answered a probe, this one or an earlier one, and the
+    /// replication offset it held then.
     pub replied_at: Option<Instant>,
+    pub replied_offset: Option<i64>,
     /// What of it the planner acts on.
     pub fact: Fact,
 }
@@ -102,6 +104,9 @@ pub struct Observed {
     /// probing began): silence counts from the last reply, as Sentinel's down-after does, not
     /// from the first probe that went unanswered.
     pub silent_for: Option<Duration>,
+    /// The replication offset of its last reply, when it does not answer now: a replica no
+    /// further than this has heard nothing from it since ([`Stillness::since_reply_of`]).
+    pub silent_at_offset: Option<i64>,
 }
 
 impl Drop for Running {
@@ -200,14 +205,15 @@ impl Monitor {
                         },
                     })
                 });
-                let silent_for = match answer {
-                    Some(_) => None,
-                    None => probe
-                        .as_ref()
-                        .and_then(|p| p.replied_at)
-                        .map(|at| at.elapsed()),
+                let (silent_for, silent_at_offset) = match (&answer, probe.as_ref()) {
+                    (None, Some(p)) => (p.replied_at.map(|at| at.elapsed()), p.replied_offset),
+                    _ => (None, None),
                 };
-                Observed { answer, silent_for }
+                Observed {
+                    answer,
+                    silent_for,
+                    silent_at_offset,
+                }
             });
         futures::future::join_all(answers).await
     }

@@ -17,6 +17,17 @@ use crate::api::RedisReplication;
 use crate::metrics::Metrics;
 use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo};
 
+/// A probe is given up on after a quarter of downAfter, at least this and at most the
+/// operator's Redis timeout. Silence counts from the last reply whatever the timeout, so a
+/// shorter one only tells the planner sooner that a master stopped answering, and records the
+/// silence that starts rule 9's hold sooner: at a downAfter of 1 s, a 1 s timeout was most of
+/// it. 200 ms is still hundreds of round trips on a cluster network.
+const PROBE_TIMEOUT_MIN: Duration = Duration::from_millis(200);
+
+fn probe_timeout(configured: Duration, down_after: Duration) -> Duration {
+    (down_after / 4).max(PROBE_TIMEOUT_MIN).min(configured)
+}
+
 /// What is probed.
 pub struct Target {
     pub namespace: String,
@@ -87,9 +98,11 @@ impl Prober {
                     None => (answered, answered),
                 };
                 let fact = Fact::of(answer.as_ref(), answered - state_since, down_after);
-                let replied_at = match answer {
-                    Some(_) => Some(answered),
-                    None => latest.as_ref().and_then(|l| l.replied_at),
+                let (replied_at, replied_offset) = match &answer {
+                    Some(info) => (Some(answered), Some(info.offset)),
+                    None => latest
+                        .as_ref()
+                        .map_or((None, None), |l| (l.replied_at, l.replied_offset)),
                 };
                 changed = latest.as_ref().is_none_or(|l| l.fact != fact);
                 *latest = Some(Probe {
@@ -98,6 +111,7 @@ impl Prober {
                     state_since,
                     upstream_since,
                     replied_at,
+                    replied_offset,
                     fact,
                 });
             });
@@ -112,10 +126,9 @@ impl Prober {
     /// drops the connection so the next probe starts afresh.
     async fn probe(&self, client: &mut Option<InstanceClient>) -> Option<ReplicationInfo> {
         let t = &self.target;
+        let timeout = probe_timeout(self.settings.timeout, *self.down_after.borrow());
         if client.is_none() {
-            match InstanceClient::connect(&t.pod, &t.address, &t.credentials, self.settings.timeout)
-                .await
-            {
+            match InstanceClient::connect(&t.pod, &t.address, &t.credentials, timeout).await {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
                     debug!(instance = %t.pod, error = %e, "instance unreachable");
@@ -124,13 +137,37 @@ impl Prober {
             }
         }
         let connection = client.as_mut()?;
-        match connection.replication_info().await {
-            Ok(info) => Some(info),
-            Err(e) => {
-                debug!(instance = %t.pod, error = %e, "probe failed; reconnecting next time");
+        let outcome = tokio::time::timeout(timeout, connection.replication_info()).await;
+        match outcome {
+            Ok(Ok(info)) => Some(info),
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {timeout:?}"),
+                };
+                debug!(instance = %t.pod, %error, "probe failed; reconnecting next time");
                 *client = None;
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_waits_a_quarter_of_down_after_within_bounds() {
+        let ms = Duration::from_millis;
+        let configured = ms(1000);
+        assert_eq!(probe_timeout(configured, ms(1000)), ms(250));
+        assert_eq!(probe_timeout(configured, ms(5000)), configured);
+        assert_eq!(probe_timeout(configured, ms(400)), PROBE_TIMEOUT_MIN);
+        assert_eq!(
+            probe_timeout(ms(100), ms(1000)),
+            ms(100),
+            "never longer than the operator's Redis timeout"
+        );
     }
 }

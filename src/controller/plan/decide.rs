@@ -340,6 +340,11 @@ pub(super) fn silence_evidence(
             let follows = master_address
                 .as_ref()
                 .is_some_and(|a| info.following() == Some(a));
+            let still = if follows {
+                still.since_reply_of(info.offset, master.silent_at_offset, master.silent_for)
+            } else {
+                still
+            };
             still.cannot_ack(follows, policy.down_after, hold)
         })
         .count();

@@ -77,6 +77,7 @@ pub(crate) fn inst(
         stopped: None,
         still: None,
         silent_for: None,
+        silent_at_offset: None,
     }
 }
 

@@ -37,8 +37,10 @@ pub struct ObservedInstance {
     /// A replica's offset moves with every heartbeat of a live master, so a still one has not
     /// heard from it (rule 9).
     pub still: Option<crate::isolation::Stillness>,
-    /// How long since it last answered the monitor, when it does not answer now.
+    /// How long since it last answered the monitor, when it does not answer now, and the
+    /// replication offset of that last answer.
     pub silent_for: Option<Duration>,
+    pub silent_at_offset: Option<i64>,
 }
 
 /// A pod that will not run until something changes: unschedulable, its image or configuration

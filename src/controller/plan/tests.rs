@@ -533,6 +533,39 @@ fn a_silent_master_is_replaced_only_after_it_must_have_fenced_itself() {
 }
 
 #[test]
+fn replicas_no_further_than_the_masters_last_reply_corroborate_from_that_reply() {
+    // Frozen: the replicas' final offsets were first seen 300 ms ago (they are probed once an
+    // interval), but they hold no more than the master's last reply, 5 s ago, did.
+    let still = |i: &mut ObservedInstance| {
+        i.still = Some(crate::isolation::Stillness {
+            state: Duration::from_millis(300),
+            upstream: LONG,
+        });
+    };
+    let mut instances = vec![
+        inst(0, None, Some(RoleLabel::Master)),
+        inst(1, replica_of(0, 500), Some(RoleLabel::Replica)),
+        inst(2, replica_of(0, 490), Some(RoleLabel::Replica)),
+    ];
+    instances[1..].iter_mut().for_each(still);
+    let down_after = FailoverPolicy::default().down_after;
+    let mut i = down_master(down_after, instances);
+    i.instances[0].silent_for = Some(down_after);
+    assert_eq!(plan(&i).promote, None, "no offset known for the last reply");
+    i.instances[0].silent_at_offset = Some(500);
+    assert_eq!(plan(&i).promote.as_deref(), Some("cache-1"));
+    i.instances[0].silent_at_offset = Some(499);
+    assert_eq!(
+        plan(&i).promote,
+        None,
+        "cache-1 processed what the master wrote after its last reply: it may still ack it"
+    );
+    i.instances[0].silent_at_offset = Some(500);
+    i.instances[0].silent_for = Some(down_after - Duration::from_millis(1));
+    assert_eq!(plan(&i).promote, None, "silent for less than downAfter");
+}
+
+#[test]
 fn silence_is_recorded_so_that_the_hold_ends_at_down_after() {
     let down_after = FailoverPolicy::default().down_after;
     let since = down_after - crate::isolation::promotion_hold(down_after);
