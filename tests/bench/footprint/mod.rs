@@ -21,7 +21,7 @@ use vigil::api::RedisReplication;
 
 use crate::support::{TestNs, wait_for};
 use crate::sys::{cmdline, mono_now, pids};
-use sampler::{Sampler, Window, apiserver_requests};
+use sampler::{Requests, Sampler, Window, operator_share};
 pub use table::{section, targets};
 use watcher::{Watched, Watcher};
 
@@ -59,8 +59,9 @@ pub struct Step {
     pub rss_hwm: f64,
     /// Requests a second the apiserver served while idle, less what it served right after,
     /// with the operator stopped and the same pods running (the kubelet's and controllers'
-    /// own traffic): the operator's share.
+    /// own traffic): the operator's share; and that share by verb and resource.
     pub api_requests_idle: f64,
+    pub api_requests_by_kind: Vec<(String, f64)>,
     /// The sentinel: from its start until it watched every master and its replicas, and idle
     /// in the operator's idle window.
     pub sentinel_watching_after: f64,
@@ -248,11 +249,10 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
     // Steady state: a short settle (status writes of the last ones), then the idle window.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_from = mono_now();
-    let requests_from = apiserver_requests(&t.admin).await;
+    let requests_from = Requests::read(&t.admin).await;
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-    let requests_to = apiserver_requests(&t.admin).await;
+    let rate_idle = Requests::read(&t.admin).await.rate_since(&requests_from);
     let idle_to = mono_now();
-    let rate_idle = (requests_to - requests_from) / (idle_to - idle_from);
     let idle = operator.window(idle_from, idle_to);
     let sentinel_idle = sentinel_sampler.window(idle_from, idle_to);
     let rss_hwm = operator.high_water();
@@ -263,11 +263,12 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
     // The same window with the operator stopped and its pods still running.
     t.stop_operator();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let without_from = (mono_now(), apiserver_requests(&t.admin).await);
+    let without_from = Requests::read(&t.admin).await;
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-    let rate_without =
-        (apiserver_requests(&t.admin).await - without_from.1) / (mono_now() - without_from.0);
-    let api_requests_idle = (rate_idle - rate_without).max(0.0);
+    let rate_without = Requests::read(&t.admin).await.rate_since(&without_from);
+    let api_requests_idle =
+        (rate_idle.values().sum::<f64>() - rate_without.values().sum::<f64>()).max(0.0);
+    let api_requests_by_kind = operator_share(&rate_idle, &rate_without);
 
     // Leave nothing running for the next step: delete the namespace and wait until it (and so
     // every pod of it) is gone.
@@ -296,6 +297,7 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
         idle,
         rss_hwm,
         api_requests_idle,
+        api_requests_by_kind,
         sentinel_watching_after,
         sentinel_starting,
         sentinel_idle,

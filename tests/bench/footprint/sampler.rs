@@ -1,24 +1,86 @@
 //! Readings of one process over time (RSS and CPU from /proc, every 250 ms) and of the
 //! apiserver's request counter.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::sys::{clock_ticks, cpu_ticks, mono_now, rss_kib};
 
-/// Every request the apiserver has served so far (`apiserver_request_total`, all series).
-pub async fn apiserver_requests(client: &kube::Client) -> f64 {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("a GET request");
-    let text = client
-        .request_text(request)
-        .await
-        .expect("the apiserver's /metrics");
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// The requests the apiserver has served so far (`apiserver_request_total`), by verb and
+/// resource (with its subresource), and when it was read.
+#[derive(Clone, Debug, Default)]
+pub struct Requests {
+    pub at: f64,
+    pub by_kind: BTreeMap<String, f64>,
+}
+
+impl Requests {
+    pub async fn read(client: &kube::Client) -> Self {
+        let request = http::Request::get("/metrics")
+            .body(Vec::new())
+            .expect("a GET request");
+        let text = client
+            .request_text(request)
+            .await
+            .expect("the apiserver's /metrics");
+        let mut by_kind = BTreeMap::new();
+        for line in text.lines() {
+            let Some(series) = line.strip_prefix("apiserver_request_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = series.rsplit_once("} ") else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+                    .unwrap_or_default()
+            };
+            let (resource, sub) = (label("resource"), label("subresource"));
+            let kind = match sub.as_str() {
+                "" => format!("{} {resource}", label("verb")),
+                _ => format!("{} {resource}/{sub}", label("verb")),
+            };
+            *by_kind.entry(kind).or_default() += value;
+        }
+        Self {
+            at: mono_now(),
+            by_kind,
+        }
+    }
+
+    /// Requests a second from `earlier` to this reading, by kind.
+    pub fn rate_since(&self, earlier: &Self) -> BTreeMap<String, f64> {
+        let span = (self.at - earlier.at).max(1e-3);
+        self.by_kind
+            .iter()
+            .map(|(k, v)| {
+                let before = earlier.by_kind.get(k).copied().unwrap_or(0.0);
+                (k.clone(), (v - before) / span)
+            })
+            .collect()
+    }
+}
+
+/// The operator's share: the rates with it running less the rates without it, by kind, the
+/// largest first (kinds it adds nothing to left out).
+pub fn operator_share(
+    with: &BTreeMap<String, f64>,
+    without: &BTreeMap<String, f64>,
+) -> Vec<(String, f64)> {
+    let mut share: Vec<(String, f64)> = with
+        .iter()
+        .map(|(k, v)| (k.clone(), v - without.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.005)
+        .collect();
+    share.sort_by(|a, b| b.1.total_cmp(&a.1));
+    share
 }
 
 #[derive(Clone, Copy)]

@@ -155,6 +155,26 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
             s.sentinel_starting.cpu
         );
     }
+    o.push_str("\nThe operator's idle apiserver requests by kind (requests a second):\n\n");
+    for s in steps {
+        let kinds: Vec<String> = s
+            .api_requests_by_kind
+            .iter()
+            .take(5)
+            .map(|(k, v)| format!("`{k}` {v:.2}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "- {} x {}: {}",
+            s.scale.replications,
+            s.scale.instances,
+            if kinds.is_empty() {
+                "none".into()
+            } else {
+                kinds.join(", ")
+            }
+        );
+    }
     o.push('\n');
     o
 }
