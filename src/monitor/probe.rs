@@ -66,10 +66,8 @@ impl Prober {
     pub async fn run(self) {
         let mut client: Option<InstanceClient> = None;
         // A new instance is asked at once anyway: the reconcile pokes it for a first answer.
-        let mut ticks = tokio::time::interval_at(
-            first_tick(self.settings.interval),
-            self.settings.interval,
-        );
+        let mut ticks =
+            tokio::time::interval_at(first_tick(self.settings.interval), self.settings.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let closed = async {

@@ -101,7 +101,10 @@ pub fn add_address(ip: &str) {
         .expect("run ip");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success() || stderr.contains("File exists"),
+        // iproute2 says so in one of two ways, by version.
+        out.status.success()
+            || stderr.contains("File exists")
+            || stderr.contains("already assigned"),
         "ip addr add {ip}/32 dev lo: {stderr}"
     );
 }
