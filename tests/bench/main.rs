@@ -6,7 +6,7 @@
 //!
 //! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
-//! run with the first); BENCH_SCALE [1,10,100] replications of one instance (`NxK`: N of K
+//! run with the first); BENCH_SCALE [100,1000,300x3] replications of one instance (`NxK`: N of K
 //! instances each); BENCH_IDLE_SECONDS [20]; BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
 //! master; `rolling`: vigil's rolling update,
 //! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover; `backup`: backup and
@@ -75,7 +75,7 @@ impl Config {
             runs,
             switchover_runs: env_one("BENCH_SWITCHOVER_RUNS", "10"),
             down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
-            scale: env_list("BENCH_SCALE", "1,10,100"),
+            scale: env_list("BENCH_SCALE", "100,1000,300x3"),
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
             parts: env_list(
                 "BENCH_PARTS",

@@ -23,7 +23,8 @@ BASE_IMAGE=debian:bookworm-slim
 NODE_NAME=vigil-node
 # Not loopback (the kubelet refuses it), inside the e2e network namespace only.
 NODE_IP=10.250.0.1
-POD_CIDR=10.244.0.0/24
+# Room for the footprint benchmark's 1,000 pods (a /24 holds 253).
+POD_CIDR=10.244.0.0/22
 SERVICE_CIDR=10.96.0.0/16
 DNS_IP=10.96.0.10
 

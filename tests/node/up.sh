@@ -3,7 +3,7 @@
 # that tests/controlplane/up.sh STATE_DIR runs (started with VIGIL_APISERVER_ADVERTISE_ADDRESS
 # set to this node's address), inside the same private network namespace:
 #
-#   containerd (Debian's, CRI plugin) + runc, CNI bridge + host-local on 10.244.0.0/24,
+#   containerd (Debian's, CRI plugin) + runc, CNI bridge + host-local on 10.244.0.0/22,
 #   the images of IMAGE_LIST (tests/node/images.sh) imported into containerd,
 #   kubelet, kube-scheduler, kube-proxy (nftables mode; ClusterIP Services work from pods and
 #   from this namespace), CoreDNS (kube-dns at 10.96.0.10), rancher's local-path-provisioner with
@@ -189,8 +189,9 @@ evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
-# The footprint benchmark runs 100 one-instance replications on this one node (default 110).
-maxPods: 250
+# The footprint benchmark runs up to 1,000 one-instance replications on this one node
+# (default 110; the pod range above holds 1,021).
+maxPods: 1100
 # ConfigMap and Secret volumes follow their objects within seconds (the TLS and config tests).
 syncFrequency: 10s
 EOF
