@@ -53,6 +53,10 @@ pub struct Step {
     /// The operator started, nothing to manage yet.
     pub rss_empty: f64,
     pub ready_after: f64,
+    /// Where that time went: until the operator had created the last pod, and until the node
+    /// had the last one Ready (from the pods' own timestamps, whole seconds).
+    pub pods_created_after: f64,
+    pub pods_ready_after: f64,
     pub reconciling: Window,
     pub idle: Window,
     /// VmHWM at the end: the largest RSS the process ever had.
@@ -149,6 +153,38 @@ async fn all_ready(t: &TestNs, scale: Scale) {
     .await;
 }
 
+/// Seconds from `since` (wall clock) until the last pod was created, and until the last one
+/// turned Ready.
+async fn pod_times(t: &TestNs, since: k8s_openapi::jiff::Timestamp) -> (f64, f64) {
+    let pods = t
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items;
+    let after = |at: &k8s_openapi::jiff::Timestamp| (*at - since).get_seconds() as f64;
+    let created = pods
+        .iter()
+        .filter_map(|p| p.metadata.creation_timestamp.as_ref())
+        .map(|at| after(&at.0))
+        .fold(0.0, f64::max);
+    let ready = pods
+        .iter()
+        .filter_map(|p| {
+            p.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "Ready" && c.status == "True")?
+                .last_transition_time
+                .clone()
+        })
+        .map(|at| after(&at.0))
+        .fold(0.0, f64::max);
+    (created, ready)
+}
+
 /// Every replication's master, its address and password, for the sentinel (read once).
 async fn masters(t: &TestNs) -> Vec<Watched> {
     let rrs = t
@@ -217,6 +253,7 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
     let rss_empty = operator.window(t0, mono_now()).rss_last;
 
     let created = mono_now();
+    let created_wall = k8s_openapi::jiff::Timestamp::now();
     let names: Vec<String> = (0..scale.replications)
         .map(|i| format!("r{i:04}"))
         .collect();
@@ -228,6 +265,7 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
     all_ready(&t, scale).await;
     let ready_after = mono_now() - created;
     let reconciling = operator.window(created, mono_now());
+    let (pods_created_after, pods_ready_after) = pod_times(&t, created_wall).await;
 
     let watched = masters(&t).await;
     let started = mono_now();
@@ -293,6 +331,8 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
         scale,
         rss_empty,
         ready_after,
+        pods_created_after,
+        pods_ready_after,
         reconciling,
         idle,
         rss_hwm,

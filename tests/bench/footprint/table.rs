@@ -102,7 +102,9 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
          every master (the operator still probes every instance each second). *apiserver \
          requests idle*: the rate of `apiserver_request_total` over the idle window, less the \
          rate over as long a window right after with the operator stopped and the same pods \
-         running: the operator's own requests.\n\n\
+         running: the operator's own requests. *Last pod created, Ready*: from creating the \
+         replications until the last pod's `creationTimestamp` (the operator's part) and its \
+         Ready condition (the node's), in whole seconds.\n\n\
          The peer: one `redis-sentinel` 7.0.15 started once all are Ready, monitoring every \
          replication's master (`sentinel monitor` with quorum 1, the same down-after, the \
          master's password as `auth-pass`), finding the replicas itself; measured in the same \
@@ -112,18 +114,21 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
     );
     let _ = writeln!(
         o,
-        "| N x K | Time until all Ready (s) | RSS, nothing to manage (MiB) | RSS peak \
+        "| N x K | Time until all Ready (s) | last pod created, Ready (s) | RSS, nothing to manage (MiB) | RSS peak \
          reconciling (MiB) | CPU reconciling (cores) | RSS idle (MiB) | CPU idle (cores) | \
          VmHWM (MiB) | apiserver requests idle (/s, per replication) |\n\
-         |---|---|---|---|---|---|---|---|---|"
+         |---|---|---|---|---|---|---|---|---|---|"
     );
     for s in steps {
         let _ = writeln!(
             o,
-            "| {} x {} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} | {:.4} | {:.1} | {:.2} ({:.4}) |",
+            "| {} x {} | {:.1} | {:.0}, {:.0} | {:.1} | {:.1} | {:.3} | {:.1} | {:.4} | {:.1} | {:.2} \
+             ({:.4}) |",
             s.scale.replications,
             s.scale.instances,
             s.ready_after,
+            s.pods_created_after,
+            s.pods_ready_after,
             s.rss_empty,
             s.reconciling.rss_peak,
             s.reconciling.cpu,
