@@ -83,9 +83,7 @@ impl Stillness {
             self.upstream >= hold
         }
     }
-}
 
-impl Stillness {
     /// A replica at `offset` (following the master) seen after the master went silent: when
     /// the master's last reply, `silent_for` ago, held `master_offset` or more, the replica has
     /// heard nothing from the master since that reply, however recently its offset was first

@@ -23,10 +23,7 @@ pub fn targets(steps: &[Step]) -> Vec<Target> {
             met: Some(ratio <= 1.0),
         });
     }
-    let worst = steps
-        .iter()
-        .map(per_replication)
-        .fold(None, |w: Option<f64>, r| Some(w.map_or(r, |w| w.max(r))));
+    let worst = steps.iter().map(per_replication).reduce(f64::max);
     targets.push(Target {
         what: "apiserver requests while idle <= 0.1 /s per replication (every step)".into(),
         measured: worst.map_or("no step measured".into(), |w| format!("at most {w:.3}")),
