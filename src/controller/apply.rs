@@ -40,33 +40,45 @@ impl<K> Owned for K where
 {
 }
 
-/// Server-side applies every object the replication owns besides its pods.
+/// Server-side applies every object the replication owns besides its pods. They do not depend
+/// on one another, so they go out at once: a new set waits one round trip for them, not eleven
+/// (on a busy apiserver, a thousand new sets at once took minutes one request after another).
 pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<(), Error> {
-    apply(ctx, ns, &resources::instance_service_account(rr)).await?;
-    apply(ctx, ns, &resources::instance_role(rr)).await?;
-    apply(ctx, ns, &resources::instance_role_binding(rr)).await?;
-    apply(ctx, ns, &resources::config_map(rr)).await?;
-    apply(ctx, ns, &resources::headless_service(rr)).await?;
-    apply(ctx, ns, &resources::master_service(rr)).await?;
-    apply(ctx, ns, &resources::replicas_service(rr)).await?;
     let name = rr.name_any();
-    ensure_optional(
-        ctx,
-        rr,
-        ns,
-        &resources::disruption_budget_name(&name),
-        resources::pod_disruption_budget(rr),
-    )
-    .await?;
-    ensure_optional(
-        ctx,
-        rr,
-        ns,
-        &resources::network_policy_name(&name),
-        resources::network_policy(rr, &ctx.operator_namespace),
-    )
-    .await?;
-    ensure_auth_secret(ctx, rr, ns).await
+    let (budget, policy) = (
+        resources::disruption_budget_name(&name),
+        resources::network_policy_name(&name),
+    );
+    let (account, role, binding) = (
+        resources::instance_service_account(rr),
+        resources::instance_role(rr),
+        resources::instance_role_binding(rr),
+    );
+    let config = resources::config_map(rr);
+    let (headless, master, replicas) = (
+        resources::headless_service(rr),
+        resources::master_service(rr),
+        resources::replicas_service(rr),
+    );
+    futures::try_join!(
+        apply(ctx, ns, &account),
+        apply(ctx, ns, &role),
+        apply(ctx, ns, &binding),
+        apply(ctx, ns, &config),
+        apply(ctx, ns, &headless),
+        apply(ctx, ns, &master),
+        apply(ctx, ns, &replicas),
+        ensure_optional(ctx, rr, ns, &budget, resources::pod_disruption_budget(rr)),
+        ensure_optional(
+            ctx,
+            rr,
+            ns,
+            &policy,
+            resources::network_policy(rr, &ctx.operator_namespace),
+        ),
+        ensure_auth_secret(ctx, rr, ns),
+    )?;
+    Ok(())
 }
 
 /// An object the spec may turn off (the PodDisruptionBudget, the NetworkPolicy): applied while
