@@ -14,14 +14,15 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil::api::RedisReplication;
 
 use crate::support::{TestNs, wait_for};
 use crate::sys::{cmdline, mono_now, pids};
-use sampler::{Requests, Sampler, Window, operator_share};
+use sampler::{OPERATOR_FLOW, Requests, Sampler, Window, operator_share};
 pub use table::{section, targets};
 use watcher::{Watched, Watcher};
 
@@ -61,9 +62,9 @@ pub struct Step {
     pub idle: Window,
     /// VmHWM at the end: the largest RSS the process ever had.
     pub rss_hwm: f64,
-    /// Requests a second the apiserver served while idle, less what it served right after,
-    /// with the operator stopped and the same pods running (the kubelet's and controllers'
-    /// own traffic): the operator's share; and that share by verb and resource.
+    /// Requests a second the apiserver dispatched for the operator while idle (its own
+    /// FlowSchema); and by verb and resource, what the apiserver served while idle less what it
+    /// served right after with the operator stopped and the same pods and sentinel running.
     pub api_requests_idle: f64,
     pub api_requests_by_kind: Vec<(String, f64)>,
     /// The sentinel: from its start until it watched every master and its replicas, and idle
@@ -185,6 +186,42 @@ async fn pod_times(t: &TestNs, since: k8s_openapi::jiff::Timestamp) -> (f64, f64
     (created, ready)
 }
 
+/// A FlowSchema matching the operator's ServiceAccount (tests/local-cluster.sh: `vigil` in
+/// `vigil-system`), with the priority level its requests get without it, so that the apiserver
+/// counts them apart from the kubelet's, the controllers' and the benchmark's own.
+async fn operator_flow(admin: &kube::Client) {
+    let gvk = GroupVersionKind::gvk("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema");
+    let api: Api<DynamicObject> = Api::all_with(admin.clone(), &ApiResource::from_gvk(&gvk));
+    let schema = json!({
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": OPERATOR_FLOW},
+        "spec": {
+            "matchingPrecedence": 1000,
+            "priorityLevelConfiguration": {"name": "workload-low"},
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [{
+                "subjects": [{
+                    "kind": "ServiceAccount",
+                    "serviceAccount": {"name": "vigil", "namespace": "vigil-system"},
+                }],
+                "resourceRules": [{
+                    "verbs": ["*"], "apiGroups": ["*"], "resources": ["*"],
+                    "clusterScope": true, "namespaces": ["*"],
+                }],
+                "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            }],
+        },
+    });
+    api.patch(
+        OPERATOR_FLOW,
+        &PatchParams::apply("vigil-bench").force(),
+        &Patch::Apply(&schema),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply FlowSchema {OPERATOR_FLOW}: {e}"));
+}
+
 /// Every replication's master, its address and password, for the sentinel (read once).
 async fn masters(t: &TestNs) -> Vec<Watched> {
     let rrs = t
@@ -237,6 +274,8 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
         scale.replications, scale.instances
     ))
     .await;
+    operator_flow(&t.admin).await;
+    let requests_before = Requests::read(&t.admin).await;
     t.start_operator();
     let (pid, health) = wait_for("the operator process", Duration::from_secs(30), || async {
         find_operator(&t.name).ok_or_else(|| "not found".to_string())
@@ -289,24 +328,31 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
     let idle_from = mono_now();
     let requests_from = Requests::read(&t.admin).await;
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
-    let rate_idle = Requests::read(&t.admin).await.rate_since(&requests_from);
+    let requests_to = Requests::read(&t.admin).await;
     let idle_to = mono_now();
     let idle = operator.window(idle_from, idle_to);
     let sentinel_idle = sentinel_sampler.window(idle_from, idle_to);
     let rss_hwm = operator.high_water();
     drop(operator);
     drop(sentinel_sampler);
-    sentinel.stop().await;
+    // A FlowSchema that matched nothing would read as an operator sending no requests.
+    assert!(
+        requests_to.operator > requests_before.operator,
+        "the apiserver dispatched none of the operator's requests under FlowSchema \
+         {OPERATOR_FLOW}: it does not match the operator's ServiceAccount"
+    );
+    let api_requests_idle = requests_to.operator_rate_since(&requests_from);
 
-    // The same window with the operator stopped and its pods still running.
+    // The same window with the operator stopped, its pods and the sentinel still running: what
+    // the rest of the cluster asks meanwhile, to break the operator's requests down by kind.
     t.stop_operator();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let without_from = Requests::read(&t.admin).await;
     tokio::time::sleep(Duration::from_secs(idle_seconds)).await;
     let rate_without = Requests::read(&t.admin).await.rate_since(&without_from);
-    let api_requests_idle =
-        (rate_idle.values().sum::<f64>() - rate_without.values().sum::<f64>()).max(0.0);
-    let api_requests_by_kind = operator_share(&rate_idle, &rate_without);
+    sentinel.stop().await;
+    let api_requests_by_kind =
+        operator_share(&requests_to.rate_since(&requests_from), &rate_without);
 
     // Leave nothing running for the next step: delete the namespace and wait until it (and so
     // every pod of it) is gone.

@@ -1,5 +1,5 @@
 //! Readings of one process over time (RSS and CPU from /proc, every 250 ms) and of the
-//! apiserver's request counter.
+//! apiserver's request counters.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use crate::sys::{clock_ticks, cpu_ticks, mono_now, rss_kib};
 
+/// The FlowSchema that sorts the operator's requests out from everyone else's (mod.rs creates
+/// it): the apiserver counts what it dispatched under it, so the operator's rate is read, not
+/// inferred.
+pub const OPERATOR_FLOW: &str = "vigil-bench-operator";
+
 /// The requests the apiserver has served so far (`apiserver_request_total`), by verb and
-/// resource (with its subresource), and when it was read.
+/// resource (with its subresource); those it dispatched for the operator
+/// (`apiserver_flowcontrol_dispatched_requests_total` of [`OPERATOR_FLOW`]); and when it was read.
 #[derive(Clone, Debug, Default)]
 pub struct Requests {
     pub at: f64,
     pub by_kind: BTreeMap<String, f64>,
+    pub operator: f64,
 }
 
 impl Requests {
@@ -25,8 +32,9 @@ impl Requests {
             .await
             .expect("the apiserver's /metrics");
         let mut by_kind = BTreeMap::new();
+        let mut operator = 0.0;
         for line in text.lines() {
-            let Some(series) = line.strip_prefix("apiserver_request_total{") else {
+            let Some((name, series)) = line.split_once('{') else {
                 continue;
             };
             let Some((labels, value)) = series.rsplit_once("} ") else {
@@ -42,6 +50,15 @@ impl Requests {
                     .map(|v| v.trim_end_matches('"').to_string())
                     .unwrap_or_default()
             };
+            if name == "apiserver_flowcontrol_dispatched_requests_total" {
+                if label("flow_schema") == OPERATOR_FLOW {
+                    operator += value;
+                }
+                continue;
+            }
+            if name != "apiserver_request_total" {
+                continue;
+            }
             let (resource, sub) = (label("resource"), label("subresource"));
             let kind = match sub.as_str() {
                 "" => format!("{} {resource}", label("verb")),
@@ -52,7 +69,13 @@ impl Requests {
         Self {
             at: mono_now(),
             by_kind,
+            operator,
         }
+    }
+
+    /// The operator's requests a second from `earlier` to this reading.
+    pub fn operator_rate_since(&self, earlier: &Self) -> f64 {
+        (self.operator - earlier.operator) / (self.at - earlier.at).max(1e-3)
     }
 
     /// Requests a second from `earlier` to this reading, by kind.

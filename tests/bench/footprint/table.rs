@@ -97,9 +97,9 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
          *Reconciling*: from creating them until all are Ready; *idle*: nothing changing, a \
          {idle_seconds} s window starting 5 s after all are Ready and the sentinel watches \
          every master (the operator still probes every instance each second). *apiserver \
-         requests idle*: the rate of `apiserver_request_total` over the idle window, less the \
-         rate over as long a window right after with the operator stopped and the same pods \
-         running: the operator's own requests. *Last pod created, Ready*: from creating the \
+         requests idle*: the requests a second the apiserver dispatched over the idle window \
+         under a FlowSchema matching the operator's ServiceAccount only \
+         (`apiserver_flowcontrol_dispatched_requests_total`): the operator's own requests. *Last pod created, Ready*: from creating the \
          replications until the last pod's `creationTimestamp` (the operator's part) and its \
          Ready condition (the node's), in whole seconds.\n\n\
          The peer: one `redis-sentinel` 7.0.15 started once all are Ready, monitoring every \
@@ -157,7 +157,11 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
             s.sentinel_starting.cpu
         );
     }
-    o.push_str("\nThe operator's idle apiserver requests by kind (requests a second):\n\n");
+    o.push_str(
+        "\nThe operator's idle apiserver requests by kind (requests a second; \
+         `apiserver_request_total` over the idle window less over as long a window right after, \
+         with the operator stopped and the pods and sentinel still running):\n\n",
+    );
     for s in steps {
         let kinds: Vec<String> = s
             .api_requests_by_kind
