@@ -23,6 +23,7 @@ mod footprint;
 mod report;
 mod scenario;
 mod sentinel;
+mod supervisor;
 mod sys;
 mod vigil_side;
 mod writer;
