@@ -21,13 +21,15 @@ use crate::sys::redis_cmd;
 /// How long a restarted instance's start script waits for the sentinels to name a master.
 const START_SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The kubelet's crash back-off (CrashLoopBackOff), so that vigil's pods and Sentinel's
-/// processes come back alike: the first restart is immediate and starts a delay of 10 s; a crash
-/// before that delay has passed since the last restart waits for the rest of it; each restart
-/// doubles the delay, to at most 5 min; an entry unused for twice that is forgotten.
+/// The kubelet's crash back-off (CrashLoopBackOff: `IsInBackOffSince` and `Next` of client-go's
+/// flowcontrol.Backoff, as the kubelet's `doBackOff` uses them), so that vigil's pods and
+/// Sentinel's processes come back alike. The first exit is restarted at once and sets a window
+/// of 10 s; a later exit waits that window, counted from the exit, and the restart doubles it (to
+/// at most 5 min). An exit more than twice that maximum (10 min) after the last restart starts
+/// afresh, as a first exit.
 #[derive(Default)]
 pub struct Backoff {
-    /// The last restart and the delay it started.
+    /// The last restart and the window the next exit waits.
     last: Option<(Instant, Duration)>,
 }
 
@@ -35,15 +37,15 @@ impl Backoff {
     const INITIAL: Duration = Duration::from_secs(10);
     const MAX: Duration = Duration::from_secs(300);
 
-    fn next_delay(&mut self) -> Duration {
-        let (wait, delay) = match self.last {
-            Some((at, delay)) if at.elapsed() < 2 * Self::MAX => (
-                delay.saturating_sub(at.elapsed()),
-                (delay * 2).min(Self::MAX),
-            ),
+    /// Called as the process exits, at `exited`: how long to wait before restarting it.
+    fn next_delay(&mut self, exited: Instant) -> Duration {
+        let (wait, window) = match self.last {
+            Some((restarted, window)) if exited.duration_since(restarted) <= 2 * Self::MAX => {
+                (window, (window * 2).min(Self::MAX))
+            }
             _ => (Duration::ZERO, Self::INITIAL),
         };
-        self.last = Some((Instant::now() + wait, delay));
+        self.last = Some((exited + wait, window));
         wait
     }
 }
@@ -222,10 +224,34 @@ async fn supervise(
         let delay = backoff
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .next_delay();
+            .next_delay(Instant::now());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_exit_waits_the_window_from_the_exit_however_long_the_first_restart_ran() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut b = Backoff::default();
+        assert_eq!(
+            b.next_delay(t0),
+            Duration::ZERO,
+            "the first exit restarts at once"
+        );
+        // 30 s of running: the kubelet still waits 10 s from this exit.
+        assert_eq!(b.next_delay(t0 + s(30)), s(10));
+        // Restarted at 40 s; each restart doubles the window.
+        assert_eq!(b.next_delay(t0 + s(45)), s(20));
+        // More than 10 min after the last restart (at 65 s): a first exit again.
+        assert_eq!(b.next_delay(t0 + s(65 + 601)), Duration::ZERO);
+        assert_eq!(b.next_delay(t0 + s(700)), s(10));
     }
 }
