@@ -159,12 +159,7 @@ async fn alternate(
     runs: usize,
 ) -> Comparison {
     let from = mono_now();
-    let kind = match change {
-        Change::Crash => "crash",
-        Change::Freeze => "freeze",
-        Change::Switchover => "switchover",
-        Change::RollingUpdate => "rolling",
-    };
+    let kind = change.tag();
     let mut c = Comparison {
         change,
         down_after,
@@ -195,15 +190,9 @@ async fn alternate(
     c
 }
 
-/// Both systems with one detection timeout, side by side.
-async fn compare(
-    cfg: &Config,
-    down_after: u64,
-    net: u8,
-    failover: bool,
-    switchover: bool,
-    rolling: bool,
-) -> Vec<Comparison> {
+/// Both systems with one detection timeout, side by side, through `changes` (each with its
+/// number of runs).
+async fn compare(down_after: u64, net: u8, changes: &[(Change, usize)]) -> Vec<Comparison> {
     let artifacts = PathBuf::from(
         std::env::var_os("VIGIL_E2E_ARTIFACTS").expect("VIGIL_E2E_ARTIFACTS (run tests/bench.sh)"),
     );
@@ -216,35 +205,8 @@ async fn compare(
     )
     .await;
     let mut out = Vec::new();
-    if failover {
-        out.push(alternate(&vigil, &sentinel, Change::Crash, down_after, cfg.runs).await);
-    }
-    if cfg.has("freeze") {
-        out.push(alternate(&vigil, &sentinel, Change::Freeze, down_after, cfg.runs).await);
-    }
-    if switchover {
-        out.push(
-            alternate(
-                &vigil,
-                &sentinel,
-                Change::Switchover,
-                down_after,
-                cfg.switchover_runs,
-            )
-            .await,
-        );
-    }
-    if rolling {
-        out.push(
-            alternate(
-                &vigil,
-                &sentinel,
-                Change::RollingUpdate,
-                down_after,
-                cfg.switchover_runs,
-            )
-            .await,
-        );
+    for &(change, runs) in changes {
+        out.push(alternate(&vigil, &sentinel, change, down_after, runs).await);
     }
     sentinel.stop().await;
     drop(vigil);
@@ -262,20 +224,27 @@ async fn benchmark() {
     let mut load_by_part = Vec::new();
 
     for (n, &down_after) in cfg.down_after.iter().enumerate() {
-        let failover = cfg.has("failover");
-        let freeze = cfg.has("freeze");
-        let switchover = cfg.has("switchover") && n == 0;
-        let rolling = cfg.has("rolling") && n == 0;
-        if !failover && !freeze && !switchover && !rolling {
+        // Planned changes with the first detection timeout only.
+        let changes: Vec<(Change, usize)> = Change::ALL
+            .into_iter()
+            .filter(|c| cfg.has(c.part()) && (n == 0 || !c.planned()))
+            .map(|c| {
+                let runs = if c.planned() {
+                    cfg.switchover_runs
+                } else {
+                    cfg.runs
+                };
+                (c, runs)
+            })
+            .collect();
+        if changes.is_empty() {
             continue;
         }
         let from = mono_now();
         let net = u8::try_from(n + 1).expect("a few detection timeouts");
-        match AssertUnwindSafe(compare(
-            &cfg, down_after, net, failover, switchover, rolling,
-        ))
-        .catch_unwind()
-        .await
+        match AssertUnwindSafe(compare(down_after, net, &changes))
+            .catch_unwind()
+            .await
         {
             Ok(mut c) => comparisons.append(&mut c),
             Err(p) => failures.push(format!(

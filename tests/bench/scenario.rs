@@ -34,9 +34,18 @@ pub(crate) trait System {
     async fn instances(&self) -> Vec<Instance>;
     /// Where the writers' logs go.
     fn artifacts(&self) -> PathBuf;
-    /// Waits until the set is healthy and the system ready to act again (every replica linked,
-    /// every watcher agreeing, rate limits passed); returns the master. Panics after a bound.
-    async fn wait_stable(&self) -> Instance;
+    /// Ok with the master once the set is healthy and the system ready to act again (every
+    /// replica linked, every watcher agreeing, rate limits passed); else what is not yet.
+    async fn stable(&self) -> Result<Instance, String>;
+    /// Waits for [`System::stable`]; panics after a bound.
+    async fn wait_stable(&self) -> Instance {
+        stable_with(
+            self,
+            &format!("the {} set to be stable", self.label()),
+            |_| true,
+        )
+        .await
+    }
     /// SIGKILL of the master's process; its supervisor restarts it with back-off.
     fn crash(&self, master: &Instance);
     /// SIGSTOP of the master's processes (`resume`: SIGCONT): silent, and still there.
@@ -57,6 +66,7 @@ pub(crate) trait System {
     async fn renew(&self, instance: &Instance);
 }
 
+/// Every change, in the order the benchmark makes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// The master's process is SIGKILLed.
@@ -70,9 +80,40 @@ pub enum Change {
 }
 
 impl Change {
+    pub const ALL: [Change; 4] = [
+        Change::Crash,
+        Change::Freeze,
+        Change::Switchover,
+        Change::RollingUpdate,
+    ];
+
+    /// Its name in BENCH_PARTS.
+    pub fn part(self) -> &'static str {
+        match self {
+            Change::Crash => "failover",
+            Change::Freeze => "freeze",
+            Change::Switchover => "switchover",
+            Change::RollingUpdate => "rolling",
+        }
+    }
+
+    /// Its name in the runs' tags (keys, logs).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Change::Crash => "crash",
+            other => other.part(),
+        }
+    }
+
     /// Whether Sentinel goes through it too.
     pub fn both(self) -> bool {
         self != Change::RollingUpdate
+    }
+
+    /// A change the system is asked for: no detection timeout plays a part, so it is measured
+    /// with the first one only, BENCH_SWITCHOVER_RUNS times.
+    pub fn planned(self) -> bool {
+        matches!(self, Change::Switchover | Change::RollingUpdate)
     }
 }
 
@@ -100,6 +141,8 @@ pub struct Run {
     pub promotions: usize,
 }
 
+/// How long a set may take to become stable.
+const STABLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Acknowledged writes each writer must see on a master before the change, and after it.
 const WRITES_AROUND: usize = 20;
 /// How long one run may take from the change to the end of measuring.
@@ -276,6 +319,24 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         lost_wait,
         promotions,
     }
+}
+
+/// Waits until `system` is stable with a master that `wanted` accepts; panics after a bound,
+/// saying `what` it waited for.
+async fn stable_with<S: System + ?Sized>(
+    system: &S,
+    what: &str,
+    wanted: impl Fn(&Instance) -> bool,
+) -> Instance {
+    wait_for(what, STABLE_TIMEOUT, || async {
+        let master = system.stable().await?;
+        if wanted(&master) {
+            Ok(master)
+        } else {
+            Err(format!("stable, with {} as the master", master.name))
+        }
+    })
+    .await
 }
 
 /// How many of `keys` the master at `ip` does not hold.

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 
 use crate::scenario::{Instance, System};
 use crate::supervisor::{Shared, Supervised};
-use crate::support::wait_for;
 use crate::sys::{redis_cmd, replication};
 
 /// The master name the sentinels monitor.
@@ -312,13 +311,8 @@ impl System for SentinelSet {
         self.shared.dir.clone()
     }
 
-    async fn wait_stable(&self) -> Instance {
-        wait_for(
-            "the Sentinel set to be healthy",
-            Duration::from_secs(120),
-            || self.healthy(),
-        )
-        .await
+    async fn stable(&self) -> Result<Instance, String> {
+        self.healthy().await
     }
 
     fn crash(&self, master: &Instance) {

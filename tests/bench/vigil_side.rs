@@ -146,13 +146,8 @@ impl System for VigilSet {
         self.t.env.artifacts.clone()
     }
 
-    async fn wait_stable(&self) -> Instance {
-        wait_for(
-            "the vigil set to be settled",
-            Duration::from_secs(120),
-            || self.settled(),
-        )
-        .await
+    async fn stable(&self) -> Result<Instance, String> {
+        self.settled().await
     }
 
     fn crash(&self, master: &Instance) {
