@@ -421,6 +421,12 @@ impl Report {
         );
         self.fault_section(
             &mut o,
+            Change::RepeatCrash,
+            "the master's process SIGKILLed again, within its restart back-off",
+            REPEAT_CRASH_NOTE,
+        );
+        self.fault_section(
+            &mut o,
             Change::Freeze,
             "the master frozen (SIGSTOP)",
             FREEZE_NOTE,
@@ -428,7 +434,7 @@ impl Report {
         let again = |sentinel: bool| {
             self.comparisons
                 .iter()
-                .filter(|c| c.change == Change::Crash)
+                .filter(|c| matches!(c.change, Change::Crash | Change::RepeatCrash))
                 .flat_map(|c| {
                     if sentinel {
                         &c.sentinel.runs
@@ -527,6 +533,7 @@ impl Report {
         let (v, s) = (&c.vigil, &c.sentinel);
         let what = match c.change {
             Change::Crash => "crash",
+            Change::RepeatCrash => "second crash",
             Change::Freeze => "freeze",
             Change::Switchover => "request",
             Change::RollingUpdate => "spec change",
@@ -619,6 +626,7 @@ impl Report {
     fn raw_runs(&self, o: &mut String, c: &Comparison) {
         let kind = match c.change {
             Change::Crash => "Unplanned failover",
+            Change::RepeatCrash => "Repeat crash",
             Change::Freeze => "Frozen master",
             Change::Switchover => "Switchover",
             Change::RollingUpdate => "Rolling update",
@@ -666,6 +674,18 @@ restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel d
 case is measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
 down until the sentinels name another master (see below), so Sentinel always waits \
 `down-after-milliseconds`, then agrees (quorum 2), elects a leader and promotes.";
+
+/// How the repeat crash is set up, and what its figures include.
+const REPEAT_CRASH_NOTE: &str = "\
+How to read this: each run first crashes the master once, unmeasured; once the set has failed \
+over and the crashed instance is back as a replica (restarted at once: a first crash), the master \
+is switched back to that instance (vigil: `redis.vigil.dev/switchover-to`; Sentinel: `SENTINEL \
+FAILOVER` with that replica's `replica-priority` set to 1, so that Sentinel picks it, and back \
+to 100 once it is master). Then that same instance is crashed again, measured, with no fresh \
+restart history in between: its restart waits out the back-off, 10 s counted from the crash (the \
+kubelet's CrashLoopBackOff for vigil's pod, the supervisor's copy of it for Sentinel's process), \
+so *every replica follows* includes that wait for both. vigil does not wait for the restart to \
+fail over: a container waiting in back-off is objective evidence too.";
 
 /// What a frozen master costs each system.
 const FREEZE_NOTE: &str = "\
@@ -730,9 +750,9 @@ the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
 - **The crash**: SIGKILL of the master's process: vigil's pod container (every process of it, \
 through the CRI, as the e2e chaos tests do), Sentinel's `redis-server`. vigil's is restarted by \
 the kubelet, Sentinel's by a supervisor with the kubelet's crash back-off (the first restart at \
-once, then 10 s, doubling). After \
-each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
-recreated; Sentinel: the supervisor forgets the back-off), so every run is a first crash. \
+once; a later crash waits 10 s from the crash, doubling each restart). After each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
+recreated; Sentinel: the supervisor forgets the back-off), so every crash run is a first crash \
+(the repeat crash's, a second: see its section). \
 Neither comes back as a writable master on its own: vigil's agent boots it \
 fenced until the operator decides; the Sentinel side's start script asks the sentinels for the \
 master and starts as its replica, waiting while they still name the crashed instance (Sentinel \

@@ -1,7 +1,6 @@
 //! One measured change of master, the same for both systems: writers running through Sentinel
-//! discovery, then a crash (SIGKILL of the master's process), a freeze (SIGSTOP) or a planned
-//! switchover, then the
-//! figures read from the writers' stamped lines and from the instances themselves.
+//! discovery, then a fault of the master ([`Change`]) or a planned switchover, then the figures
+//! read from the writers' stamped lines and from the instances themselves.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,15 +53,19 @@ pub(crate) trait System {
     /// Asks for a planned switchover away from `master` (to `target` where the system lets the
     /// user choose).
     async fn switchover(&self, master: &Instance, target: &Instance);
+    /// Asks for a switchover from `master` to `target` and no other replica, unmeasured (the
+    /// repeat crash's set-up). Returns once the request is made (Sentinel: once `target` is
+    /// master, as it has to steer the choice).
+    async fn switch_to(&self, master: &Instance, target: &Instance);
     /// Changes the spec so that every instance is replaced, the master last after a handover
     /// (vigil only: Sentinel has no such thing).
     async fn roll(&self);
     /// Ok once the system names `master_ip` as the master to its clients and has finished.
     async fn names_master(&self, master_ip: &str) -> Result<(), String>;
     /// Gives a crashed instance a fresh restart history, as a new pod has (vigil: the pod is
-    /// replaced; Sentinel: its supervisor forgets the back-off), so that every crash run is a
-    /// first crash: under the kubelet's doubling back-off, the third crash of one pod would
-    /// take minutes to rejoin.
+    /// replaced; Sentinel: its supervisor forgets the back-off), so that every crash run starts
+    /// from the same history (a first crash; the repeat crash's second): under the kubelet's
+    /// doubling back-off, the third crash of one pod would take minutes to rejoin.
     async fn renew(&self, instance: &Instance);
 }
 
@@ -71,6 +74,9 @@ pub(crate) trait System {
 pub enum Change {
     /// The master's process is SIGKILLed.
     Crash,
+    /// The master's process is SIGKILLed a second time within its restart back-off: it crashed
+    /// once (unmeasured), rejoined as a replica and was made master again.
+    RepeatCrash,
     /// The master's processes are SIGSTOPped (resumed once a new master is seen).
     Freeze,
     /// A planned switchover.
@@ -80,8 +86,9 @@ pub enum Change {
 }
 
 impl Change {
-    pub const ALL: [Change; 4] = [
+    pub const ALL: [Change; 5] = [
         Change::Crash,
+        Change::RepeatCrash,
         Change::Freeze,
         Change::Switchover,
         Change::RollingUpdate,
@@ -91,6 +98,7 @@ impl Change {
     pub fn part(self) -> &'static str {
         match self {
             Change::Crash => "failover",
+            Change::RepeatCrash => "repeat-crash",
             Change::Freeze => "freeze",
             Change::Switchover => "switchover",
             Change::RollingUpdate => "rolling",
@@ -151,7 +159,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(50);
 /// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
 pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
-    let master = system.wait_stable().await;
+    let master = match change {
+        Change::RepeatCrash => crash_then_switch_back(system, tag).await,
+        _ => system.wait_stable().await,
+    };
     let instances = system.instances().await;
     let endpoints = system.endpoints();
     let master_name = system.master_name();
@@ -202,7 +213,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         .clone();
     let start = mono_now();
     match change {
-        Change::Crash => system.crash(&master),
+        Change::Crash | Change::RepeatCrash => system.crash(&master),
         Change::Freeze => system.freeze(&master),
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
@@ -302,7 +313,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
     let lost_plain = missing(&new.ip, &password, &acked_plain).await;
     let lost_wait = missing(&new.ip, &password, &acked_wait).await;
-    if matches!(change, Change::Crash | Change::Freeze) {
+    if matches!(change, Change::Crash | Change::RepeatCrash | Change::Freeze) {
         system.renew(&master).await;
     }
     Run {
@@ -319,6 +330,31 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         lost_wait,
         promotions,
     }
+}
+
+/// The repeat crash's set-up, unmeasured: the master crashes (its first crash: restarted at
+/// once); once the set has failed over and the crashed instance is back as a replica, the master
+/// is switched back to it. Returns it, master again with a crash in its restart history, so
+/// that its next crash waits out the back-off (no `renew` in between).
+async fn crash_then_switch_back<S: System>(system: &S, tag: &str) -> Instance {
+    let first = system.wait_stable().await;
+    system.crash(&first);
+    let other = stable_with(
+        system,
+        &format!(
+            "{tag}: a new master after {}'s first crash, and it back as a replica",
+            first.name
+        ),
+        |m| m.name != first.name,
+    )
+    .await;
+    system.switch_to(&other, &first).await;
+    stable_with(
+        system,
+        &format!("{tag}: {} master again", first.name),
+        |m| m.name == first.name,
+    )
+    .await
 }
 
 /// Waits until `system` is stable with a master that `wanted` accepts; panics after a bound,

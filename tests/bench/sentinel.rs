@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::scenario::{Instance, System};
 use crate::supervisor::{Shared, Supervised};
+use crate::support::wait_for;
 use crate::sys::{redis_cmd, replication};
 
 /// The master name the sentinels monitor.
@@ -187,6 +188,20 @@ impl SentinelSet {
         self.supervised.get(n)
     }
 
+    /// `CONFIG SET replica-priority` on an instance (a restart goes back to the default, 100).
+    async fn set_priority(&self, instance: &Instance, priority: u32) {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("replica-priority").arg(priority);
+        redis_cmd::<String>(&instance.ip, 6379, Some(&self.shared.password), &cmd)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CONFIG SET replica-priority {priority} on {}: {e}",
+                    instance.name
+                )
+            });
+    }
+
     /// Fields of `SENTINEL <sub> bench` on one sentinel, flat key/value pairs per entry.
     async fn sentinel_entries(
         sentinel: &str,
@@ -346,6 +361,50 @@ impl System for SentinelSet {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         panic!("SENTINEL FAILOVER {MASTER_NAME} refused for 10 s: {last}");
+    }
+
+    async fn switch_to(&self, master: &Instance, target: &Instance) {
+        // SENTINEL FAILOVER picks by replica-priority first (the lowest, 0 excluded), then by
+        // offset: the target gets 1 (the other replica keeps Redis's default, 100) until it is
+        // master. The sentinel asked must have read it, from the replica's INFO (every 10 s).
+        self.set_priority(target, 1).await;
+        let asked = &self.shared.sentinels[0];
+        wait_for(
+            &format!(
+                "sentinel {asked} to read replica-priority 1 of {}",
+                target.name
+            ),
+            Duration::from_secs(30),
+            || async {
+                let replicas = Self::sentinel_entries(asked, "replicas").await?;
+                let entry = replicas
+                    .iter()
+                    .find(|r| r.get("ip") == Some(&target.ip))
+                    .ok_or("not among its replicas")?;
+                match entry.get("slave-priority").map(String::as_str) {
+                    Some("1") => Ok(()),
+                    other => Err(format!("slave-priority {other:?}")),
+                }
+            },
+        )
+        .await;
+        self.switchover(master, target).await;
+        wait_for(
+            &format!("{} promoted by SENTINEL FAILOVER", target.name),
+            Duration::from_secs(60),
+            || async {
+                let role = replication(&target.ip, &self.shared.password)
+                    .await?
+                    .get("role")
+                    .cloned();
+                match role.as_deref() {
+                    Some("master") => Ok(()),
+                    other => Err(format!("role {other:?}")),
+                }
+            },
+        )
+        .await;
+        self.set_priority(target, 100).await;
     }
 
     async fn renew(&self, instance: &Instance) {

@@ -171,6 +171,11 @@ impl System for VigilSet {
             .unwrap_or_else(|e| panic!("annotate {NAME} to switch over to {}: {e}", target.name));
     }
 
+    async fn switch_to(&self, master: &Instance, target: &Instance) {
+        // vigil's switchover goes to the replica asked for.
+        self.switchover(master, target).await;
+    }
+
     async fn renew(&self, instance: &Instance) {
         let pods = self.t.pods();
         let old = pods
