@@ -431,6 +431,12 @@ impl Report {
             "the master frozen (SIGSTOP)",
             FREEZE_NOTE,
         );
+        self.fault_section(
+            &mut o,
+            Change::Delete,
+            "the master stopped gracefully (its pod deleted; SIGTERM)",
+            DELETE_NOTE,
+        );
         let again = |sentinel: bool| {
             self.comparisons
                 .iter()
@@ -535,6 +541,7 @@ impl Report {
             Change::Crash => "crash",
             Change::RepeatCrash => "second crash",
             Change::Freeze => "freeze",
+            Change::Delete => "delete",
             Change::Switchover => "request",
             Change::RollingUpdate => "spec change",
         };
@@ -628,6 +635,7 @@ impl Report {
             Change::Crash => "Unplanned failover",
             Change::RepeatCrash => "Repeat crash",
             Change::Freeze => "Frozen master",
+            Change::Delete => "Deleted master",
             Change::Switchover => "Switchover",
             Change::RollingUpdate => "Rolling update",
         };
@@ -696,6 +704,17 @@ as long, and promotes only once a master cut off rather than frozen must have fe
 (safety rule 9: the promotion hold, 1.85 s at 1000 ms and 3.35 s at 5000 ms, counted from when \
 the silence is recorded; src/isolation.rs). Sentinel has no such wait, and no fence: a \
 partitioned Sentinel master keeps taking writes.";
+
+/// What a graceful stop is on each side.
+const DELETE_NOTE: &str = "\
+How to read this: vigil's master pod is deleted with the default grace period (`kubectl delete \
+pod`); its agent, given SIGTERM by the kubelet, waits (bounded) for the switchover that the \
+pod's deletion makes the operator start (safety rule 7), then stops Redis, and the operator \
+creates the pod anew; so this is a planned handover, and *every replica follows* includes the \
+new pod's start. Sentinel's master gets SIGTERM: redis-server shuts down gracefully (pausing \
+writes until its replicas have caught up, for at most `shutdown-timeout`, 10 s) and its \
+supervisor restarts it at once with no restart history, as a new pod; Sentinel learns of it only \
+when it stops answering, and waits `down-after-milliseconds` as for a crash.";
 
 /// What was seen in the Sentinel logs when Sentinel promoted twice.
 const SENTINEL_AGAIN_NOTE: &str = "\

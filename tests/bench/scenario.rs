@@ -50,6 +50,10 @@ pub(crate) trait System {
     /// SIGSTOP of the master's processes (`resume`: SIGCONT): silent, and still there.
     fn freeze(&self, master: &Instance);
     fn resume(&self, master: &Instance);
+    /// Stops the master gracefully, as Kubernetes deletes a pod (vigil: the pod is deleted with
+    /// its grace period and replaced by a new one; Sentinel: SIGTERM, and its supervisor
+    /// restarts it with no restart history, as a new pod has none).
+    async fn delete(&self, master: &Instance);
     /// Asks for a planned switchover away from `master` (to `target` where the system lets the
     /// user choose).
     async fn switchover(&self, master: &Instance, target: &Instance);
@@ -79,6 +83,8 @@ pub enum Change {
     RepeatCrash,
     /// The master's processes are SIGSTOPped (resumed once a new master is seen).
     Freeze,
+    /// The master is stopped gracefully: its pod deleted (vigil), SIGTERM (Sentinel).
+    Delete,
     /// A planned switchover.
     Switchover,
     /// A spec change that replaces every pod; measured: the master's handover (vigil only).
@@ -86,10 +92,11 @@ pub enum Change {
 }
 
 impl Change {
-    pub const ALL: [Change; 5] = [
+    pub const ALL: [Change; 6] = [
         Change::Crash,
         Change::RepeatCrash,
         Change::Freeze,
+        Change::Delete,
         Change::Switchover,
         Change::RollingUpdate,
     ];
@@ -100,6 +107,7 @@ impl Change {
             Change::Crash => "failover",
             Change::RepeatCrash => "repeat-crash",
             Change::Freeze => "freeze",
+            Change::Delete => "delete",
             Change::Switchover => "switchover",
             Change::RollingUpdate => "rolling",
         }
@@ -215,6 +223,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     match change {
         Change::Crash | Change::RepeatCrash => system.crash(&master),
         Change::Freeze => system.freeze(&master),
+        Change::Delete => system.delete(&master).await,
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
     }

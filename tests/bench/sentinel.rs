@@ -342,6 +342,13 @@ impl System for SentinelSet {
         self.signal(master, libc::SIGCONT);
     }
 
+    async fn delete(&self, master: &Instance) {
+        // redis-server shuts down gracefully on SIGTERM; it comes back as a new pod would, with
+        // no restart history.
+        self.renew(master).await;
+        self.signal(master, libc::SIGTERM);
+    }
+
     async fn roll(&self) {
         panic!("a Sentinel set has no rolling update to measure");
     }

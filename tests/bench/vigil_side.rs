@@ -176,15 +176,22 @@ impl System for VigilSet {
         self.switchover(master, target).await;
     }
 
+    async fn delete(&self, master: &Instance) {
+        // The default: the pod's grace period, as `kubectl delete pod`.
+        self.t
+            .pods()
+            .delete(&master.name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete pod {}: {e}", master.name));
+    }
+
     async fn renew(&self, instance: &Instance) {
         let pods = self.t.pods();
         let old = pods
             .get(&instance.name)
             .await
             .unwrap_or_else(|e| panic!("get pod {}: {e}", instance.name));
-        pods.delete(&instance.name, &DeleteParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("delete pod {}: {e}", instance.name));
+        self.delete(instance).await;
         // The operator recreates it under the same name, with a new address (`current` reads it).
         wait_for(
             &format!("pod {} replaced and given an address", instance.name),
