@@ -433,6 +433,12 @@ impl Report {
         );
         self.fault_section(
             &mut o,
+            Change::Partition,
+            "the master cut off from everything, clients included",
+            PARTITION_NOTE,
+        );
+        self.fault_section(
+            &mut o,
             Change::Delete,
             "the master stopped gracefully (its pod deleted; SIGTERM)",
             DELETE_NOTE,
@@ -541,6 +547,7 @@ impl Report {
             Change::Crash => "crash",
             Change::RepeatCrash => "second crash",
             Change::Freeze => "freeze",
+            Change::Partition => "cut",
             Change::Delete => "delete",
             Change::Switchover => "request",
             Change::RollingUpdate => "spec change",
@@ -635,6 +642,7 @@ impl Report {
             Change::Crash => "Unplanned failover",
             Change::RepeatCrash => "Repeat crash",
             Change::Freeze => "Frozen master",
+            Change::Partition => "Partitioned master",
             Change::Delete => "Deleted master",
             Change::Switchover => "Switchover",
             Change::RollingUpdate => "Rolling update",
@@ -678,8 +686,8 @@ once), and vigil's agent boots it fenced (read-only, following nobody). The oper
 restarted and no longer a master, which is objective evidence, and fails over at once rather \
 than waiting out `downAfterMilliseconds` (src/controller/plan.rs); so vigil's figures follow the \
 restart back-off, not the detection timeout. A master that stays unreachable without \
-restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does (the frozen \
-case is measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
+restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does (both are \
+measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
 down until the sentinels name another master (see below), so Sentinel always waits \
 `down-after-milliseconds`, then agrees (quorum 2), elects a leader and promotes.";
 
@@ -704,6 +712,19 @@ as long, and promotes only once a master cut off rather than frozen must have fe
 (safety rule 9: the promotion hold, 1.85 s at 1000 ms and 3.35 s at 5000 ms, counted from when \
 the silence is recorded; src/isolation.rs). Sentinel has no such wait, and no fence: a \
 partitioned Sentinel master keeps taking writes.";
+
+/// How the master is cut off on each side.
+const PARTITION_NOTE: &str = "\
+How to read this: iptables rules drop every packet to and from the master, clients on the other \
+side with the replicas and the watchers. vigil's are inside the pod's network namespace and spare \
+its loopback and the kubelet's probes of the agent (port 8080), as a partitioned node's kubelet \
+still probes its pods: the pod runs on (and reports itself not ready once it has fenced itself). \
+Sentinel's are on `lo`, on every packet from or to the master's address (each instance and \
+sentinel connects from its own: `bind-source-addr`). The rules are removed once a new master is \
+seen, so *every replica follows* includes the old master's return (Sentinel converts it 8 s after \
+it reports itself a master again, as after a switchover). Like a freeze this is silence: both wait \
+out the detection timeout, and vigil holds the promotion until a master cut off must have fenced \
+itself (see the freeze note).";
 
 /// What a graceful stop is on each side.
 const DELETE_NOTE: &str = "\

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::partition::Cut;
 use crate::support::wait_for;
 use crate::sys::{Seen, mono_now, redis_cmd};
 use crate::writer::{self, Target, Writer};
@@ -50,6 +51,10 @@ pub(crate) trait System {
     /// SIGSTOP of the master's processes (`resume`: SIGCONT): silent, and still there.
     fn freeze(&self, master: &Instance);
     fn resume(&self, master: &Instance);
+    /// Cuts the master off from everything (iptables rules, removed when the guard drops): the
+    /// replicas, the watchers and the clients are on the other side. Its process runs on, and
+    /// whatever keeps it alive locally still reaches it (vigil: the kubelet's probes).
+    fn cut_off(&self, master: &Instance) -> Cut;
     /// Stops the master gracefully, as Kubernetes deletes a pod (vigil: the pod is deleted with
     /// its grace period and replaced by a new one; Sentinel: SIGTERM, and its supervisor
     /// restarts it with no restart history, as a new pod has none).
@@ -83,6 +88,9 @@ pub enum Change {
     RepeatCrash,
     /// The master's processes are SIGSTOPped (resumed once a new master is seen).
     Freeze,
+    /// The master is cut off from everything, clients included (healed once a new master is
+    /// seen).
+    Partition,
     /// The master is stopped gracefully: its pod deleted (vigil), SIGTERM (Sentinel).
     Delete,
     /// A planned switchover.
@@ -92,10 +100,11 @@ pub enum Change {
 }
 
 impl Change {
-    pub const ALL: [Change; 6] = [
+    pub const ALL: [Change; 7] = [
         Change::Crash,
         Change::RepeatCrash,
         Change::Freeze,
+        Change::Partition,
         Change::Delete,
         Change::Switchover,
         Change::RollingUpdate,
@@ -107,6 +116,7 @@ impl Change {
             Change::Crash => "failover",
             Change::RepeatCrash => "repeat-crash",
             Change::Freeze => "freeze",
+            Change::Partition => "partition",
             Change::Delete => "delete",
             Change::Switchover => "switchover",
             Change::RollingUpdate => "rolling",
@@ -219,10 +229,13 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         .find(|i| i.ip != master.ip)
         .expect("a replica")
         .clone();
+    // A partition's rules, removed once a new master is seen, and however the run ends.
+    let mut cut: Option<Cut> = None;
     let start = mono_now();
     match change {
         Change::Crash | Change::RepeatCrash => system.crash(&master),
         Change::Freeze => system.freeze(&master),
+        Change::Partition => cut = Some(system.cut_off(&master)),
         Change::Delete => system.delete(&master).await,
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
@@ -275,10 +288,14 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             promotions += 1;
             survivor_at = None;
             all_at = None;
-            // The freeze ends once a new master is up: "every replica follows" then includes
-            // the old master's return.
-            if change == Change::Freeze && promotions == 1 {
-                system.resume(&master);
+            // The freeze or partition ends once a new master is up: "every replica follows"
+            // then includes the old master's return.
+            if promotions == 1 {
+                match change {
+                    Change::Freeze => system.resume(&master),
+                    Change::Partition => drop(cut.take()),
+                    _ => {}
+                }
             }
         }
         if let Some(new) = &new {

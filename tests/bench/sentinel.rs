@@ -14,8 +14,9 @@ use tokio::sync::watch;
 
 use crate::scenario::{Instance, System};
 use crate::supervisor::{Shared, Supervised};
+use crate::support::partition::Cut;
 use crate::support::wait_for;
-use crate::sys::{redis_cmd, replication};
+use crate::sys::{redis_cmd, replication, rule};
 
 /// The master name the sentinels monitor.
 pub const MASTER_NAME: &str = "bench";
@@ -64,10 +65,11 @@ pub fn log_file(path: &Path) -> std::fs::File {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// sentinel.conf of a sentinel; `bind-source-addr`: its connections leave from its own address.
 fn sentinel_conf(ip: &str, dir: &Path, master_ip: &str, password: &str, down_after: u64) -> String {
     format!(
-        "bind {ip}\nport {SENTINEL_PORT}\nprotected-mode no\ndaemonize no\nlogfile \"\"\n\
-         dir \"{}\"\nsentinel announce-ip {ip}\n\
+        "bind {ip}\nbind-source-addr {ip}\nport {SENTINEL_PORT}\nprotected-mode no\n\
+         daemonize no\nlogfile \"\"\ndir \"{}\"\nsentinel announce-ip {ip}\n\
          sentinel monitor {MASTER_NAME} {master_ip} 6379 2\n\
          sentinel auth-pass {MASTER_NAME} {password}\n\
          sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
@@ -340,6 +342,23 @@ impl System for SentinelSet {
 
     fn resume(&self, master: &Instance) {
         self.signal(master, libc::SIGCONT);
+    }
+
+    fn cut_off(&self, master: &Instance) -> Cut {
+        // Every packet from or to the master's address on lo. The instances and the sentinels
+        // connect from their own addresses (bind-source-addr), so the replicas and the sentinels
+        // are on the other side; so are the writers and the benchmark's checks, which connect to
+        // the master's.
+        let ip = master.ip.as_str();
+        Cut::insert(
+            None,
+            vec![
+                rule("INPUT", &["-i", "lo", "-s", ip], "DROP"),
+                rule("INPUT", &["-i", "lo", "-d", ip], "DROP"),
+                rule("OUTPUT", &["-o", "lo", "-s", ip], "DROP"),
+                rule("OUTPUT", &["-o", "lo", "-d", ip], "DROP"),
+            ],
+        )
     }
 
     async fn delete(&self, master: &Instance) {

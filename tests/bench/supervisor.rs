@@ -118,11 +118,14 @@ impl Drop for Supervised {
 }
 
 /// redis.conf of an instance: vigil's defaults (src/redis_conf.rs, `persistence: None`) and the
-/// settings it owns, with `replicaof` when it starts as a replica.
+/// settings it owns, with `replicaof` when it starts as a replica. `bind-source-addr`: its own
+/// connections (to its master) leave from its own address, so that a partition's rules, which
+/// match addresses, tell the instances apart on `lo`.
 fn redis_conf(ip: &str, dir: &Path, password: &str, replica_of: Option<&str>) -> String {
     let mut conf = format!(
         "save \"\"\nappendonly no\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n\
-         maxmemory-policy noeviction\nbind {ip}\nport 6379\nprotected-mode no\ndaemonize no\n\
+         maxmemory-policy noeviction\nbind {ip}\nbind-source-addr {ip}\nport 6379\n\
+         protected-mode no\ndaemonize no\n\
          logfile \"\"\ndir \"{}\"\nreplica-announce-ip {ip}\nreplica-announce-port 6379\n\
          replica-read-only yes\nreplica-serve-stale-data yes\nmin-replicas-to-write 0\n\
          min-replicas-max-lag 10\nrequirepass \"{password}\"\nmasterauth \"{password}\"\n",

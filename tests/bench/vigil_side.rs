@@ -13,8 +13,9 @@ use serde_json::json;
 use vigil::labels::SWITCHOVER_ANNOTATION;
 
 use crate::scenario::{Instance, System};
+use crate::support::partition::Cut;
 use crate::support::{FAILOVER_COOLDOWN, TestNs, wait_for};
-use crate::sys::Seen;
+use crate::sys::{Seen, rule};
 
 const NAME: &str = "cache";
 
@@ -160,6 +161,23 @@ impl System for VigilSet {
 
     fn resume(&self, master: &Instance) {
         self.t.chaos(&master.name, crate::support::Chaos::Resume);
+    }
+
+    fn cut_off(&self, master: &Instance) -> Cut {
+        // Inside the pod's network namespace, every packet in or out but on its own loopback and
+        // the kubelet's probes of the agent: a partitioned node's kubelet still probes its pods.
+        // The node's clients, the operator and the kubelet all come from the node's address;
+        // only the kubelet asks the agent's port, so that is what tells them apart.
+        let port = vigil::resources::AGENT_PORT.to_string();
+        let rules = vec![
+            rule("INPUT", &["-i", "lo"], "ACCEPT"),
+            rule("INPUT", &["-p", "tcp", "--dport", &port], "ACCEPT"),
+            rule("INPUT", &[], "DROP"),
+            rule("OUTPUT", &["-o", "lo"], "ACCEPT"),
+            rule("OUTPUT", &["-p", "tcp", "--sport", &port], "ACCEPT"),
+            rule("OUTPUT", &[], "DROP"),
+        ];
+        Cut::insert(Some(self.t.sandbox_pid(&master.name)), rules)
     }
 
     async fn switchover(&self, _master: &Instance, target: &Instance) {
