@@ -564,32 +564,46 @@ impl Report {
             "| Figure (ms) | vigil median | vigil p90 | Sentinel median | Sentinel p90 | vigil / \
              Sentinel (medians) |\n|---|---|---|---|---|---|"
         );
-        type Figure = fn(&Run) -> f64;
-        let rows: [(String, Figure); 5] = [
-            ("Write gap, plain writer".into(), |r| r.gap_plain),
-            ("Write gap, `WAIT 1` writer".into(), |r| r.gap_wait),
+        type Figure = Box<dyn Fn(&Run) -> f64>;
+        let mut rows: Vec<(String, Figure)> = vec![
+            ("Write gap, plain writer".into(), Box::new(|r| r.gap_plain)),
+            (
+                "Write gap, `WAIT 1` writer".into(),
+                Box::new(|r| r.gap_wait),
+            ),
             (
                 format!("{what} → first acknowledged write on the new master"),
-                |r| r.to_first_write,
+                Box::new(|r| r.to_first_write),
             ),
             (
                 format!("{what} → the other replica follows the new master"),
-                |r| r.survivor_follows,
+                Box::new(|r| r.survivor_follows),
             ),
             (
                 format!("{what} → every replica follows (old master included)"),
-                |r| r.all_follow,
+                Box::new(|r| r.all_follow),
             ),
         ];
+        // Silence has to be waited out: how much longer than that each system takes.
+        if matches!(c.change, Change::Freeze | Change::Partition) {
+            let down_after = c.down_after as f64 / 1000.0;
+            rows.insert(
+                2,
+                (
+                    "Margin over downAfter: write gap − downAfter, plain writer".into(),
+                    Box::new(move |r| r.gap_plain - down_after),
+                ),
+            );
+        }
         for (label, f) in rows {
-            let (vm, sm) = (median(&v.values(f)), median(&s.values(f)));
+            let (vm, sm) = (median(&v.values(&f)), median(&s.values(&f)));
             let _ = writeln!(
                 o,
                 "| {label} | {} | {} | {} | {} | {} |",
                 ms(vm),
-                ms(p90(&v.values(f))),
+                ms(p90(&v.values(&f))),
                 ms(sm),
-                ms(p90(&s.values(f))),
+                ms(p90(&s.values(&f))),
                 ratio(vm, sm)
             );
         }
@@ -808,7 +822,8 @@ the new one, per writer. **First write**: crash (or request) to that first write
 replica follows / every replica follows**: crash (or request) until `INFO replication` (polled \
 every 50 ms on each instance) shows that replica (every non-master, the old master included) \
 with `master_host` the new master and `master_link_status:up`. **Lost**: acknowledged keys \
-missing on the new master once the run is over.
+missing on the new master once the run is over. **Margin over downAfter** (freeze, partition: \
+silence, which both must wait out): the plain writer's gap less the detection timeout, per run.
 - **Switchover**: vigil is asked for the replica with the highest ordinal; `SENTINEL FAILOVER` \
 picks its replica itself.
 - Statistics: median and p90 are nearest-rank; ratios are vigil's median over Sentinel's.";
