@@ -163,6 +163,7 @@ async fn alternate(
     let mut c = Comparison {
         change,
         down_after,
+        asked: runs,
         vigil: Outcomes::default(),
         sentinel: Outcomes::default(),
         window: (from, from),

@@ -69,6 +69,8 @@ impl Outcomes {
 pub struct Comparison {
     pub change: Change,
     pub down_after: u64,
+    /// The runs asked for, per system.
+    pub asked: usize,
     pub vigil: Outcomes,
     pub sentinel: Outcomes,
     /// When it ran (monotonic seconds), for the machine load of that time.
@@ -377,9 +379,9 @@ impl Report {
         let _ = writeln!(o, "# Benchmarks: vigil vs Redis Sentinel, {}\n", self.date);
         let _ = writeln!(
             o,
-            "Produced by `make bench` (tests/bench.sh, tests/bench/). {} runs per system and \
-             detection timeout for unplanned failovers, {} per system for switchovers. \
-             Measuring took {:.1} min{}.\n",
+            "Produced by `make bench` (tests/bench.sh, tests/bench/). Asked for: {} runs per \
+             system and detection timeout of each fault, {} per system of each planned change \
+             (switchover, rolling update). Measuring took {:.1} min{}.\n",
             self.runs,
             self.switchover_runs,
             self.measuring_seconds / 60.0,
@@ -388,6 +390,7 @@ impl Report {
                 t / 60.0
             )),
         );
+        self.runs_made(&mut o);
         let _ = write!(o, "## Machine\n\n{}", self.machine);
         let (busy, foreign, max) = self.load;
         let _ = writeln!(
@@ -522,6 +525,42 @@ impl Report {
             self.raw_runs(&mut o, c);
         }
         o
+    }
+
+    /// The runs each part made, of those asked for: a system is not run again after five
+    /// failed runs (a part that could not start at all is under *Parts that failed*).
+    fn runs_made(&self, o: &mut String) {
+        if self.comparisons.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "| Part | downAfter (ms) | Asked | vigil made | Sentinel made |\n|---|---|---|---|---|"
+        );
+        for c in &self.comparisons {
+            let made = |out: &Outcomes| {
+                let failed = out.failures.len();
+                if failed == 0 {
+                    out.runs.len().to_string()
+                } else {
+                    format!("{} ({failed} failed)", out.runs.len())
+                }
+            };
+            let sentinel = if c.change.both() {
+                made(&c.sentinel)
+            } else {
+                "— (no counterpart)".into()
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {sentinel} |",
+                c.change.part(),
+                c.down_after,
+                c.asked,
+                made(&c.vigil)
+            );
+        }
+        let _ = writeln!(o);
     }
 
     /// The tables of one unplanned fault, when it was measured, and how to read them.
