@@ -4,14 +4,17 @@
 //! prints the results and writes them to bench/results/<date>.md. A report, not a test: a target
 //! not met is reported, not failed; only a part with nothing measured fails the run.
 //!
-//! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
-//! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
-//! run with the first); BENCH_SCALE [100,1000,300x3] replications of one instance (`NxK`: N of K
-//! instances each); BENCH_IDLE_SECONDS [20]; BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
-//! master; `rolling`: vigil's rolling update,
-//! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover; `backup`: backup and
-//! restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB [100]
-//! set); BENCH_OUT [bench/results/<date>.md].
+//! Environment (defaults in brackets): BENCH_RUNS [20] runs of each fault per system and
+//! detection timeout; BENCH_SWITCHOVER_RUNS [10] of each planned change; BENCH_DOWN_AFTER
+//! [1000,5000] (ms; planned changes run with the first); BENCH_SCALE [100,1000,300x3]
+//! replications of one instance (`NxK`: N of K instances each); BENCH_IDLE_SECONDS [20];
+//! BENCH_PARTS [failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup]
+//! (`failover`: SIGKILL of the master; `repeat-crash`: SIGKILL of a master that crashed once
+//! already, within its restart back-off; `freeze`: SIGSTOP of the master; `partition`: the master
+//! cut off from everything, clients included; `delete`: the master's pod deleted, Sentinel's
+//! SIGTERMed; `rolling`: vigil's rolling update, measured at the master's handover; `backup`:
+//! backup and restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB
+//! [100] set); BENCH_OUT [bench/results/<date>.md].
 
 // The e2e harness, shared rather than copied; the benchmark uses a part of it.
 #[allow(dead_code)]
@@ -80,7 +83,7 @@ impl Config {
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
             parts: env_list(
                 "BENCH_PARTS",
-                "failover,freeze,switchover,rolling,footprint,backup",
+                "failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup",
             ),
             out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
         }
