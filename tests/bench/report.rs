@@ -773,11 +773,11 @@ side with the replicas and the watchers. vigil's are inside the pod's network na
 its loopback and the kubelet's probes of the agent (port 8080), as a partitioned node's kubelet \
 still probes its pods: the pod runs on (and reports itself not ready once it has fenced itself). \
 Sentinel's are on `lo`, on every packet from or to the master's address (each instance and \
-sentinel connects from its own: `bind-source-addr`). The rules are removed once a new master is \
-seen, so *every replica follows* includes the old master's return (Sentinel converts it 8 s after \
-it reports itself a master again, as after a switchover). Like a freeze this is silence: both wait \
-out the detection timeout, and vigil holds the promotion until a master cut off must have fenced \
-itself (see the freeze note).";
+sentinel connects from its own: `bind-source-addr`). The figures count from when the rules are \
+in. The rules are removed once a new master is seen, so *every replica follows* includes the old \
+master's return (Sentinel converts it 8 s after it reports itself a master again, as after a \
+switchover). Like a freeze this is silence: both wait out the detection timeout, and vigil holds \
+the promotion until a master cut off must have fenced itself (see the freeze note).";
 
 /// What a graceful stop is on each side.
 const DELETE_NOTE: &str = "\

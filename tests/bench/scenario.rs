@@ -231,11 +231,15 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         .clone();
     // A partition's rules, removed once a new master is seen, and however the run ends.
     let mut cut: Option<Cut> = None;
-    let start = mono_now();
+    let mut start = mono_now();
     match change {
         Change::Crash | Change::RepeatCrash => system.crash(&master),
         Change::Freeze => system.freeze(&master),
-        Change::Partition => cut = Some(system.cut_off(&master)),
+        Change::Partition => {
+            cut = Some(system.cut_off(&master));
+            // Timed from when the rules are in: finding a pod's sandbox takes a moment.
+            start = mono_now();
+        }
         Change::Delete => system.delete(&master).await,
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
