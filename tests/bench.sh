@@ -30,7 +30,7 @@ if [[ ${VIGIL_BENCH_INSIDE:-} != 1 ]]; then
   # One real node per machine at a time (see tests/e2e.sh).
   exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
   flock 6
-  "$ROOT/tests/node/images.sh" target/release/vigil "$VIGIL_NODE_IMAGES"
+  "$ROOT/tests/node/images.sh" "${CARGO_TARGET_DIR:-target}/release/vigil" "$VIGIL_NODE_IMAGES"
   exec unshare --net -- env VIGIL_BENCH_INSIDE=1 "$0" "$@"
 fi
 

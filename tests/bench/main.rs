@@ -4,14 +4,17 @@
 //! prints the results and writes them to bench/results/<date>.md. A report, not a test: a target
 //! not met is reported, not failed; only a part with nothing measured fails the run.
 //!
-//! Environment (defaults in brackets): BENCH_RUNS [20] unplanned failovers per system and
-//! detection timeout; BENCH_SWITCHOVER_RUNS [10]; BENCH_DOWN_AFTER [1000,5000] (ms; switchovers
-//! run with the first); BENCH_SCALE [100,1000,300x3] replications of one instance (`NxK`: N of K
-//! instances each); BENCH_IDLE_SECONDS [20]; BENCH_PARTS [failover,freeze,switchover,rolling,footprint,backup] (`freeze`: SIGSTOP of the
-//! master; `rolling`: vigil's rolling update,
-//! BENCH_SWITCHOVER_RUNS of them, measured at the master's handover; `backup`: backup and
-//! restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB [100]
-//! set); BENCH_OUT [bench/results/<date>.md].
+//! Environment (defaults in brackets): BENCH_RUNS [20] runs of each fault per system and
+//! detection timeout; BENCH_SWITCHOVER_RUNS [10] of each planned change; BENCH_DOWN_AFTER
+//! [1000,5000] (ms; planned changes run with the first); BENCH_SCALE [100,1000,300x3]
+//! replications of one instance (`NxK`: N of K instances each); BENCH_IDLE_SECONDS [20];
+//! BENCH_PARTS [failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup]
+//! (`failover`: SIGKILL of the master; `repeat-crash`: SIGKILL of a master that crashed once
+//! already, within its restart back-off; `freeze`: SIGSTOP of the master; `partition`: the master
+//! cut off from everything, clients included; `delete`: the master's pod deleted, Sentinel's
+//! SIGTERMed; `rolling`: vigil's rolling update, measured at the master's handover; `backup`:
+//! backup and restore throughput against the AWS CLI, BENCH_BACKUP_RUNS [3] of a BENCH_BACKUP_MB
+//! [100] set); BENCH_OUT [bench/results/<date>.md].
 
 // The e2e harness, shared rather than copied; the benchmark uses a part of it.
 #[allow(dead_code)]
@@ -23,6 +26,7 @@ mod footprint;
 mod report;
 mod scenario;
 mod sentinel;
+mod supervisor;
 mod sys;
 mod vigil_side;
 mod writer;
@@ -79,7 +83,7 @@ impl Config {
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
             parts: env_list(
                 "BENCH_PARTS",
-                "failover,freeze,switchover,rolling,footprint,backup",
+                "failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup",
             ),
             out: std::env::var_os("BENCH_OUT").map(PathBuf::from),
         }
@@ -158,15 +162,11 @@ async fn alternate(
     runs: usize,
 ) -> Comparison {
     let from = mono_now();
-    let kind = match change {
-        Change::Crash => "crash",
-        Change::Freeze => "freeze",
-        Change::Switchover => "switchover",
-        Change::RollingUpdate => "rolling",
-    };
+    let kind = change.tag();
     let mut c = Comparison {
         change,
         down_after,
+        asked: runs,
         vigil: Outcomes::default(),
         sentinel: Outcomes::default(),
         window: (from, from),
@@ -194,15 +194,9 @@ async fn alternate(
     c
 }
 
-/// Both systems with one detection timeout, side by side.
-async fn compare(
-    cfg: &Config,
-    down_after: u64,
-    net: u8,
-    failover: bool,
-    switchover: bool,
-    rolling: bool,
-) -> Vec<Comparison> {
+/// Both systems with one detection timeout, side by side, through `changes` (each with its
+/// number of runs).
+async fn compare(down_after: u64, net: u8, changes: &[(Change, usize)]) -> Vec<Comparison> {
     let artifacts = PathBuf::from(
         std::env::var_os("VIGIL_E2E_ARTIFACTS").expect("VIGIL_E2E_ARTIFACTS (run tests/bench.sh)"),
     );
@@ -215,35 +209,8 @@ async fn compare(
     )
     .await;
     let mut out = Vec::new();
-    if failover {
-        out.push(alternate(&vigil, &sentinel, Change::Crash, down_after, cfg.runs).await);
-    }
-    if cfg.has("freeze") {
-        out.push(alternate(&vigil, &sentinel, Change::Freeze, down_after, cfg.runs).await);
-    }
-    if switchover {
-        out.push(
-            alternate(
-                &vigil,
-                &sentinel,
-                Change::Switchover,
-                down_after,
-                cfg.switchover_runs,
-            )
-            .await,
-        );
-    }
-    if rolling {
-        out.push(
-            alternate(
-                &vigil,
-                &sentinel,
-                Change::RollingUpdate,
-                down_after,
-                cfg.switchover_runs,
-            )
-            .await,
-        );
+    for &(change, runs) in changes {
+        out.push(alternate(&vigil, &sentinel, change, down_after, runs).await);
     }
     sentinel.stop().await;
     drop(vigil);
@@ -261,20 +228,27 @@ async fn benchmark() {
     let mut load_by_part = Vec::new();
 
     for (n, &down_after) in cfg.down_after.iter().enumerate() {
-        let failover = cfg.has("failover");
-        let freeze = cfg.has("freeze");
-        let switchover = cfg.has("switchover") && n == 0;
-        let rolling = cfg.has("rolling") && n == 0;
-        if !failover && !freeze && !switchover && !rolling {
+        // Planned changes with the first detection timeout only.
+        let changes: Vec<(Change, usize)> = Change::ALL
+            .into_iter()
+            .filter(|c| cfg.has(c.part()) && (n == 0 || !c.planned()))
+            .map(|c| {
+                let runs = if c.planned() {
+                    cfg.switchover_runs
+                } else {
+                    cfg.runs
+                };
+                (c, runs)
+            })
+            .collect();
+        if changes.is_empty() {
             continue;
         }
         let from = mono_now();
         let net = u8::try_from(n + 1).expect("a few detection timeouts");
-        match AssertUnwindSafe(compare(
-            &cfg, down_after, net, failover, switchover, rolling,
-        ))
-        .catch_unwind()
-        .await
+        match AssertUnwindSafe(compare(down_after, net, &changes))
+            .catch_unwind()
+            .await
         {
             Ok(mut c) => comparisons.append(&mut c),
             Err(p) => failures.push(format!(

@@ -69,6 +69,8 @@ impl Outcomes {
 pub struct Comparison {
     pub change: Change,
     pub down_after: u64,
+    /// The runs asked for, per system.
+    pub asked: usize,
     pub vigil: Outcomes,
     pub sentinel: Outcomes,
     /// When it ran (monotonic seconds), for the machine load of that time.
@@ -377,9 +379,9 @@ impl Report {
         let _ = writeln!(o, "# Benchmarks: vigil vs Redis Sentinel, {}\n", self.date);
         let _ = writeln!(
             o,
-            "Produced by `make bench` (tests/bench.sh, tests/bench/). {} runs per system and \
-             detection timeout for unplanned failovers, {} per system for switchovers. \
-             Measuring took {:.1} min{}.\n",
+            "Produced by `make bench` (tests/bench.sh, tests/bench/). Asked for: {} runs per \
+             system and detection timeout of each fault, {} per system of each planned change \
+             (switchover, rolling update). Measuring took {:.1} min{}.\n",
             self.runs,
             self.switchover_runs,
             self.measuring_seconds / 60.0,
@@ -388,6 +390,7 @@ impl Report {
                 t / 60.0
             )),
         );
+        self.runs_made(&mut o);
         let _ = write!(o, "## Machine\n\n{}", self.machine);
         let (busy, foreign, max) = self.load;
         let _ = writeln!(
@@ -421,14 +424,32 @@ impl Report {
         );
         self.fault_section(
             &mut o,
+            Change::RepeatCrash,
+            "the master's process SIGKILLed again, within its restart back-off",
+            REPEAT_CRASH_NOTE,
+        );
+        self.fault_section(
+            &mut o,
             Change::Freeze,
             "the master frozen (SIGSTOP)",
             FREEZE_NOTE,
         );
+        self.fault_section(
+            &mut o,
+            Change::Partition,
+            "the master cut off from everything, clients included",
+            PARTITION_NOTE,
+        );
+        self.fault_section(
+            &mut o,
+            Change::Delete,
+            "the master stopped gracefully (its pod deleted; SIGTERM)",
+            DELETE_NOTE,
+        );
         let again = |sentinel: bool| {
             self.comparisons
                 .iter()
-                .filter(|c| c.change == Change::Crash)
+                .filter(|c| matches!(c.change, Change::Crash | Change::RepeatCrash))
                 .flat_map(|c| {
                     if sentinel {
                         &c.sentinel.runs
@@ -506,6 +527,42 @@ impl Report {
         o
     }
 
+    /// The runs each part made, of those asked for: a system is not run again after five
+    /// failed runs (a part that could not start at all is under *Parts that failed*).
+    fn runs_made(&self, o: &mut String) {
+        if self.comparisons.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "| Part | downAfter (ms) | Asked | vigil made | Sentinel made |\n|---|---|---|---|---|"
+        );
+        for c in &self.comparisons {
+            let made = |out: &Outcomes| {
+                let failed = out.failures.len();
+                if failed == 0 {
+                    out.runs.len().to_string()
+                } else {
+                    format!("{} ({failed} failed)", out.runs.len())
+                }
+            };
+            let sentinel = if c.change.both() {
+                made(&c.sentinel)
+            } else {
+                "— (no counterpart)".into()
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {sentinel} |",
+                c.change.part(),
+                c.down_after,
+                c.asked,
+                made(&c.vigil)
+            );
+        }
+        let _ = writeln!(o);
+    }
+
     /// The tables of one unplanned fault, when it was measured, and how to read them.
     fn fault_section(&self, o: &mut String, change: Change, title: &str, note: &str) {
         let measured: Vec<&Comparison> = self
@@ -527,7 +584,10 @@ impl Report {
         let (v, s) = (&c.vigil, &c.sentinel);
         let what = match c.change {
             Change::Crash => "crash",
+            Change::RepeatCrash => "second crash",
             Change::Freeze => "freeze",
+            Change::Partition => "cut",
+            Change::Delete => "delete",
             Change::Switchover => "request",
             Change::RollingUpdate => "spec change",
         };
@@ -543,32 +603,46 @@ impl Report {
             "| Figure (ms) | vigil median | vigil p90 | Sentinel median | Sentinel p90 | vigil / \
              Sentinel (medians) |\n|---|---|---|---|---|---|"
         );
-        type Figure = fn(&Run) -> f64;
-        let rows: [(String, Figure); 5] = [
-            ("Write gap, plain writer".into(), |r| r.gap_plain),
-            ("Write gap, `WAIT 1` writer".into(), |r| r.gap_wait),
+        type Figure = Box<dyn Fn(&Run) -> f64>;
+        let mut rows: Vec<(String, Figure)> = vec![
+            ("Write gap, plain writer".into(), Box::new(|r| r.gap_plain)),
+            (
+                "Write gap, `WAIT 1` writer".into(),
+                Box::new(|r| r.gap_wait),
+            ),
             (
                 format!("{what} → first acknowledged write on the new master"),
-                |r| r.to_first_write,
+                Box::new(|r| r.to_first_write),
             ),
             (
                 format!("{what} → the other replica follows the new master"),
-                |r| r.survivor_follows,
+                Box::new(|r| r.survivor_follows),
             ),
             (
                 format!("{what} → every replica follows (old master included)"),
-                |r| r.all_follow,
+                Box::new(|r| r.all_follow),
             ),
         ];
+        // Silence has to be waited out: how much longer than that each system takes.
+        if matches!(c.change, Change::Freeze | Change::Partition) {
+            let down_after = c.down_after as f64 / 1000.0;
+            rows.insert(
+                2,
+                (
+                    "Margin over downAfter: write gap − downAfter, plain writer".into(),
+                    Box::new(move |r| r.gap_plain - down_after),
+                ),
+            );
+        }
         for (label, f) in rows {
-            let (vm, sm) = (median(&v.values(f)), median(&s.values(f)));
+            let (vm, sm) = (median(&v.values(&f)), median(&s.values(&f)));
             let _ = writeln!(
                 o,
                 "| {label} | {} | {} | {} | {} | {} |",
                 ms(vm),
-                ms(p90(&v.values(f))),
+                ms(p90(&v.values(&f))),
                 ms(sm),
-                ms(p90(&s.values(f))),
+                ms(p90(&s.values(&f))),
                 ratio(vm, sm)
             );
         }
@@ -619,7 +693,10 @@ impl Report {
     fn raw_runs(&self, o: &mut String, c: &Comparison) {
         let kind = match c.change {
             Change::Crash => "Unplanned failover",
+            Change::RepeatCrash => "Repeat crash",
             Change::Freeze => "Frozen master",
+            Change::Partition => "Partitioned master",
+            Change::Delete => "Deleted master",
             Change::Switchover => "Switchover",
             Change::RollingUpdate => "Rolling update",
         };
@@ -662,10 +739,22 @@ once), and vigil's agent boots it fenced (read-only, following nobody). The oper
 restarted and no longer a master, which is objective evidence, and fails over at once rather \
 than waiting out `downAfterMilliseconds` (src/controller/plan.rs); so vigil's figures follow the \
 restart back-off, not the detection timeout. A master that stays unreachable without \
-restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does (the frozen \
-case is measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
+restarting (frozen, partitioned) waits for `downAfterMilliseconds` as Sentinel does (both are \
+measured below). Sentinel cannot tell a restart from a blip: its restarted instance stays \
 down until the sentinels name another master (see below), so Sentinel always waits \
 `down-after-milliseconds`, then agrees (quorum 2), elects a leader and promotes.";
+
+/// How the repeat crash is set up, and what its figures include.
+const REPEAT_CRASH_NOTE: &str = "\
+How to read this: each run first crashes the master once, unmeasured; once the set has failed \
+over and the crashed instance is back as a replica (restarted at once: a first crash), the master \
+is switched back to that instance (vigil: `redis.vigil.dev/switchover-to`; Sentinel: `SENTINEL \
+FAILOVER` with that replica's `replica-priority` set to 1, so that Sentinel picks it, and back \
+to 100 once it is master). Then that same instance is crashed again, measured, with no fresh \
+restart history in between: its restart waits out the back-off, 10 s counted from the crash (the \
+kubelet's CrashLoopBackOff for vigil's pod, the supervisor's copy of it for Sentinel's process), \
+so *every replica follows* includes that wait for both. vigil does not wait for the restart to \
+fail over: a container waiting in back-off is objective evidence too.";
 
 /// What a frozen master costs each system.
 const FREEZE_NOTE: &str = "\
@@ -676,6 +765,30 @@ as long, and promotes only once a master cut off rather than frozen must have fe
 (safety rule 9: the promotion hold, 1.85 s at 1000 ms and 3.35 s at 5000 ms, counted from when \
 the silence is recorded; src/isolation.rs). Sentinel has no such wait, and no fence: a \
 partitioned Sentinel master keeps taking writes.";
+
+/// How the master is cut off on each side.
+const PARTITION_NOTE: &str = "\
+How to read this: iptables rules drop every packet to and from the master, clients on the other \
+side with the replicas and the watchers. vigil's are inside the pod's network namespace and spare \
+its loopback and the kubelet's probes of the agent (port 8080), as a partitioned node's kubelet \
+still probes its pods: the pod runs on (and reports itself not ready once it has fenced itself). \
+Sentinel's are on `lo`, on every packet from or to the master's address (each instance and \
+sentinel connects from its own: `bind-source-addr`). The figures count from when the rules are \
+in. The rules are removed once a new master is seen, so *every replica follows* includes the old \
+master's return (Sentinel converts it 8 s after it reports itself a master again, as after a \
+switchover). Like a freeze this is silence: both wait out the detection timeout, and vigil holds \
+the promotion until a master cut off must have fenced itself (see the freeze note).";
+
+/// What a graceful stop is on each side.
+const DELETE_NOTE: &str = "\
+How to read this: vigil's master pod is deleted with the default grace period (`kubectl delete \
+pod`); its agent, given SIGTERM by the kubelet, waits (bounded) for the switchover that the \
+pod's deletion makes the operator start (safety rule 7), then stops Redis, and the operator \
+creates the pod anew; so this is a planned handover, and *every replica follows* includes the \
+new pod's start. Sentinel's master gets SIGTERM: redis-server shuts down gracefully (pausing \
+writes until its replicas have caught up, for at most `shutdown-timeout`, 10 s) and its \
+supervisor restarts it at once with no restart history, as a new pod; Sentinel learns of it only \
+when it stops answering, and waits `down-after-milliseconds` as for a crash.";
 
 /// What was seen in the Sentinel logs when Sentinel promoted twice.
 const SENTINEL_AGAIN_NOTE: &str = "\
@@ -730,9 +843,9 @@ the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
 - **The crash**: SIGKILL of the master's process: vigil's pod container (every process of it, \
 through the CRI, as the e2e chaos tests do), Sentinel's `redis-server`. vigil's is restarted by \
 the kubelet, Sentinel's by a supervisor with the kubelet's crash back-off (the first restart at \
-once, then 10 s, doubling). After \
-each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
-recreated; Sentinel: the supervisor forgets the back-off), so every run is a first crash. \
+once; a later crash waits 10 s from the crash, doubling each restart). After each crash run the crashed instance gets a fresh restart history (vigil: its pod is deleted and \
+recreated; Sentinel: the supervisor forgets the back-off), so every crash run is a first crash \
+(the repeat crash's, a second: see its section). \
 Neither comes back as a writable master on its own: vigil's agent boots it \
 fenced until the operator decides; the Sentinel side's start script asks the sentinels for the \
 master and starts as its replica, waiting while they still name the crashed instance (Sentinel \
@@ -748,7 +861,8 @@ the new one, per writer. **First write**: crash (or request) to that first write
 replica follows / every replica follows**: crash (or request) until `INFO replication` (polled \
 every 50 ms on each instance) shows that replica (every non-master, the old master included) \
 with `master_host` the new master and `master_link_status:up`. **Lost**: acknowledged keys \
-missing on the new master once the run is over.
+missing on the new master once the run is over. **Margin over downAfter** (freeze, partition: \
+silence, which both must wait out): the plain writer's gap less the detection timeout, per run.
 - **Switchover**: vigil is asked for the replica with the highest ordinal; `SENTINEL FAILOVER` \
 picks its replica itself.
 - Statistics: median and p90 are nearest-rank; ratios are vigil's median over Sentinel's.";

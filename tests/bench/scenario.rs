@@ -1,11 +1,11 @@
 //! One measured change of master, the same for both systems: writers running through Sentinel
-//! discovery, then a crash (SIGKILL of the master's process), a freeze (SIGSTOP) or a planned
-//! switchover, then the
-//! figures read from the writers' stamped lines and from the instances themselves.
+//! discovery, then a fault of the master ([`Change`]) or a planned switchover, then the figures
+//! read from the writers' stamped lines and from the instances themselves.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::partition::Cut;
 use crate::support::wait_for;
 use crate::sys::{Seen, mono_now, redis_cmd};
 use crate::writer::{self, Target, Writer};
@@ -34,35 +34,65 @@ pub(crate) trait System {
     async fn instances(&self) -> Vec<Instance>;
     /// Where the writers' logs go.
     fn artifacts(&self) -> PathBuf;
-    /// Waits until the set is healthy and the system ready to act again (every replica linked,
-    /// every watcher agreeing, rate limits passed); returns the master. Panics after a bound.
-    async fn wait_stable(&self) -> Instance;
+    /// Ok with the master once the set is healthy and the system ready to act again (every
+    /// replica linked, every watcher agreeing, rate limits passed); else what is not yet.
+    async fn stable(&self) -> Result<Instance, String>;
+    /// Waits for [`System::stable`]; panics after a bound.
+    async fn wait_stable(&self) -> Instance {
+        stable_with(
+            self,
+            &format!("the {} set to be stable", self.label()),
+            |_| true,
+        )
+        .await
+    }
     /// SIGKILL of the master's process; its supervisor restarts it with back-off.
     fn crash(&self, master: &Instance);
     /// SIGSTOP of the master's processes (`resume`: SIGCONT): silent, and still there.
     fn freeze(&self, master: &Instance);
     fn resume(&self, master: &Instance);
+    /// Cuts the master off from everything (iptables rules, removed when the guard drops): the
+    /// replicas, the watchers and the clients are on the other side. Its process runs on, and
+    /// whatever keeps it alive locally still reaches it (vigil: the kubelet's probes).
+    fn cut_off(&self, master: &Instance) -> Cut;
+    /// Stops the master gracefully, as Kubernetes deletes a pod (vigil: the pod is deleted with
+    /// its grace period and replaced by a new one; Sentinel: SIGTERM, and its supervisor
+    /// restarts it with no restart history, as a new pod has none).
+    async fn delete(&self, master: &Instance);
     /// Asks for a planned switchover away from `master` (to `target` where the system lets the
     /// user choose).
     async fn switchover(&self, master: &Instance, target: &Instance);
+    /// Asks for a switchover from `master` to `target` and no other replica, unmeasured (the
+    /// repeat crash's set-up). Returns once the request is made (Sentinel: once `target` is
+    /// master, as it has to steer the choice).
+    async fn switch_to(&self, master: &Instance, target: &Instance);
     /// Changes the spec so that every instance is replaced, the master last after a handover
     /// (vigil only: Sentinel has no such thing).
     async fn roll(&self);
     /// Ok once the system names `master_ip` as the master to its clients and has finished.
     async fn names_master(&self, master_ip: &str) -> Result<(), String>;
     /// Gives a crashed instance a fresh restart history, as a new pod has (vigil: the pod is
-    /// replaced; Sentinel: its supervisor forgets the back-off), so that every crash run is a
-    /// first crash: under the kubelet's doubling back-off, the third crash of one pod would
-    /// take minutes to rejoin.
+    /// replaced; Sentinel: its supervisor forgets the back-off), so that every crash run starts
+    /// from the same history (a first crash; the repeat crash's second): under the kubelet's
+    /// doubling back-off, the third crash of one pod would take minutes to rejoin.
     async fn renew(&self, instance: &Instance);
 }
 
+/// Every change, in the order the benchmark makes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// The master's process is SIGKILLed.
     Crash,
+    /// The master's process is SIGKILLed a second time within its restart back-off: it crashed
+    /// once (unmeasured), rejoined as a replica and was made master again.
+    RepeatCrash,
     /// The master's processes are SIGSTOPped (resumed once a new master is seen).
     Freeze,
+    /// The master is cut off from everything, clients included (healed once a new master is
+    /// seen).
+    Partition,
+    /// The master is stopped gracefully: its pod deleted (vigil), SIGTERM (Sentinel).
+    Delete,
     /// A planned switchover.
     Switchover,
     /// A spec change that replaces every pod; measured: the master's handover (vigil only).
@@ -70,9 +100,46 @@ pub enum Change {
 }
 
 impl Change {
+    pub const ALL: [Change; 7] = [
+        Change::Crash,
+        Change::RepeatCrash,
+        Change::Freeze,
+        Change::Partition,
+        Change::Delete,
+        Change::Switchover,
+        Change::RollingUpdate,
+    ];
+
+    /// Its name in BENCH_PARTS.
+    pub fn part(self) -> &'static str {
+        match self {
+            Change::Crash => "failover",
+            Change::RepeatCrash => "repeat-crash",
+            Change::Freeze => "freeze",
+            Change::Partition => "partition",
+            Change::Delete => "delete",
+            Change::Switchover => "switchover",
+            Change::RollingUpdate => "rolling",
+        }
+    }
+
+    /// Its name in the runs' tags (keys, logs).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Change::Crash => "crash",
+            other => other.part(),
+        }
+    }
+
     /// Whether Sentinel goes through it too.
     pub fn both(self) -> bool {
         self != Change::RollingUpdate
+    }
+
+    /// A change the system is asked for: no detection timeout plays a part, so it is measured
+    /// with the first one only, BENCH_SWITCHOVER_RUNS times.
+    pub fn planned(self) -> bool {
+        matches!(self, Change::Switchover | Change::RollingUpdate)
     }
 }
 
@@ -100,6 +167,8 @@ pub struct Run {
     pub promotions: usize,
 }
 
+/// How long a set may take to become stable.
+const STABLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Acknowledged writes each writer must see on a master before the change, and after it.
 const WRITES_AROUND: usize = 20;
 /// How long one run may take from the change to the end of measuring.
@@ -108,7 +177,10 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(50);
 /// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
 pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
-    let master = system.wait_stable().await;
+    let master = match change {
+        Change::RepeatCrash => crash_then_switch_back(system, tag).await,
+        _ => system.wait_stable().await,
+    };
     let instances = system.instances().await;
     let endpoints = system.endpoints();
     let master_name = system.master_name();
@@ -157,10 +229,18 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         .find(|i| i.ip != master.ip)
         .expect("a replica")
         .clone();
-    let start = mono_now();
+    // A partition's rules, removed once a new master is seen, and however the run ends.
+    let mut cut: Option<Cut> = None;
+    let mut start = mono_now();
     match change {
-        Change::Crash => system.crash(&master),
+        Change::Crash | Change::RepeatCrash => system.crash(&master),
         Change::Freeze => system.freeze(&master),
+        Change::Partition => {
+            cut = Some(system.cut_off(&master));
+            // Timed from when the rules are in: finding a pod's sandbox takes a moment.
+            start = mono_now();
+        }
+        Change::Delete => system.delete(&master).await,
         Change::Switchover => system.switchover(&master, &target_instance).await,
         Change::RollingUpdate => system.roll().await,
     }
@@ -212,10 +292,14 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             promotions += 1;
             survivor_at = None;
             all_at = None;
-            // The freeze ends once a new master is up: "every replica follows" then includes
-            // the old master's return.
-            if change == Change::Freeze && promotions == 1 {
-                system.resume(&master);
+            // The freeze or partition ends once a new master is up: "every replica follows"
+            // then includes the old master's return.
+            if promotions == 1 {
+                match change {
+                    Change::Freeze => system.resume(&master),
+                    Change::Partition => drop(cut.take()),
+                    _ => {}
+                }
             }
         }
         if let Some(new) = &new {
@@ -259,7 +343,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let acked_wait = writer::acknowledged_keys(&wait_writes, &format!("bench:{tag}:wait"));
     let lost_plain = missing(&new.ip, &password, &acked_plain).await;
     let lost_wait = missing(&new.ip, &password, &acked_wait).await;
-    if matches!(change, Change::Crash | Change::Freeze) {
+    if matches!(change, Change::Crash | Change::RepeatCrash | Change::Freeze) {
         system.renew(&master).await;
     }
     Run {
@@ -276,6 +360,49 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         lost_wait,
         promotions,
     }
+}
+
+/// The repeat crash's set-up, unmeasured: the master crashes (its first crash: restarted at
+/// once); once the set has failed over and the crashed instance is back as a replica, the master
+/// is switched back to it. Returns it, master again with a crash in its restart history, so
+/// that its next crash waits out the back-off (no `renew` in between).
+async fn crash_then_switch_back<S: System>(system: &S, tag: &str) -> Instance {
+    let first = system.wait_stable().await;
+    system.crash(&first);
+    let other = stable_with(
+        system,
+        &format!(
+            "{tag}: a new master after {}'s first crash, and it back as a replica",
+            first.name
+        ),
+        |m| m.name != first.name,
+    )
+    .await;
+    system.switch_to(&other, &first).await;
+    stable_with(
+        system,
+        &format!("{tag}: {} master again", first.name),
+        |m| m.name == first.name,
+    )
+    .await
+}
+
+/// Waits until `system` is stable with a master that `wanted` accepts; panics after a bound,
+/// saying `what` it waited for.
+async fn stable_with<S: System + ?Sized>(
+    system: &S,
+    what: &str,
+    wanted: impl Fn(&Instance) -> bool,
+) -> Instance {
+    wait_for(what, STABLE_TIMEOUT, || async {
+        let master = system.stable().await?;
+        if wanted(&master) {
+            Ok(master)
+        } else {
+            Err(format!("stable, with {} as the master", master.name))
+        }
+    })
+    .await
 }
 
 /// How many of `keys` the master at `ip` does not hold.

@@ -1,83 +1,31 @@
 //! The reference: real Redis Sentinel. Three `redis-server` (a master and two replicas) and three
 //! `redis-sentinel` (quorum 2) as plain processes inside the benchmark's network namespace, each
 //! on an address of its own added to `lo`, configured like vigil's instances (same redis.conf
-//! defaults, auth on the instances, none on the Sentinel endpoints).
-//!
-//! A crashed instance is restarted by a supervisor with the kubelet's crash back-off (the first
-//! restart at once, then 10 s doubling to 300 s), and boots the way vigil's agent does: never as
-//! a writable master on its own. Its start script asks the sentinels who the master is and starts
-//! as that master's replica; while they still name the crashed instance itself, it waits (polling
-//! every 100 ms). Without that, a master restarted empty (no persistence) before Sentinel
-//! noticed would be synced from by its replicas and wipe them (Redis docs: "safety of replication
-//! when master has persistence turned off").
+//! defaults, auth on the instances, none on the Sentinel endpoints). The instances are kept
+//! running by supervisors (supervisor.rs), as the kubelet keeps vigil's pods running.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::scenario::{Instance, System};
+use crate::supervisor::{Shared, Supervised};
+use crate::support::partition::Cut;
 use crate::support::wait_for;
-use crate::sys::{redis_cmd, replication};
+use crate::sys::{redis_cmd, replication, rule};
 
 /// The master name the sentinels monitor.
 pub const MASTER_NAME: &str = "bench";
-const SENTINEL_PORT: u16 = 26379;
+pub const SENTINEL_PORT: u16 = 26379;
 /// Sentinel's failover-timeout: also its election timeout (min(10 s, this)) and how long it
 /// waits before reconfiguring a replica of a wrong master. Sentinel's default is 180 s.
 pub const FAILOVER_TIMEOUT_MS: u64 = 10_000;
 /// Replicas reconfigured at once after a promotion: all of them, as vigil rewires all at once.
 pub const PARALLEL_SYNCS: u32 = 2;
-/// How long a restarted instance's start script waits for the sentinels to name a master.
-const START_SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The kubelet's crash back-off (CrashLoopBackOff), so that vigil's pods and Sentinel's
-/// processes come back alike: the first restart is immediate and starts a delay of 10 s; a crash
-/// before that delay has passed since the last restart waits for the rest of it; each restart
-/// doubles the delay, to at most 5 min; an entry unused for twice that is forgotten.
-#[derive(Default)]
-struct Backoff {
-    /// The last restart and the delay it started.
-    last: Option<(Instant, Duration)>,
-}
-
-impl Backoff {
-    const INITIAL: Duration = Duration::from_secs(10);
-    const MAX: Duration = Duration::from_secs(300);
-
-    fn next_delay(&mut self) -> Duration {
-        let (wait, delay) = match self.last {
-            Some((at, delay)) if at.elapsed() < 2 * Self::MAX => (
-                delay.saturating_sub(at.elapsed()),
-                (delay * 2).min(Self::MAX),
-            ),
-            _ => (Duration::ZERO, Self::INITIAL),
-        };
-        self.last = Some((Instant::now() + wait, delay));
-        wait
-    }
-}
-
-/// Everything a supervisor and the checks need to know about the set.
-struct Shared {
-    dir: PathBuf,
-    password: String,
-    sentinels: Vec<String>,
-    redis_server: PathBuf,
-}
-
-/// The pid of a running redis-server and when it started.
-type Running = Arc<Mutex<Option<(u32, Instant)>>>;
-
-/// One supervised redis-server.
-struct Supervised {
-    running: Running,
-    backoff: Arc<Mutex<Backoff>>,
-    task: tokio::task::JoinHandle<()>,
-}
 
 pub struct SentinelSet {
     shared: Arc<Shared>,
@@ -117,27 +65,11 @@ pub fn log_file(path: &Path) -> std::fs::File {
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// redis.conf of an instance: vigil's defaults (src/redis_conf.rs, `persistence: None`) and the
-/// settings it owns, with `replicaof` when it starts as a replica.
-fn redis_conf(ip: &str, dir: &Path, password: &str, replica_of: Option<&str>) -> String {
-    let mut conf = format!(
-        "save \"\"\nappendonly no\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n\
-         maxmemory-policy noeviction\nbind {ip}\nport 6379\nprotected-mode no\ndaemonize no\n\
-         logfile \"\"\ndir \"{}\"\nreplica-announce-ip {ip}\nreplica-announce-port 6379\n\
-         replica-read-only yes\nreplica-serve-stale-data yes\nmin-replicas-to-write 0\n\
-         min-replicas-max-lag 10\nrequirepass \"{password}\"\nmasterauth \"{password}\"\n",
-        dir.display()
-    );
-    if let Some(master) = replica_of {
-        conf.push_str(&format!("replicaof {master} 6379\n"));
-    }
-    conf
-}
-
+/// sentinel.conf of a sentinel; `bind-source-addr`: its connections leave from its own address.
 fn sentinel_conf(ip: &str, dir: &Path, master_ip: &str, password: &str, down_after: u64) -> String {
     format!(
-        "bind {ip}\nport {SENTINEL_PORT}\nprotected-mode no\ndaemonize no\nlogfile \"\"\n\
-         dir \"{}\"\nsentinel announce-ip {ip}\n\
+        "bind {ip}\nbind-source-addr {ip}\nport {SENTINEL_PORT}\nprotected-mode no\n\
+         daemonize no\nlogfile \"\"\ndir \"{}\"\nsentinel announce-ip {ip}\n\
          sentinel monitor {MASTER_NAME} {master_ip} 6379 2\n\
          sentinel auth-pass {MASTER_NAME} {password}\n\
          sentinel down-after-milliseconds {MASTER_NAME} {down_after}\n\
@@ -145,104 +77,6 @@ fn sentinel_conf(ip: &str, dir: &Path, master_ip: &str, password: &str, down_aft
          sentinel parallel-syncs {MASTER_NAME} {PARALLEL_SYNCS}\n",
         dir.display()
     )
-}
-
-/// The master the sentinels name, when at least two of them name the same one.
-async fn named_master(sentinels: &[String]) -> Result<String, String> {
-    let answers = futures::future::join_all(sentinels.iter().map(|s| async move {
-        let mut cmd = redis::cmd("SENTINEL");
-        cmd.arg("get-master-addr-by-name").arg(MASTER_NAME);
-        redis_cmd::<Option<Vec<String>>>(s, SENTINEL_PORT, None, &cmd).await
-    }))
-    .await;
-    let named: Vec<String> = answers
-        .iter()
-        .filter_map(|a| a.as_ref().ok().cloned().flatten())
-        .filter_map(|v| v.first().cloned())
-        .collect();
-    for candidate in &named {
-        if named.iter().filter(|n| *n == candidate).count() * 2 > sentinels.len() {
-            return Ok(candidate.clone());
-        }
-    }
-    Err(format!("{answers:?}"))
-}
-
-/// Supervises one redis-server: starts it, restarts it with back-off when it dies; a restart
-/// boots it as a replica of the master the sentinels name (waiting while they name itself).
-async fn supervise(
-    shared: Arc<Shared>,
-    instance: Instance,
-    initial_master: Option<String>,
-    running: Running,
-    backoff: Arc<Mutex<Backoff>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut replica_of = initial_master;
-    let dir = shared.dir.join(&instance.name);
-    std::fs::create_dir_all(&dir).expect("instance dir");
-    let log = dir.join("redis.log");
-    let mut restart = false;
-    loop {
-        if restart {
-            // The start script: follow the master the sentinels name, never become one alone.
-            let asked = Instant::now();
-            replica_of = loop {
-                match named_master(&shared.sentinels).await {
-                    Ok(m) if m != instance.ip => break Some(m),
-                    _ if asked.elapsed() > START_SCRIPT_TIMEOUT => {
-                        eprintln!(
-                            "sentinel set: {} not restarted: the sentinels named no other master \
-                             in {START_SCRIPT_TIMEOUT:?}",
-                            instance.name
-                        );
-                        return;
-                    }
-                    _ => {}
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stop.changed() => return,
-                }
-            };
-        }
-        restart = true;
-        let conf = dir.join("redis.conf");
-        std::fs::write(
-            &conf,
-            redis_conf(&instance.ip, &dir, &shared.password, replica_of.as_deref()),
-        )
-        .expect("write redis.conf");
-        let mut child = match Command::new(&shared.redis_server)
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("start {}: {e}", shared.redis_server.display()),
-        };
-        let started = Instant::now();
-        *running.lock().unwrap_or_else(|p| p.into_inner()) = child.id().map(|pid| (pid, started));
-        tokio::select! {
-            _ = child.wait() => {}
-            _ = stop.changed() => {
-                let _ = child.kill().await;
-                return;
-            }
-        }
-        *running.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let delay = backoff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 impl SentinelSet {
@@ -282,21 +116,12 @@ impl SentinelSet {
             .iter()
             .enumerate()
             .map(|(n, instance)| {
-                let running = Arc::new(Mutex::new(None));
-                let backoff = Arc::new(Mutex::new(Backoff::default()));
-                let task = tokio::spawn(supervise(
+                Supervised::start(
                     shared.clone(),
                     instance.clone(),
                     (n > 0).then(|| master_ip.clone()),
-                    running.clone(),
-                    backoff.clone(),
                     stop_rx.clone(),
-                ));
-                Supervised {
-                    running,
-                    backoff,
-                    task,
-                }
+                )
             })
             .collect();
         let sentinel_bin = binary("REDIS_SENTINEL", "redis-sentinel");
@@ -338,14 +163,13 @@ impl SentinelSet {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         for s in &mut self.supervised {
-            let _ = tokio::time::timeout(Duration::from_secs(10), &mut s.task).await;
+            s.stopped().await;
         }
         for child in &mut self.sentinel_procs {
             let _ = child.kill().await;
         }
     }
 
-    /// The pid of the instance's redis-server and when it started, if it runs.
     /// Signals the redis-server our supervisor runs for `instance`.
     fn signal(&self, instance: &Instance, signal: i32) {
         let (pid, _) = self
@@ -356,12 +180,28 @@ impl SentinelSet {
         assert_eq!(rc, 0, "signal {signal} to {} (pid {pid})", instance.name);
     }
 
+    /// The pid of the instance's redis-server and when it started, if it runs.
     fn running(&self, instance: &Instance) -> Option<(u32, Instant)> {
+        self.supervisor(instance)?.running()
+    }
+
+    fn supervisor(&self, instance: &Instance) -> Option<&Supervised> {
         let n = self.instances.iter().position(|i| i.ip == instance.ip)?;
-        *self.supervised[n]
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.supervised.get(n)
+    }
+
+    /// `CONFIG SET replica-priority` on an instance (a restart goes back to the default, 100).
+    async fn set_priority(&self, instance: &Instance, priority: u32) {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("SET").arg("replica-priority").arg(priority);
+        redis_cmd::<String>(&instance.ip, 6379, Some(&self.shared.password), &cmd)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CONFIG SET replica-priority {priority} on {}: {e}",
+                    instance.name
+                )
+            });
     }
 
     /// Fields of `SENTINEL <sub> bench` on one sentinel, flat key/value pairs per entry.
@@ -453,12 +293,8 @@ impl SentinelSet {
 
 impl Drop for SentinelSet {
     fn drop(&mut self) {
+        // Dropping the supervisors and the sentinels then kills their processes.
         let _ = self.stop.send(true);
-        // Aborting drops the supervisors' children, which kills them (kill_on_drop); so does
-        // dropping the sentinels.
-        for s in &self.supervised {
-            s.task.abort();
-        }
     }
 }
 
@@ -492,13 +328,8 @@ impl System for SentinelSet {
         self.shared.dir.clone()
     }
 
-    async fn wait_stable(&self) -> Instance {
-        wait_for(
-            "the Sentinel set to be healthy",
-            Duration::from_secs(120),
-            || self.healthy(),
-        )
-        .await
+    async fn stable(&self) -> Result<Instance, String> {
+        self.healthy().await
     }
 
     fn crash(&self, master: &Instance) {
@@ -511,6 +342,30 @@ impl System for SentinelSet {
 
     fn resume(&self, master: &Instance) {
         self.signal(master, libc::SIGCONT);
+    }
+
+    fn cut_off(&self, master: &Instance) -> Cut {
+        // Every packet from or to the master's address on lo. The instances and the sentinels
+        // connect from their own addresses (bind-source-addr), so the replicas and the sentinels
+        // are on the other side; so are the writers and the benchmark's checks, which connect to
+        // the master's.
+        let ip = master.ip.as_str();
+        Cut::insert(
+            None,
+            vec![
+                rule("INPUT", &["-i", "lo", "-s", ip], "DROP"),
+                rule("INPUT", &["-i", "lo", "-d", ip], "DROP"),
+                rule("OUTPUT", &["-o", "lo", "-s", ip], "DROP"),
+                rule("OUTPUT", &["-o", "lo", "-d", ip], "DROP"),
+            ],
+        )
+    }
+
+    async fn delete(&self, master: &Instance) {
+        // redis-server shuts down gracefully on SIGTERM; it comes back as a new pod would, with
+        // no restart history.
+        self.renew(master).await;
+        self.signal(master, libc::SIGTERM);
     }
 
     async fn roll(&self) {
@@ -534,12 +389,53 @@ impl System for SentinelSet {
         panic!("SENTINEL FAILOVER {MASTER_NAME} refused for 10 s: {last}");
     }
 
+    async fn switch_to(&self, master: &Instance, target: &Instance) {
+        // SENTINEL FAILOVER picks by replica-priority first (the lowest, 0 excluded), then by
+        // offset: the target gets 1 (the other replica keeps Redis's default, 100) until it is
+        // master. The sentinel asked must have read it, from the replica's INFO (every 10 s).
+        self.set_priority(target, 1).await;
+        let asked = &self.shared.sentinels[0];
+        wait_for(
+            &format!(
+                "sentinel {asked} to read replica-priority 1 of {}",
+                target.name
+            ),
+            Duration::from_secs(30),
+            || async {
+                let replicas = Self::sentinel_entries(asked, "replicas").await?;
+                let entry = replicas
+                    .iter()
+                    .find(|r| r.get("ip") == Some(&target.ip))
+                    .ok_or("not among its replicas")?;
+                match entry.get("slave-priority").map(String::as_str) {
+                    Some("1") => Ok(()),
+                    other => Err(format!("slave-priority {other:?}")),
+                }
+            },
+        )
+        .await;
+        self.switchover(master, target).await;
+        wait_for(
+            &format!("{} promoted by SENTINEL FAILOVER", target.name),
+            Duration::from_secs(60),
+            || async {
+                let role = replication(&target.ip, &self.shared.password)
+                    .await?
+                    .get("role")
+                    .cloned();
+                match role.as_deref() {
+                    Some("master") => Ok(()),
+                    other => Err(format!("role {other:?}")),
+                }
+            },
+        )
+        .await;
+        self.set_priority(target, 100).await;
+    }
+
     async fn renew(&self, instance: &Instance) {
-        if let Some(n) = self.instances.iter().position(|i| i.ip == instance.ip) {
-            *self.supervised[n]
-                .backoff
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Backoff::default();
+        if let Some(s) = self.supervisor(instance) {
+            s.renew();
         }
     }
 

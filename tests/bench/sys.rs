@@ -1,5 +1,5 @@
 //! Small helpers of the benchmark: the clock the clients stamp their lines with, one-shot Redis
-//! commands, `/proc` readings of a process and of the machine.
+//! commands, iptables rules, `/proc` readings of a process and of the machine.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,6 +104,18 @@ impl Seen {
     pub fn follows(&self, master_ip: &str) -> bool {
         matches!(self, Seen::Replica { host, link_up: true } if host == master_ip)
     }
+}
+
+/// The comment on every iptables rule the benchmark adds, so that they are told from others'.
+pub const RULE_COMMENT: &str = "vigil-bench";
+
+/// An iptables rule, chain first, with the benchmark's comment: `<chain> <matches...> -m comment
+/// --comment vigil-bench -j <target>`. Removed by the same words, it removes exactly that rule.
+pub fn rule(chain: &str, matches: &[&str], target: &str) -> Vec<String> {
+    let mut rule = vec![chain.to_string()];
+    rule.extend(matches.iter().map(|m| m.to_string()));
+    rule.extend(["-m", "comment", "--comment", RULE_COMMENT, "-j", target].map(String::from));
+    rule
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.

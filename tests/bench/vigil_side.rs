@@ -13,8 +13,9 @@ use serde_json::json;
 use vigil::labels::SWITCHOVER_ANNOTATION;
 
 use crate::scenario::{Instance, System};
+use crate::support::partition::Cut;
 use crate::support::{FAILOVER_COOLDOWN, TestNs, wait_for};
-use crate::sys::Seen;
+use crate::sys::{Seen, rule};
 
 const NAME: &str = "cache";
 
@@ -146,13 +147,8 @@ impl System for VigilSet {
         self.t.env.artifacts.clone()
     }
 
-    async fn wait_stable(&self) -> Instance {
-        wait_for(
-            "the vigil set to be settled",
-            Duration::from_secs(120),
-            || self.settled(),
-        )
-        .await
+    async fn stable(&self) -> Result<Instance, String> {
+        self.settled().await
     }
 
     fn crash(&self, master: &Instance) {
@@ -167,6 +163,23 @@ impl System for VigilSet {
         self.t.chaos(&master.name, crate::support::Chaos::Resume);
     }
 
+    fn cut_off(&self, master: &Instance) -> Cut {
+        // Inside the pod's network namespace, every packet in or out but on its own loopback and
+        // the kubelet's probes of the agent: a partitioned node's kubelet still probes its pods.
+        // The node's clients, the operator and the kubelet all come from the node's address;
+        // only the kubelet asks the agent's port, so that is what tells them apart.
+        let port = vigil::resources::AGENT_PORT.to_string();
+        let rules = vec![
+            rule("INPUT", &["-i", "lo"], "ACCEPT"),
+            rule("INPUT", &["-p", "tcp", "--dport", &port], "ACCEPT"),
+            rule("INPUT", &[], "DROP"),
+            rule("OUTPUT", &["-o", "lo"], "ACCEPT"),
+            rule("OUTPUT", &["-p", "tcp", "--sport", &port], "ACCEPT"),
+            rule("OUTPUT", &[], "DROP"),
+        ];
+        Cut::insert(Some(self.t.sandbox_pid(&master.name)), rules)
+    }
+
     async fn switchover(&self, _master: &Instance, target: &Instance) {
         let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: target.name}}});
         self.t
@@ -176,15 +189,27 @@ impl System for VigilSet {
             .unwrap_or_else(|e| panic!("annotate {NAME} to switch over to {}: {e}", target.name));
     }
 
+    async fn switch_to(&self, master: &Instance, target: &Instance) {
+        // vigil's switchover goes to the replica asked for.
+        self.switchover(master, target).await;
+    }
+
+    async fn delete(&self, master: &Instance) {
+        // The default: the pod's grace period, as `kubectl delete pod`.
+        self.t
+            .pods()
+            .delete(&master.name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete pod {}: {e}", master.name));
+    }
+
     async fn renew(&self, instance: &Instance) {
         let pods = self.t.pods();
         let old = pods
             .get(&instance.name)
             .await
             .unwrap_or_else(|e| panic!("get pod {}: {e}", instance.name));
-        pods.delete(&instance.name, &DeleteParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("delete pod {}: {e}", instance.name));
+        self.delete(instance).await;
         // The operator recreates it under the same name, with a new address (`current` reads it).
         wait_for(
             &format!("pod {} replaced and given an address", instance.name),

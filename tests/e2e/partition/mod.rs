@@ -18,7 +18,7 @@ use vigil::isolation::{fence_deadline, quorum};
 use crate::day2::request_switchover;
 use crate::support::history::{Outcome as OpOutcome, Recorder};
 use crate::support::outcome::{Outcome, old_master_writes_for, runs};
-use crate::support::partition::{PodCut, Sampler, present};
+use crate::support::partition::{Cut, Sampler, present};
 use crate::support::{Blocked, Operator, OperatorOptions, TestNs, wait_for};
 
 mod leader;
@@ -116,7 +116,7 @@ impl Set {
     }
 
     /// Cuts pod `i` off from the pods `from` (indices) and the apiserver.
-    async fn isolate(&self, i: usize, from: &[usize]) -> PodCut {
+    async fn isolate(&self, i: usize, from: &[usize]) -> Cut {
         let mut peers = self.ips(from);
         peers.push(self.t.apiserver_service_ip().await);
         self.t.cut_pod_off(&self.pods[i].0, &peers)
@@ -124,7 +124,7 @@ impl Set {
 
     /// Scenario (a)'s cut: the master off from the operator (`uid`), its replicas and the
     /// apiserver; clients on the node still reach it.
-    async fn isolate_master(&self, uid: u32) -> (Blocked, PodCut) {
+    async fn isolate_master(&self, uid: u32) -> (Blocked, Cut) {
         let others: Vec<usize> = (1..self.pods.len()).collect();
         let operator = self.t.cut_uid_off(uid, Some(&self.pods[0].1));
         (operator, self.isolate(0, &others).await)

@@ -1,7 +1,7 @@
 //! Network partitions on the real node: iptables rules inside a pod's network namespace (each
-//! pod has its own interface there), and rules on the operator's traffic by its uid; and a
-//! sampler that writes to every instance at once, to see from the clients' side which instances
-//! accept writes when.
+//! pod has its own interface there) or our own, and rules on the operator's traffic by its uid;
+//! and a sampler that writes to every instance at once, to see from the clients' side which
+//! instances accept writes when.
 
 use std::collections::HashSet;
 use std::process::Command;
@@ -13,20 +13,54 @@ use tokio::task::JoinHandle;
 
 use super::{Blocked, TestNs};
 
-/// Rules in one pod's network namespace, removed when dropped.
-pub struct PodCut {
-    /// A process in the pod's network namespace: its sandbox.
-    pid: String,
+/// iptables rules in one network namespace, a pod's or our own, removed when dropped.
+pub struct Cut {
+    /// A process in the pod's network namespace (its sandbox); `None`: our own namespace.
+    pid: Option<String>,
     rules: Vec<Vec<String>>,
 }
 
-impl Drop for PodCut {
+impl Cut {
+    /// Inserts `rules` (each chain first) so that they head their chains in the order given,
+    /// in the network namespace of `pid` (`None`: our own). Panics if one is refused; those in
+    /// by then are removed as the guard drops.
+    pub fn insert(pid: Option<String>, rules: Vec<Vec<String>>) -> Self {
+        let mut cut = Cut {
+            pid,
+            rules: Vec::new(),
+        };
+        // Each goes in at the top of its chain: the last first.
+        for rule in rules.into_iter().rev() {
+            let status = cut
+                .iptables("-I", &rule)
+                .unwrap_or_else(|e| panic!("run iptables: {e}"));
+            assert!(
+                status.success(),
+                "iptables -I {rule:?} in the network namespace of {:?}",
+                cut.pid
+            );
+            cut.rules.push(rule);
+        }
+        cut
+    }
+
+    fn iptables(&self, op: &str, rule: &[String]) -> std::io::Result<std::process::ExitStatus> {
+        let mut cmd = match &self.pid {
+            Some(pid) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.args(["-t", pid, "-n", "iptables"]);
+                cmd
+            }
+            None => Command::new("iptables"),
+        };
+        cmd.arg(op).args(rule).status()
+    }
+}
+
+impl Drop for Cut {
     fn drop(&mut self) {
         for rule in &self.rules {
-            let _ = Command::new("nsenter")
-                .args(["-t", &self.pid, "-n", "iptables", "-D"])
-                .args(rule)
-                .status();
+            let _ = self.iptables("-D", rule);
         }
     }
 }
@@ -41,10 +75,8 @@ crictl inspectp -o go-template --template '{{.info.pid}}' "$id"
 "#;
 
 impl TestNs {
-    /// Drops every packet between `pod` and `peers` (addresses), both ways, inside the pod's
-    /// network namespace, until the guard is dropped. Everything else (the kubelet's probes,
-    /// clients on the node) still reaches it.
-    pub fn cut_pod_off(&self, pod: &str, peers: &[String]) -> PodCut {
+    /// The pid of `pod`'s sandbox on the local node: a process in its network namespace.
+    pub fn sandbox_pid(&self, pod: &str) -> String {
         let crictl = self.env.crictl.as_ref().expect("VIGIL_E2E_CRICTL");
         let out = Command::new("sh")
             .args(["-c", SANDBOX_PID, "sh", &self.name, pod])
@@ -57,26 +89,24 @@ impl TestNs {
             "sandbox of {pod}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut cut = PodCut {
-            pid,
-            rules: Vec::new(),
-        };
-        for peer in peers {
-            for rule in [
-                ["INPUT", "-s", peer.as_str(), "-j", "DROP"],
-                ["OUTPUT", "-d", peer.as_str(), "-j", "DROP"],
-            ] {
-                let rule: Vec<String> = rule.iter().map(|s| s.to_string()).collect();
-                let status = Command::new("nsenter")
-                    .args(["-t", &cut.pid, "-n", "iptables", "-I"])
-                    .args(&rule)
-                    .status()
-                    .expect("nsenter iptables");
-                assert!(status.success(), "iptables -I {rule:?} in pod {pod}");
-                cut.rules.push(rule);
-            }
-        }
-        cut
+        pid
+    }
+
+    /// Drops every packet between `pod` and `peers` (addresses), both ways, inside the pod's
+    /// network namespace, until the guard is dropped. Everything else (the kubelet's probes,
+    /// clients on the node) still reaches it.
+    pub fn cut_pod_off(&self, pod: &str, peers: &[String]) -> Cut {
+        let rules = peers
+            .iter()
+            .flat_map(|peer| {
+                [
+                    ["INPUT", "-s", peer.as_str(), "-j", "DROP"],
+                    ["OUTPUT", "-d", peer.as_str(), "-j", "DROP"],
+                ]
+            })
+            .map(|rule| rule.iter().map(|s| s.to_string()).collect())
+            .collect();
+        Cut::insert(Some(self.sandbox_pid(pod)), rules)
     }
 
     /// The address pods reach the apiserver at (the `kubernetes` Service).
