@@ -57,12 +57,25 @@ pub fn add_address(ip: &str) {
     );
 }
 
-pub fn log_file(path: &Path) -> std::fs::File {
+fn log_file(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Starts `bin` (redis-server, redis-sentinel) with its config file, output to `log`, killed
+/// when dropped.
+pub fn spawn_logged(bin: &Path, conf: &Path, log: &Path) -> tokio::process::Child {
+    Command::new(bin)
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(log_file(log))
+        .stderr(log_file(log))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
 }
 
 /// sentinel.conf of a sentinel; `bind-source-addr`: its connections leave from its own address.
@@ -138,14 +151,7 @@ impl SentinelSet {
                 )
                 .expect("write sentinel.conf");
                 let log = sdir.join("sentinel.log");
-                Command::new(&sentinel_bin)
-                    .arg(&conf)
-                    .stdin(Stdio::null())
-                    .stdout(log_file(&log))
-                    .stderr(log_file(&log))
-                    .kill_on_drop(true)
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("start {}: {e}", sentinel_bin.display()))
+                spawn_logged(&sentinel_bin, &conf, &log)
             })
             .collect();
         let set = Self {

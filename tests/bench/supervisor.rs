@@ -7,15 +7,13 @@
 //! replication when master has persistence turned off").
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::scenario::Instance;
-use crate::sentinel::{MASTER_NAME, SENTINEL_PORT, log_file};
+use crate::sentinel::{MASTER_NAME, SENTINEL_PORT, spawn_logged};
 use crate::sys::redis_cmd;
 
 /// How long a restarted instance's start script waits for the sentinels to name a master.
@@ -203,17 +201,7 @@ async fn supervise(
             redis_conf(&instance.ip, &dir, &shared.password, replica_of.as_deref()),
         )
         .expect("write redis.conf");
-        let mut child = match Command::new(&shared.redis_server)
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log_file(&log))
-            .stderr(log_file(&log))
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => panic!("start {}: {e}", shared.redis_server.display()),
-        };
+        let mut child = spawn_logged(&shared.redis_server, &conf, &log);
         let started = Instant::now();
         *running.lock().unwrap_or_else(|p| p.into_inner()) = child.id().map(|pid| (pid, started));
         tokio::select! {

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::sys::redis_cmd;
 
@@ -47,16 +46,8 @@ impl Watcher {
         }
         let path = dir.join("sentinel.conf");
         std::fs::write(&path, conf).expect("write sentinel.conf");
-        let log = crate::sentinel::log_file(&dir.join("sentinel.log"));
         let bin = crate::sentinel::binary("REDIS_SENTINEL", "redis-sentinel");
-        let child = Command::new(&bin)
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let child = crate::sentinel::spawn_logged(&bin, &path, &dir.join("sentinel.log"));
         let pid = child.id().expect("the sentinel's pid");
         Self { child, pid }
     }
