@@ -2,8 +2,10 @@
 //! settings that follow the spec live.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
@@ -42,17 +44,17 @@ impl<K> Owned for K where
 
 /// Server-side applies every object the replication owns besides its pods. They do not depend
 /// on one another, so they go out at once: a new set waits one round trip for them, not eleven
-/// (on a busy apiserver, a thousand new sets at once took minutes one request after another).
+/// (on a busy apiserver, a thousand new sets at once took minutes one request after another);
+/// only the RoleBinding waits for its Role (see `apply_binding`).
 pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<(), Error> {
     let name = rr.name_any();
     let (budget, policy) = (
         resources::disruption_budget_name(&name),
         resources::network_policy_name(&name),
     );
-    let (account, role, binding) = (
+    let (account, role) = (
         resources::instance_service_account(rr),
         resources::instance_role(rr),
-        resources::instance_role_binding(rr),
     );
     let config = resources::config_map(rr);
     let (headless, master, replicas) = (
@@ -60,10 +62,13 @@ pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> R
         resources::master_service(rr),
         resources::replicas_service(rr),
     );
+    let binding = async {
+        apply(ctx, ns, &role).await?;
+        apply_binding(ctx, ns, &resources::instance_role_binding(rr)).await
+    };
     futures::try_join!(
         apply(ctx, ns, &account),
-        apply(ctx, ns, &role),
-        apply(ctx, ns, &binding),
+        binding,
         apply(ctx, ns, &config),
         apply(ctx, ns, &headless),
         apply(ctx, ns, &master),
@@ -79,6 +84,31 @@ pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> R
         ensure_auth_secret(ctx, rr, ns),
     )?;
     Ok(())
+}
+
+/// How long a new Role may stay unknown to the apiserver's authorizer (below).
+const BINDING_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Applies the RoleBinding of a Role just applied. Binding it, the operator must hold what the
+/// Role grants, which the apiserver checks against its authorizer's cache of Roles; until that
+/// cache has the new Role it answers 404 (seen for 0.2-2 s on a busy apiserver). Retried with a
+/// doubling pause rather than failing the reconcile, which would wait 2 s more per new set.
+async fn apply_binding(ctx: &Context, ns: &str, binding: &RoleBinding) -> Result<(), Error> {
+    let mut pause = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    loop {
+        match apply(ctx, ns, binding).await {
+            Err(Error::Kube {
+                source: kube::Error::Api(status),
+                ..
+            }) if status.code == 404 && waited < BINDING_PATIENCE => {
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause *= 2;
+            }
+            result => return result.map(drop),
+        }
+    }
 }
 
 /// An object the spec may turn off (the PodDisruptionBudget, the NetworkPolicy): applied while
