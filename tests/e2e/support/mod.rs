@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
@@ -214,11 +215,21 @@ impl Drop for Operator {
 }
 
 /// A port free on 127.0.0.1 now (operators of parallel tests each need their own).
+/// A port free now, below Linux's ephemeral range (32768-60999). A port from `bind(:0)` is of
+/// that range, and once released any outgoing connection may take it before the operator binds
+/// it (seen: an operator that could not start, "Address already in use"); ports below it are
+/// handed out only to whoever binds them.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    const FIRST: u32 = 20000;
+    const COUNT: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Processes of their own (the e2e suite, the benchmark) start far apart in the range.
+    let offset = std::process::id() % COUNT;
+    (0..COUNT)
+        .map(|_| FIRST + (offset + NEXT.fetch_add(1, Ordering::Relaxed) % COUNT) % COUNT)
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// An iptables rule removed when dropped.
