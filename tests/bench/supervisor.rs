@@ -120,8 +120,10 @@ impl Drop for Supervised {
 /// connections (to its master) leave from its own address, so that a partition's rules, which
 /// match addresses, tell the instances apart on `lo`.
 fn redis_conf(ip: &str, dir: &Path, password: &str, replica_of: Option<&str>) -> String {
+    // vigil's default persistence (RDB, its save points): a gracefully stopped master saves at
+    // shutdown and comes back with its data on either side.
     let mut conf = format!(
-        "save \"\"\nappendonly no\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n\
+        "save 3600 1 300 100 60 10000\nappendonly no\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\n\
          maxmemory-policy noeviction\nbind {ip}\nbind-source-addr {ip}\nport 6379\n\
          protected-mode no\ndaemonize no\n\
          logfile \"\"\ndir \"{}\"\nreplica-announce-ip {ip}\nreplica-announce-port 6379\n\

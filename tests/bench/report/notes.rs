@@ -56,7 +56,9 @@ creates the pod anew; so this is a planned handover, and *every replica follows*
 new pod's start. Sentinel's master gets SIGTERM: redis-server shuts down gracefully (pausing \
 writes until its replicas have caught up, for at most `shutdown-timeout`, 10 s) and its \
 supervisor restarts it at once with no restart history, as a new pod; Sentinel learns of it only \
-when it stops answering, and waits `down-after-milliseconds` as for a crash.";
+when it stops answering, and waits `down-after-milliseconds` as for a crash. Both sides persist \
+as vigil does by default (RDB, `save 3600 1 300 100 60 10000`), so a master stopped gracefully \
+saves its data and returns with it.";
 
 /// What was seen in the Sentinel logs when Sentinel promoted twice.
 pub(super) const SENTINEL_AGAIN_NOTE: &str = "\
