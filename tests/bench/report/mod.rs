@@ -123,12 +123,6 @@ fn yes_no(met: Option<bool>) -> &'static str {
 }
 
 impl Report {
-    fn find(&self, change: Change, down_after: u64) -> Option<&Comparison> {
-        self.comparisons
-            .iter()
-            .find(|c| c.change == change && c.down_after == down_after)
-    }
-
     pub fn markdown(&self) -> String {
         let mut o = String::new();
         let _ = writeln!(o, "# Benchmarks: vigil vs Redis Sentinel, {}\n", self.date);
