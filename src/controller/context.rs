@@ -1,7 +1,7 @@
 //! The operator's shared state: clients, caches, the monitor, and what it remembers between
 //! reconciles of each replication.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ pub struct Context {
     /// executor's tests put stand-in instances there.
     pub(super) redirects: HashMap<Address, Address>,
     /// Replications (namespace, name) one of whose owned objects changed since the last apply.
-    pub(super) drifted: Arc<Mutex<HashSet<(String, String)>>>,
+    pub(super) drifted: super::drift::Drifted,
     pub(super) memory: Mutex<HashMap<(String, String), Memory>>,
 }
 

@@ -4,6 +4,7 @@
 mod announce;
 mod apply;
 mod context;
+mod drift;
 mod error;
 mod events;
 mod execute;
@@ -15,7 +16,7 @@ mod requests;
 mod restore;
 pub mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,18 +97,18 @@ pub async fn run(client: Client, settings: Settings) {
             move |event| index.apply(event)
         })
         .touched_objects();
-    // A change to an owned Service or ConfigMap (someone edited or deleted it, or our own
-    // apply) marks its replication's objects for re-applying: drift is repaired at once, and an
-    // idle set re-applies nothing.
-    let drifted = Arc::new(Mutex::new(HashSet::new()));
+    // A change to an owned Service or ConfigMap by someone else (an edit, a deletion) marks its
+    // replication's objects for re-applying (drift.rs): drift is repaired at once, and an idle
+    // set re-applies nothing.
+    let drifted = drift::Drifted::default();
     let service_changes = watcher(services, owned.clone())
         .default_backoff()
-        .touched_objects()
-        .inspect_ok(mark_drift(&drifted));
+        .inspect_ok(drift::mark(&drifted))
+        .touched_objects();
     let config_map_changes = watcher(config_maps, owned.clone())
         .default_backoff()
-        .touched_objects()
-        .inspect_ok(mark_drift(&drifted));
+        .inspect_ok(drift::mark(&drifted))
+        .touched_objects();
     let (monitor, fact_changes) = Monitor::new(
         monitor::Settings {
             interval: settings.probe_interval,
@@ -150,25 +151,6 @@ pub async fn run(client: Client, settings: Settings) {
             }
         });
     futures::join!(replications, backups, schedules);
-}
-
-/// Records the replication that controls `obj` as drifted.
-fn mark_drift<K: ResourceExt>(
-    drifted: &Arc<Mutex<HashSet<(String, String)>>>,
-) -> impl Fn(&K) + use<K> {
-    let drifted = drifted.clone();
-    move |obj: &K| {
-        let owner = obj
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true) && o.kind == "RedisReplication");
-        if let (Some(owner), Some(ns)) = (owner, obj.namespace()) {
-            drifted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert((ns, owner.name.clone()));
-        }
-    }
 }
 
 async fn reconcile(rr: Arc<RedisReplication>, ctx: Arc<Context>) -> Result<Action, Error> {
