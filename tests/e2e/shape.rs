@@ -354,3 +354,63 @@ async fn invalid_shape_specs_are_rejected_naming_the_field() {
         .await
         .unwrap_or_else(|e| panic!("spec {ok} is accepted: {e}"));
 }
+
+/// Owned objects are applied once and then only when someone else changes them (no per-tick
+/// re-apply): an edited Service and a deleted ConfigMap are put back at once, well before the
+/// 5-minute re-apply that repairs what no watch sees.
+#[tokio::test(flavor = "multi_thread")]
+async fn owned_objects_someone_else_changes_are_put_back() {
+    let mut t = TestNs::new("drift").await;
+    t.start_operator();
+    t.create_replication("cache", json!({"instances": 1})).await;
+    t.wait_ready("cache", 1, Duration::from_secs(120)).await;
+    let services: Api<Service> = Api::namespaced(t.admin.clone(), &t.name);
+    let selector = |svc: &Service| svc.spec.as_ref().and_then(|s| s.selector.clone());
+    let original = selector(&services.get("cache-master").await.expect("master Service"));
+    assert!(original.is_some(), "the master Service selects the master");
+    // As `kubectl edit` would: every key the operator set now selects nothing.
+    let elsewhere: BTreeMap<String, String> = original
+        .iter()
+        .flatten()
+        .map(|(k, _)| (k.clone(), "elsewhere".to_string()))
+        .collect();
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    services
+        .patch(
+            "cache-master",
+            &edit,
+            &Patch::Merge(json!({"spec": {"selector": elsewhere}})),
+        )
+        .await
+        .expect("edit the master Service");
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(t.admin.clone(), &t.name);
+    config_maps
+        .delete("cache-config", &DeleteParams::default())
+        .await
+        .expect("delete the ConfigMap");
+    wait_for(
+        "the master Service's selector and the ConfigMap put back",
+        Duration::from_secs(30),
+        || async {
+            let svc = services
+                .get("cache-master")
+                .await
+                .map_err(|e| e.to_string())?;
+            let now = selector(&svc);
+            if now != original {
+                return Err(format!("selector {now:?}"));
+            }
+            config_maps
+                .get_opt("cache-config")
+                .await
+                .map_err(|e| e.to_string())?
+                .map(drop)
+                .ok_or_else(|| "no ConfigMap".to_string())
+        },
+    )
+    .await;
+}
