@@ -60,6 +60,10 @@ struct OperatorArgs {
     /// Least time between two failovers of one replication, in seconds (rate limit).
     #[arg(long, default_value_t = 30, env = "VIGIL_FAILOVER_COOLDOWN_SECONDS")]
     failover_cooldown_seconds: u64,
+    /// Reconciles running at once, over all replications (0: no bound). Each takes a few
+    /// apiserver round trips, so 32 keep up with a thousand sets created at once.
+    #[arg(long, default_value_t = 32, env = "VIGIL_CONCURRENT_RECONCILES")]
+    concurrent_reconciles: u16,
     /// Address of the /healthz and /readyz endpoints.
     #[arg(long, default_value = "0.0.0.0:8081", env = "VIGIL_HEALTH_ADDR")]
     health_addr: String,
@@ -352,6 +356,7 @@ async fn act(args: OperatorArgs, client: kube::Client, metrics: Metrics) -> anyh
             probe_timeout: Duration::from_millis(args.redis_timeout_ms),
             probe_interval: Duration::from_millis(args.probe_interval_ms.max(50)),
             failover_cooldown: Duration::from_secs(args.failover_cooldown_seconds),
+            concurrent_reconciles: args.concurrent_reconciles,
             instance: args.instance,
             operator_namespace: args.leader_election_namespace.clone(),
             metrics,

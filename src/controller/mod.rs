@@ -63,6 +63,8 @@ pub struct Settings {
     pub probe_timeout: Duration,
     pub probe_interval: Duration,
     pub failover_cooldown: Duration,
+    /// Reconciles running at once, over all replications (0: no bound).
+    pub concurrent_reconciles: u16,
     /// Identity in Events.
     pub instance: String,
     /// The operator's own namespace.
@@ -132,7 +134,12 @@ pub async fn run(client: Client, settings: Settings) {
     });
     let backups = crate::backup::run(ctx.clone(), settings.namespace.as_deref());
     let schedules = crate::backup::schedule::run(ctx.clone(), settings.namespace.as_deref());
+    // Bounded: a thousand sets created at once otherwise reconcile together, each applying its
+    // objects over connections of its own (a TLS handshake each for the apiserver).
+    let config =
+        kube::runtime::controller::Config::default().concurrency(settings.concurrent_reconciles);
     let replications = Controller::new(replications, watcher::Config::default())
+        .with_config(config)
         .owns_stream(pod_changes)
         .reconcile_on(fact_changes)
         .owns_stream(service_changes)
