@@ -34,7 +34,7 @@ if [[ ${VIGIL_DEMO_INSIDE:-} != 1 ]]; then
   # One real node per machine at a time (host sysctls, cgroup parent): an e2e run waits for us.
   exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
   flock 6
-  "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
+  "$ROOT/tests/node/images.sh" "${CARGO_TARGET_DIR:-target}/debug/vigil" "$VIGIL_NODE_IMAGES"
   ip netns del "$NETNS" 2>/dev/null || true
   ip netns add "$NETNS"
   INNER=(nsenter --net="/run/netns/$NETNS" env VIGIL_DEMO_INSIDE=1 "$0" "$@")
@@ -75,7 +75,7 @@ trap on_exit EXIT
 trap 'exit 0' INT TERM
 
 local_cluster_up "$STATE"
-KUBECONFIG=$OPERATOR_KUBECONFIG "$ROOT/target/debug/vigil" operator \
+KUBECONFIG=$OPERATOR_KUBECONFIG "${CARGO_TARGET_DIR:-$ROOT/target}/debug/vigil" operator \
   --health-addr 127.0.0.1:8081 >"$ARTIFACTS/operator.log" 2>&1 &
 OPERATOR_PID=$!
 

@@ -33,7 +33,7 @@ if [[ ${VIGIL_E2E_INSIDE:-} != 1 ]]; then
   exec 6>"${VIGIL_CACHE:-$HOME/.cache/vigil}/node.lock"
   flock 6
   # The images, on the host (builds reach Debian's mirror), from the binary just built.
-  "$ROOT/tests/node/images.sh" target/debug/vigil "$VIGIL_NODE_IMAGES"
+  "$ROOT/tests/node/images.sh" "${CARGO_TARGET_DIR:-target}/debug/vigil" "$VIGIL_NODE_IMAGES"
   exec unshare --net -- env VIGIL_E2E_INSIDE=1 "$0" "$@"
 fi
 
