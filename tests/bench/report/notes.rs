@@ -107,7 +107,7 @@ through the operator's Sentinel endpoint (one endpoint).
 - **Sentinel**: three `redis-sentinel` (`sentinel monitor bench <master> 6379 2`, the same \
 `down-after-milliseconds`, `failover-timeout 10000` (Sentinel's default is 180000; it also \
 bounds the leader election), `parallel-syncs 2`) watching three `redis-server` with vigil's \
-redis.conf defaults (no persistence, diskless sync without delay, `replica-announce-ip`). Auth \
+redis.conf defaults (RDB with its save points, diskless sync without delay, `replica-announce-ip`). Auth \
 as vigil: a password on the instances (`requirepass`/`masterauth`, `sentinel auth-pass`), none on \
 the Sentinel endpoints. Each process has its own 10.245.x.y address on `lo`.
 - **The crash**: SIGKILL of the master's process: vigil's pod container (every process of it, \
