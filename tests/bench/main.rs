@@ -8,6 +8,8 @@
 //! detection timeout; BENCH_SWITCHOVER_RUNS [10] of each planned change; BENCH_DOWN_AFTER
 //! [1000,5000] (ms; planned changes run with the first); BENCH_SCALE [100,1000,300x3]
 //! replications of one instance (`NxK`: N of K instances each); BENCH_IDLE_SECONDS [20];
+//! BENCH_BATCH [100] replications created at a time, the next once those are Ready (0: all at
+//! once);
 //! BENCH_PARTS [failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup]
 //! (`failover`: SIGKILL of the master; `repeat-crash`: SIGKILL of a master that crashed once
 //! already, within its restart back-off; `freeze`: SIGSTOP of the master; `partition`: the master
@@ -49,6 +51,7 @@ struct Config {
     down_after: Vec<u64>,
     scale: Vec<footprint::Scale>,
     idle_seconds: u64,
+    batch: usize,
     parts: Vec<String>,
     out: Option<PathBuf>,
 }
@@ -81,6 +84,7 @@ impl Config {
             down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
             scale: env_list("BENCH_SCALE", "100,1000,300x3"),
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
+            batch: env_one("BENCH_BATCH", "100"),
             parts: env_list(
                 "BENCH_PARTS",
                 "failover,repeat-crash,freeze,partition,delete,switchover,rolling,footprint,backup",
@@ -268,7 +272,7 @@ async fn benchmark() {
             let count = format!("{} x {}", scale.replications, scale.instances);
             eprintln!("bench: operator footprint with {count} RedisReplications");
             let from = mono_now();
-            match AssertUnwindSafe(footprint::step(scale, cfg.idle_seconds))
+            match AssertUnwindSafe(footprint::step(scale, cfg.idle_seconds, cfg.batch))
                 .catch_unwind()
                 .await
             {

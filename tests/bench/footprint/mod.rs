@@ -51,6 +51,8 @@ impl std::str::FromStr for Scale {
 #[derive(Clone, Debug)]
 pub struct Step {
     pub scale: Scale,
+    /// Replications created at a time.
+    pub batch: usize,
     /// The operator started, nothing to manage yet.
     pub rss_empty: f64,
     pub ready_after: f64,
@@ -117,15 +119,12 @@ async fn ready(addr: &str) -> Result<(), String> {
         .map_err(|_| "no answer".to_string())?
 }
 
-/// Waits until all `scale.replications` are Ready with every instance ready.
-async fn all_ready(t: &TestNs, scale: Scale) {
+/// Waits until `count` replications of `scale` are Ready with every instance ready.
+async fn all_ready(t: &TestNs, scale: Scale, count: usize) {
     let api: Api<RedisReplication> = t.replications();
     let timeout = Duration::from_secs(120 + 4 * (scale.replications * scale.instances) as u64);
     wait_for(
-        &format!(
-            "{} RedisReplications of {} Ready",
-            scale.replications, scale.instances
-        ),
+        &format!("{count} RedisReplications of {} Ready", scale.instances),
         timeout,
         || async {
             let list = api
@@ -144,10 +143,10 @@ async fn all_ready(t: &TestNs, scale: Scale) {
                     })
                 })
                 .count();
-            if ready == scale.replications {
+            if ready >= count {
                 Ok(())
             } else {
-                Err(format!("{ready} of {} Ready", scale.replications))
+                Err(format!("{ready} of {count} Ready"))
             }
         },
     )
@@ -267,8 +266,9 @@ async fn masters(t: &TestNs) -> Vec<Watched> {
         .collect()
 }
 
-/// Measures one step: a fresh namespace and operator, the replications created at once.
-pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
+/// Measures one step: a fresh namespace and operator, the replications created `batch` at a
+/// time, each batch once the one before is Ready (all at once when `batch` is 0).
+pub async fn step(scale: Scale, idle_seconds: u64, batch: usize) -> Step {
     let mut t = TestNs::new(&format!(
         "bench-fp{}x{}",
         scale.replications, scale.instances
@@ -300,8 +300,16 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
         "instances": scale.instances,
         "failover": {"downAfterMilliseconds": DOWN_AFTER_MS},
     });
-    futures::future::join_all(names.iter().map(|n| t.create_replication(n, spec.clone()))).await;
-    all_ready(&t, scale).await;
+    // One 2-core node starting a thousand pods at once thrashed (load average 770, the CRI
+    // calls timing out): batches keep the node within what it can start.
+    let batch = if batch == 0 { names.len() } else { batch };
+    let mut count = 0;
+    for chunk in names.chunks(batch.max(1)) {
+        futures::future::join_all(chunk.iter().map(|n| t.create_replication(n, spec.clone())))
+            .await;
+        count += chunk.len();
+        all_ready(&t, scale, count).await;
+    }
     let ready_after = mono_now() - created;
     let reconciling = operator.window(created, mono_now());
     let (pods_created_after, pods_ready_after) = pod_times(&t, created_wall).await;
@@ -375,6 +383,7 @@ pub async fn step(scale: Scale, idle_seconds: u64) -> Step {
 
     Step {
         scale,
+        batch,
         rss_empty,
         ready_after,
         pods_created_after,

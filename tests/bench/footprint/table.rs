@@ -92,7 +92,9 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
     let _ = writeln!(
         o,
         "`vigil operator` (one process, its own namespace), N `RedisReplication`s of K \
-         instances (N x K) created at once, `downAfterMilliseconds` {down} ms, pods on the node. \
+         instances (N x K) created {batch} at a time (the next batch once those are Ready: one \
+         2-core node starting a thousand pods at once thrashes), `downAfterMilliseconds` {down} \
+         ms, pods on the node. \
          RSS from `/proc/<pid>/status`, CPU from `/proc/<pid>/stat` (1.00 = one core busy). \
          *Reconciling*: from creating them until all are Ready; *idle*: nothing changing, a \
          {idle_seconds} s window starting 5 s after all are Ready and the sentinel watches \
@@ -107,7 +109,8 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
          master's password as `auth-pass`), finding the replicas itself; measured in the same \
          idle window. *Watching*: from its start until `SENTINEL MASTERS` shows every master \
          up with all its replicas.\n",
-        down = super::DOWN_AFTER_MS
+        down = super::DOWN_AFTER_MS,
+        batch = steps[0].batch
     );
     let _ = writeln!(
         o,
