@@ -31,7 +31,8 @@ impl Report {
                     };
                     targets.push(Target {
                         what: format!(
-                            "{}: first acknowledged write on the new master <= 1.0 s{what}                              (downAfter {d} ms)",
+                            "{}: first acknowledged write on the new master <= 1.0 s{what} \
+                             (downAfter {d} ms)",
                             fault_name(c.change)
                         ),
                         measured: format!("vigil {} ms, ratio {ratio:.2}", ms(m)),
@@ -52,7 +53,8 @@ impl Report {
                     };
                     targets.push(Target {
                         what: format!(
-                            "{}: write gap <= downAfter + 500 ms{what}, 0 `WAIT 1` writes lost,                              0 double promotions (downAfter {d} ms)",
+                            "{}: write gap <= downAfter + 500 ms{what}, 0 `WAIT 1` writes lost, \
+                             0 double promotions (downAfter {d} ms)",
                             fault_name(c.change)
                         ),
                         measured: format!(
