@@ -61,7 +61,8 @@ struct OperatorArgs {
     #[arg(long, default_value_t = 30, env = "VIGIL_FAILOVER_COOLDOWN_SECONDS")]
     failover_cooldown_seconds: u64,
     /// Reconciles running at once, over all replications (0: no bound). Each takes a few
-    /// apiserver round trips, so 32 keep up with a thousand sets created at once.
+    /// apiserver round trips; the bound keeps a burst of new sets from opening a connection
+    /// per request.
     #[arg(long, default_value_t = 32, env = "VIGIL_CONCURRENT_RECONCILES")]
     concurrent_reconciles: u16,
     /// Address of the /healthz and /readyz endpoints.

@@ -43,8 +43,7 @@ impl<K> Owned for K where
 }
 
 /// Server-side applies every object the replication owns besides its pods. They do not depend
-/// on one another, so they go out at once: a new set waits one round trip for them, not eleven
-/// (on a busy apiserver, a thousand new sets at once took minutes one request after another);
+/// on one another, so they go out at once: a new set waits one round trip for them, not eleven;
 /// only the RoleBinding waits for its Role (see `apply_binding`).
 pub async fn ensure_objects(ctx: &Context, rr: &RedisReplication, ns: &str) -> Result<(), Error> {
     let name = rr.name_any();

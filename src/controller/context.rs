@@ -38,7 +38,8 @@ pub struct Context {
     /// Instances reached at another address than their pod's. Empty in the operator; the
     /// executor's tests put stand-in instances there.
     pub(super) redirects: HashMap<Address, Address>,
-    /// Replications (namespace, name) one of whose owned objects changed since the last apply.
+    /// Replications (namespace, name) one of whose owned objects someone else changed or deleted
+    /// since the last apply (drift.rs).
     pub(super) drifted: super::drift::Drifted,
     pub(super) memory: Mutex<HashMap<(String, String), Memory>>,
 }

@@ -1,7 +1,7 @@
 //! Drift of the objects a replication owns: someone else changed or deleted one, so the next
 //! reconcile re-applies them. The operator's own applies are not drift: re-applying after each
-//! of them cost a new set four rounds of no-op applies (40 requests), which at a thousand new
-//! sets kept the apiserver busy for minutes.
+//! of them cost a new set four rounds of no-op applies (40 requests); with a thousand new sets
+//! the node got about 30 pods a minute.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

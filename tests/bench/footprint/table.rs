@@ -101,7 +101,8 @@ pub fn section(steps: &[Step], idle_seconds: u64) -> String {
          every master (the operator still probes every instance each second). *apiserver \
          requests idle*: the requests a second the apiserver dispatched over the idle window \
          under a FlowSchema matching the operator's ServiceAccount only \
-         (`apiserver_flowcontrol_dispatched_requests_total`): the operator's own requests. *Last pod created, Ready*: from creating the \
+         (`apiserver_flowcontrol_dispatched_requests_total`): the operator's own requests. \
+         *Last pod created, Ready*: from creating the \
          replications until the last pod's `creationTimestamp` (the operator's part) and its \
          Ready condition (the node's), in whole seconds.\n\n\
          The peer: one `redis-sentinel` 7.0.15 started once all are Ready, monitoring every \
