@@ -19,7 +19,7 @@ pub(crate) mod fake;
 mod handover;
 mod info;
 
-use info::keyspace_keys;
+use info::loaded_keyspace_keys;
 pub use info::{ConnectedReplica, ReplicationInfo, Role};
 
 /// The port every instance listens on.
@@ -304,12 +304,13 @@ impl InstanceClient {
         Ok(acks)
     }
 
-    /// Keys in every database (`INFO keyspace`).
-    pub async fn keys(&mut self) -> Result<i64, Error> {
-        let mut cmd = ::redis::cmd("INFO");
-        cmd.arg("keyspace");
-        let text: String = self.query("INFO keyspace", &cmd).await?;
-        Ok(keyspace_keys(&text))
+    /// Keys in every database once the instance has loaded its data; `None` while it is still
+    /// loading (it answers `INFO` then, and role master, with the keys loaded so far). Plain
+    /// `INFO`: its default sections hold both `persistence` and `keyspace` on every version.
+    pub async fn loaded_keys(&mut self) -> Result<Option<i64>, Error> {
+        let cmd = ::redis::cmd("INFO");
+        let text: String = self.query("INFO", &cmd).await?;
+        Ok(loaded_keyspace_keys(&text))
     }
 
     /// `CONFIG SET key value`.

@@ -154,7 +154,8 @@ async fn find_source(
     })
 }
 
-/// While the first instance restores: completed once it serves as master (its keys counted),
+/// While the first instance restores: completed once it serves as master and has loaded its
+/// data (its keys counted: a master still loading answers with the keys loaded so far),
 /// failed with its agent's reason while it cannot.
 pub async fn progress(
     ctx: &Context,
@@ -172,7 +173,7 @@ pub async fn progress(
     let serving = first.filter(|i| i.redis.as_ref().is_some_and(|r| r.is_master()));
     if let (Some(inst), Some(address)) = (serving, serving.and_then(ObservedInstance::address)) {
         let keys = match ctx.connect(&inst.name, &address, credentials).await {
-            Ok(mut client) => client.keys().await.ok(),
+            Ok(mut client) => client.loaded_keys().await.ok().flatten(),
             Err(_) => None,
         };
         let Some(keys) = keys else { return };

@@ -175,8 +175,16 @@ fn parse_connected_replica(value: &str) -> Result<ConnectedReplica, String> {
     })
 }
 
-/// The sum of `keys=` over the `db<N>:keys=..,expires=..` lines of `INFO keyspace`.
-pub(super) fn keyspace_keys(text: &str) -> i64 {
+/// The sum of `keys=` over the `db<N>:keys=..,expires=..` lines of `INFO`, or `None` while
+/// `loading:1` says the count is still growing.
+pub(super) fn loaded_keyspace_keys(text: &str) -> Option<i64> {
+    if text.lines().any(|l| l.trim_end() == "loading:1") {
+        return None;
+    }
+    Some(keyspace_keys(text))
+}
+
+fn keyspace_keys(text: &str) -> i64 {
     text.lines()
         .filter(|l| l.starts_with("db"))
         .filter_map(|l| {
@@ -288,9 +296,13 @@ mod tests {
     }
 
     #[test]
-    fn keyspace_counts_keys_of_every_database() {
-        let text = "# Keyspace\r\ndb0:keys=100000,expires=3,avg_ttl=0\r\ndb5:keys=2,expires=0,avg_ttl=0\r\n";
-        assert_eq!(keyspace_keys(text), 100_002);
-        assert_eq!(keyspace_keys("# Keyspace\r\n"), 0);
+    fn keyspace_counts_keys_of_every_database_once_loaded() {
+        let text = "# Persistence\r\nloading:0\r\n\r\n# Keyspace\r\n\
+            db0:keys=100000,expires=3,avg_ttl=0\r\ndb5:keys=2,expires=0,avg_ttl=0\r\n";
+        assert_eq!(loaded_keyspace_keys(text), Some(100_002));
+        assert_eq!(loaded_keyspace_keys("# Keyspace\r\n"), Some(0));
+        // Mid-load: the keys loaded so far are not the restore's count.
+        let loading = text.replace("loading:0", "loading:1");
+        assert_eq!(loaded_keyspace_keys(&loading), None);
     }
 }
