@@ -24,7 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{Instrument, info, info_span, warn};
 
@@ -92,8 +92,11 @@ pub async fn run(client: Client, settings: Settings) {
     // One watch of the managed pods feeds both the index `observe` reads and the reconcile
     // triggers, so a reconcile woken by a pod change sees that change.
     let pod_index = Arc::new(PodIndex::default());
+    // The stores keep no managed fields: the operator never reads a pod's or a replication's,
+    // and they are the largest part of a pod's metadata (kube's advice for a controller's memory).
     let pod_changes = watcher(pods, owned.clone())
         .default_backoff()
+        .modify(|pod| pod.metadata.managed_fields = None)
         .inspect_ok({
             let index = pod_index.clone();
             move |event| index.apply(event)
@@ -138,7 +141,15 @@ pub async fn run(client: Client, settings: Settings) {
     // objects over connections of its own (a TLS handshake each for the apiserver).
     let config =
         kube::runtime::controller::Config::default().concurrency(settings.concurrent_reconciles);
-    let replications = Controller::new(replications, watcher::Config::default())
+    let (replication_store, replication_writer) = reflector::store();
+    let replication_changes = reflector(
+        replication_writer,
+        watcher(replications, watcher::Config::default())
+            .default_backoff()
+            .modify(|rr| rr.metadata.managed_fields = None),
+    )
+    .applied_objects();
+    let replications = Controller::for_stream(replication_changes, replication_store)
         .with_config(config)
         .owns_stream(pod_changes)
         .reconcile_on(fact_changes)
