@@ -65,23 +65,38 @@ pub fn quorum(replicas: u32, topology: Topology) -> u32 {
 }
 
 /// How long the operator has seen an instance unchanged: its whole replication state (role,
-/// upstream, link, offset), and its upstream and link alone.
+/// upstream, link, offset), and its upstream and link alone, both counted from the first
+/// answer that showed them (the instance got there earlier). `state_at_most` counts the state's
+/// age from the last answer that showed another one instead (the instance got there later):
+/// the way a master's silence is counted, from its last reply, and Sentinel's too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stillness {
     pub state: Duration,
     pub upstream: Duration,
+    pub state_at_most: Duration,
 }
 
 impl Stillness {
     /// Whether a replica seen like this cannot have acked the master at `master` for `hold`:
     /// one that follows it has heard nothing (its offset moves with every heartbeat) for
-    /// `silent` (at least the hold), one that follows another has done so for the hold.
+    /// the hold, one that follows another has done so for the hold.
+    ///
+    /// A follower must also corroborate the master's silence of `silent` (downAfter, rule 3):
+    /// that is measured as the master's own silence is, from the last answer that showed it
+    /// hearing something. The certain figure, from the first answer that showed it still, would
+    /// add up to a probe interval to every such failover (half of one, on median), which only
+    /// rule 9's hold needs.
     pub fn cannot_ack(&self, follows_master: bool, silent: Duration, hold: Duration) -> bool {
         if follows_master {
-            self.state >= silent.max(hold)
+            self.silent_follower(silent, hold)
         } else {
             self.upstream >= hold
         }
+    }
+
+    /// A follower seen still for the hold, and not seen to move for `silent`.
+    pub fn silent_follower(&self, silent: Duration, hold: Duration) -> bool {
+        self.state >= hold && self.state_at_most >= silent
     }
 
     /// A replica at `offset` (following the master) seen after the master went silent: when
@@ -97,6 +112,7 @@ impl Stillness {
         match (master_offset, silent_for) {
             (Some(last), Some(silent)) if offset <= last => Self {
                 state: self.state.max(silent),
+                state_at_most: self.state_at_most.max(silent),
                 ..self
             },
             _ => self,
@@ -167,12 +183,30 @@ mod tests {
         let seen = |state, upstream| Stillness {
             state: Duration::from_millis(state),
             upstream: Duration::from_millis(upstream),
+            state_at_most: Duration::from_millis(state),
         };
         assert!(
             !seen(4_000, 60_000).cannot_ack(true, d, hold),
             "downAfter not yet"
         );
         assert!(seen(5_000, 5_000).cannot_ack(true, d, hold));
+        // Still since an answer 4.2 s ago, moving at the one a second before it.
+        let between = |still: u64, moved: u64| Stillness {
+            state_at_most: Duration::from_millis(moved),
+            ..seen(still, 60_000)
+        };
+        assert!(
+            between(4_200, 5_200).cannot_ack(true, d, hold),
+            "not seen moving for downAfter, seen still for the hold"
+        );
+        assert!(
+            !between(4_200, 4_900).cannot_ack(true, d, hold),
+            "seen moving within downAfter"
+        );
+        assert!(
+            !between(1_400, 5_000).cannot_ack(true, d, hold),
+            "seen still for less than the hold: it may have acked a round within it"
+        );
         assert!(
             !seen(0, 1_000).cannot_ack(false, d, hold),
             "moved away just now"
@@ -188,6 +222,7 @@ mod tests {
         let seen = Stillness {
             state: Duration::from_millis(300),
             upstream: Duration::from_secs(60),
+            state_at_most: Duration::from_millis(1300),
         };
         let silent = Some(Duration::from_secs(5));
         let heard = |offset, last| seen.since_reply_of(offset, last, silent).state;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::isolation::promotion_hold;
+use crate::isolation::{Stillness, promotion_hold};
 use crate::redis::{Address, ReplicationInfo, Role};
 
 /// The planner-relevant summary of one probe.
@@ -19,19 +19,16 @@ pub enum Fact {
         upstream: Option<Address>,
         /// Linked and not in a full sync: what "synced" means to the planner.
         synced: bool,
-        /// Its state has not changed for `downAfter` and the promotion hold: it has heard
-        /// nothing from a master whose heartbeat moves its offset (rules 3 and 9).
+        /// Seen unchanged for the promotion hold, and not seen to change for `downAfter`: it
+        /// has heard nothing from a master whose heartbeat moves its offset (rules 3 and 9,
+        /// [`Stillness::silent_follower`]).
         still: bool,
     },
 }
 
 impl Fact {
-    /// `unchanged_for`: how long the instance's replication state has been the same.
-    pub fn of(
-        info: Option<&ReplicationInfo>,
-        unchanged_for: Duration,
-        down_after: Duration,
-    ) -> Self {
+    /// `still`: how long the instance's replication state has been the same.
+    pub fn of(info: Option<&ReplicationInfo>, still: &Stillness, down_after: Duration) -> Self {
         let Some(info) = info else {
             return Self::Unreachable;
         };
@@ -42,7 +39,7 @@ impl Fact {
             Role::Replica { .. } => Self::Replica {
                 upstream: info.following().cloned(),
                 synced: info.is_synced_replica(),
-                still: unchanged_for >= down_after.max(promotion_hold(down_after)),
+                still: still.silent_follower(down_after, promotion_hold(down_after)),
             },
         }
     }
@@ -97,10 +94,19 @@ mod tests {
         )
     }
 
+    /// Seen unchanged since an answer `still` ago, moving at the one before, `interval` earlier.
+    fn seen(still: Duration, interval: Duration) -> Stillness {
+        Stillness {
+            state: still,
+            upstream: still,
+            state_at_most: still + interval,
+        }
+    }
+
     #[test]
     fn moving_offsets_are_not_a_new_fact() {
         let d = Duration::from_secs(5);
-        let zero = Duration::ZERO;
+        let zero = &seen(Duration::ZERO, Duration::ZERO);
         assert_eq!(
             Fact::of(Some(&replica(true, 100)), zero, d),
             Fact::of(Some(&replica(true, 9_000)), zero, d)
@@ -121,13 +127,22 @@ mod tests {
 
     #[test]
     fn a_replica_still_for_down_after_and_the_hold_is_a_new_fact_once() {
-        let d = Duration::from_secs(1);
-        let threshold = d.max(promotion_hold(d));
+        let ms = Duration::from_millis;
         let r = replica(true, 100);
-        let before = Fact::of(Some(&r), threshold - Duration::from_millis(1), d);
-        let after = Fact::of(Some(&r), threshold, d);
-        assert_ne!(before, after, "crossed the threshold");
-        assert_eq!(after, Fact::of(Some(&r), threshold * 10, d));
-        assert_eq!(Fact::of(None, threshold, d), Fact::Unreachable);
+        let d = ms(1000);
+        let hold = promotion_hold(d);
+        let interval = ms(1000);
+        let before = Fact::of(Some(&r), &seen(hold - ms(1), interval), d);
+        let after = Fact::of(Some(&r), &seen(hold, interval), d);
+        assert_ne!(before, after, "crossed the hold");
+        assert_eq!(after, Fact::of(Some(&r), &seen(hold * 10, interval), d));
+        assert_eq!(Fact::of(None, &seen(hold, interval), d), Fact::Unreachable);
+        // At 5 s the hold is shorter: downAfter is crossed when the replica was last seen
+        // moving that long ago, though first seen still an interval later.
+        let d = ms(5000);
+        assert!(promotion_hold(d) < d - interval);
+        let before = Fact::of(Some(&r), &seen(d - interval - ms(1), interval), d);
+        let after = Fact::of(Some(&r), &seen(d - interval, interval), d);
+        assert_ne!(before, after, "crossed downAfter");
     }
 }

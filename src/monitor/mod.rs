@@ -79,6 +79,9 @@ pub struct Probe {
     /// ([`fact::Sameness`]), as the answer arrived: later than the instance reached it.
     pub state_since: Instant,
     pub upstream_since: Instant,
+    /// The last answer before `state_since` (that one showed another state), or `state_since`
+    /// when the probe before it failed: the instance reached this state after it.
+    pub state_after: Instant,
     /// When the instance last answered a probe, this one or an earlier one, and the
     /// replication offset it held then.
     pub replied_at: Option<Instant>,
@@ -202,6 +205,7 @@ impl Monitor {
                         still: Stillness {
                             state: p.state_since.elapsed(),
                             upstream: p.upstream_since.elapsed(),
+                            state_at_most: p.state_after.elapsed(),
                         },
                     })
                 });

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::fact::Sameness;
 use super::{Fact, Probe, Settings};
 use crate::api::RedisReplication;
+use crate::isolation::Stillness;
 use crate::metrics::Metrics;
 use crate::redis::{Address, Credentials, InstanceClient, ReplicationInfo};
 
@@ -100,18 +101,30 @@ impl Prober {
                     latest.as_ref().and_then(|l| l.info.as_ref()),
                     answer.as_ref(),
                 );
-                let (state_since, upstream_since) = match latest {
-                    Some(l) => (
-                        if same.state { l.state_since } else { answered },
-                        if same.upstream {
+                let (state_since, state_after, upstream_since) = match latest {
+                    Some(l) => {
+                        let (state_since, state_after) = match (same.state, &l.info) {
+                            (true, _) => (l.state_since, l.state_after),
+                            // The last answer showed another state.
+                            (false, Some(_)) => (answered, l.replied_at.unwrap_or(answered)),
+                            // No answer since: it may have changed long ago, or just now.
+                            (false, None) => (answered, answered),
+                        };
+                        let upstream_since = if same.upstream {
                             l.upstream_since
                         } else {
                             answered
-                        },
-                    ),
-                    None => (answered, answered),
+                        };
+                        (state_since, state_after, upstream_since)
+                    }
+                    None => (answered, answered, answered),
                 };
-                let fact = Fact::of(answer.as_ref(), answered - state_since, down_after);
+                let still = Stillness {
+                    state: answered - state_since,
+                    upstream: answered - upstream_since,
+                    state_at_most: answered - state_after,
+                };
+                let fact = Fact::of(answer.as_ref(), &still, down_after);
                 let (replied_at, replied_offset) = match &answer {
                     Some(info) => (Some(answered), Some(info.offset)),
                     None => latest
@@ -123,6 +136,7 @@ impl Prober {
                     at: started,
                     info: answer,
                     state_since,
+                    state_after,
                     upstream_since,
                     replied_at,
                     replied_offset,

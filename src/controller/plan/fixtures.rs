@@ -130,6 +130,7 @@ pub(crate) fn down_master(down_for: Duration, mut instances: Vec<ObservedInstanc
             i.still = Some(Stillness {
                 state: still,
                 upstream: still,
+                state_at_most: still,
             });
         }
     }

@@ -522,14 +522,22 @@ fn a_silent_master_is_replaced_only_after_it_must_have_fenced_itself() {
     assert_eq!(plan(&i).promote, None, "never recorded silent");
     i.policy.silence_recorded_for = Some(hold);
     assert_eq!(plan(&i).promote.as_deref(), Some("cache-1"));
-    // A replica still for less than downAfter has not corroborated the silence yet.
-    for r in &mut i.instances[1..] {
-        r.still = Some(crate::isolation::Stillness {
-            state: Duration::from_secs(4),
-            upstream: LONG,
-        });
-    }
+    // A replica seen moving less than downAfter ago has not corroborated the silence yet.
+    let seen = |i: &mut PlanInput, moved_ms| {
+        for r in &mut i.instances[1..] {
+            r.still = Some(crate::isolation::Stillness {
+                state: Duration::from_secs(4),
+                upstream: LONG,
+                state_at_most: Duration::from_millis(moved_ms),
+            });
+        }
+    };
+    seen(&mut i, 4_000);
     assert_eq!(plan(&i).promote, None);
+    // Seen still for 4 s, moving at the probe an interval before: silent for downAfter as the
+    // master is, counted from the last answer showing it alive; and still for the hold.
+    seen(&mut i, 5_000);
+    assert_eq!(plan(&i).promote.as_deref(), Some("cache-1"));
 }
 
 #[test]
@@ -540,6 +548,7 @@ fn replicas_no_further_than_the_masters_last_reply_corroborate_from_that_reply()
         i.still = Some(crate::isolation::Stillness {
             state: Duration::from_millis(300),
             upstream: LONG,
+            state_at_most: Duration::from_millis(1300),
         });
     };
     let mut instances = vec![
@@ -850,6 +859,7 @@ fn after_a_failover_the_chain_is_rebuilt_from_the_new_master() {
     i.instances[2].still = Some(crate::isolation::Stillness {
         state: Duration::ZERO,
         upstream: LONG,
+        state_at_most: Duration::ZERO,
     });
     let p = plan(&i);
     assert_eq!(p.promote.as_deref(), Some("cache-1"));
