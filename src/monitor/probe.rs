@@ -62,6 +62,56 @@ pub struct Prober {
     pub poke: Arc<Notify>,
 }
 
+impl Probe {
+    /// The probe asked at `at` and answered (or given up on) at `answered`, after `previous`.
+    fn after(
+        previous: Option<&Probe>,
+        at: Instant,
+        answer: Option<ReplicationInfo>,
+        answered: Instant,
+        down_after: Duration,
+    ) -> Self {
+        let same = Sameness::of(previous.and_then(|p| p.info.as_ref()), answer.as_ref());
+        let (state_since, state_after, upstream_since) = match previous {
+            Some(p) => {
+                let (state_since, state_after) = match (same.state, &p.info) {
+                    (true, _) => (p.state_since, p.state_after),
+                    // The previous answer showed another state.
+                    (false, Some(_)) => (answered, p.replied_at.unwrap_or(answered)),
+                    // No answer before: it may have changed long ago, or just now.
+                    (false, None) => (answered, answered),
+                };
+                let upstream_since = if same.upstream {
+                    p.upstream_since
+                } else {
+                    answered
+                };
+                (state_since, state_after, upstream_since)
+            }
+            None => (answered, answered, answered),
+        };
+        let still = Stillness {
+            state: answered - state_since,
+            upstream: answered - upstream_since,
+            state_at_most: answered - state_after,
+        };
+        let (replied_at, replied_offset) = match &answer {
+            Some(info) => (Some(answered), Some(info.offset)),
+            None => previous.map_or((None, None), |p| (p.replied_at, p.replied_offset)),
+        };
+        Self {
+            at,
+            fact: Fact::of(answer.as_ref(), &still, down_after),
+            info: answer,
+            state_since,
+            state_after,
+            upstream_since,
+            replied_at,
+            replied_offset,
+        }
+    }
+}
+
 impl Prober {
     /// Probes until the task is aborted (the instance is no longer probed).
     pub async fn run(self) {
@@ -97,51 +147,9 @@ impl Prober {
             let answered = Instant::now();
             let mut changed = false;
             self.latest.send_modify(|latest| {
-                let same = Sameness::of(
-                    latest.as_ref().and_then(|l| l.info.as_ref()),
-                    answer.as_ref(),
-                );
-                let (state_since, state_after, upstream_since) = match latest {
-                    Some(l) => {
-                        let (state_since, state_after) = match (same.state, &l.info) {
-                            (true, _) => (l.state_since, l.state_after),
-                            // The last answer showed another state.
-                            (false, Some(_)) => (answered, l.replied_at.unwrap_or(answered)),
-                            // No answer since: it may have changed long ago, or just now.
-                            (false, None) => (answered, answered),
-                        };
-                        let upstream_since = if same.upstream {
-                            l.upstream_since
-                        } else {
-                            answered
-                        };
-                        (state_since, state_after, upstream_since)
-                    }
-                    None => (answered, answered, answered),
-                };
-                let still = Stillness {
-                    state: answered - state_since,
-                    upstream: answered - upstream_since,
-                    state_at_most: answered - state_after,
-                };
-                let fact = Fact::of(answer.as_ref(), &still, down_after);
-                let (replied_at, replied_offset) = match &answer {
-                    Some(info) => (Some(answered), Some(info.offset)),
-                    None => latest
-                        .as_ref()
-                        .map_or((None, None), |l| (l.replied_at, l.replied_offset)),
-                };
-                changed = latest.as_ref().is_none_or(|l| l.fact != fact);
-                *latest = Some(Probe {
-                    at: started,
-                    info: answer,
-                    state_since,
-                    state_after,
-                    upstream_since,
-                    replied_at,
-                    replied_offset,
-                    fact,
-                });
+                let next = Probe::after(latest.as_ref(), started, answer, answered, down_after);
+                changed = latest.as_ref().is_none_or(|l| l.fact != next.fact);
+                *latest = Some(next);
             });
             if changed {
                 // The controller is gone only while the operator shuts down.
@@ -210,6 +218,50 @@ mod tests {
             probe_timeout(ms(100), ms(1000)),
             ms(100),
             "never longer than the operator's Redis timeout"
+        );
+    }
+
+    #[test]
+    fn a_state_is_dated_between_the_answer_that_showed_it_and_the_one_before() {
+        use crate::redis::Role;
+        let replica = |offset| {
+            let master = Address::new("10.244.0.10", 6379);
+            ReplicationInfo::fixture(
+                Role::Replica {
+                    master,
+                    link_up: true,
+                    sync_in_progress: false,
+                    link_down_seconds: None,
+                },
+                offset,
+            )
+        };
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let d = Duration::from_secs(5);
+        let probe =
+            |previous: Option<&Probe>, s, answer| Probe::after(previous, at(s), answer, at(s), d);
+        let first = probe(None, 0, Some(replica(100)));
+        let moved = probe(Some(&first), 1, Some(replica(200)));
+        assert_eq!((moved.state_since, moved.state_after), (at(1), at(0)));
+        let still = probe(Some(&moved), 2, Some(replica(200)));
+        assert_eq!(
+            (still.state_since, still.state_after),
+            (at(1), at(0)),
+            "it got to 200 between the answers of 0 s and 1 s"
+        );
+        let lost = probe(Some(&still), 3, None);
+        let back = probe(Some(&lost), 4, Some(replica(200)));
+        assert_eq!(
+            (back.state_since, back.state_after),
+            (at(4), at(4)),
+            "after a probe without an answer, nothing dates the state earlier"
+        );
+        assert_eq!(back.replied_at, Some(at(4)));
+        assert_eq!(
+            lost.replied_at,
+            Some(at(2)),
+            "a silence counts from the last reply"
         );
     }
 }
