@@ -92,11 +92,11 @@ pub async fn run(client: Client, settings: Settings) {
     // One watch of the managed pods feeds both the index `observe` reads and the reconcile
     // triggers, so a reconcile woken by a pod change sees that change.
     let pod_index = Arc::new(PodIndex::default());
-    // The stores keep no managed fields: the operator never reads a pod's or a replication's,
-    // and they are the largest part of a pod's metadata (kube's advice for a controller's memory).
+    // The stores keep no managed fields (kube's advice for a controller's memory): the operator
+    // never reads a pod's or a replication's; nor a pod's spec (`pods::prune`).
     let pod_changes = watcher(pods, owned.clone())
         .default_backoff()
-        .modify(|pod| pod.metadata.managed_fields = None)
+        .modify(pods::prune)
         .inspect_ok({
             let index = pod_index.clone();
             move |event| index.apply(event)

@@ -321,6 +321,30 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_pod_tells_every_fact_the_whole_one_does() {
+        let rr: RedisReplication = serde_json::from_value(json!({
+            "apiVersion": "redis.vigil.dev/v1alpha1", "kind": "RedisReplication",
+            "metadata": {"name": "cache", "namespace": "ns", "uid": "u1"},
+            "spec": {"instances": 3},
+        }))
+        .expect("replication");
+        let mut whole = crate::resources::instance_pod(&rr, 1);
+        whole.status = pod(json!({
+            "podIP": "10.244.0.7",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "redis", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 1, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+        }))
+        .status;
+        let mut pruned = whole.clone();
+        super::super::pods::prune(&mut pruned);
+        assert!(pruned.spec.is_none());
+        let facts = pod_facts(&rr, &whole).expect("an instance pod");
+        assert!(!facts.spec_outdated && facts.pod_ready && facts.stopped.is_some());
+        assert_eq!(pod_facts(&rr, &pruned), Some(facts));
+    }
+
+    #[test]
     fn stuck_pods_are_told_from_starting_ones() {
         let unschedulable = pod(
             json!({"conditions": [{"type": "PodScheduled", "status": "False",

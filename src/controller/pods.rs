@@ -65,6 +65,14 @@ impl Pods {
     }
 }
 
+/// What the index keeps of a pod: its metadata and status, which is all a reconcile reads (the
+/// spec it compares by the hash annotated at creation). Managed fields and the spec are most of
+/// a pod's size, and the index holds every managed pod.
+pub fn prune(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.spec = None;
+}
+
 fn pod_key(pod: &Pod) -> Key {
     (pod.namespace().unwrap_or_default(), pod.name_any())
 }
