@@ -260,8 +260,10 @@ impl SentinelSet {
             .ok_or(format!("unknown master {master_ip}"))?
             .clone();
         for s in &self.shared.sentinels {
-            let m = Self::sentinel_entries(s, "master").await?;
-            let m = &m[0];
+            let entries = Self::sentinel_entries(s, "master").await?;
+            let Some(m) = entries.first() else {
+                return Err(format!("sentinel {s}: no master entry"));
+            };
             let field = |k: &str| m.get(k).map(String::as_str).unwrap_or("");
             if field("flags") != "master"
                 || field("num-other-sentinels") != "2"
@@ -447,8 +449,10 @@ impl System for SentinelSet {
 
     async fn names_master(&self, master_ip: &str) -> Result<(), String> {
         for s in &self.shared.sentinels {
-            let m = Self::sentinel_entries(s, "master").await?;
-            let m = &m[0];
+            let entries = Self::sentinel_entries(s, "master").await?;
+            let Some(m) = entries.first() else {
+                return Err(format!("sentinel {s}: no master entry"));
+            };
             let ip = m.get("ip").map(String::as_str);
             let flags = m.get("flags").map(String::as_str);
             if ip != Some(master_ip) || flags != Some("master") {
