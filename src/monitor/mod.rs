@@ -202,11 +202,7 @@ impl Monitor {
                 let answer = probe.as_ref().filter(|_| fresh(&probe)).and_then(|p| {
                     Some(Answer {
                         info: p.info.clone()?,
-                        still: Stillness {
-                            state: p.state_since.elapsed(),
-                            upstream: p.upstream_since.elapsed(),
-                            state_at_most: p.state_after.elapsed(),
-                        },
+                        still: p.still_at(Instant::now()),
                     })
                 });
                 let (silent_for, silent_at_offset) = match (&answer, probe.as_ref()) {

@@ -90,24 +90,30 @@ impl Probe {
             }
             None => (answered, answered, answered),
         };
-        let still = Stillness {
-            state: answered - state_since,
-            upstream: answered - upstream_since,
-            state_at_most: answered - state_after,
-        };
         let (replied_at, replied_offset) = match &answer {
             Some(info) => (Some(answered), Some(info.offset)),
             None => previous.map_or((None, None), |p| (p.replied_at, p.replied_offset)),
         };
-        Self {
+        let mut next = Self {
             at,
-            fact: Fact::of(answer.as_ref(), &still, down_after),
+            fact: Fact::Unreachable,
             info: answer,
             state_since,
             state_after,
             upstream_since,
             replied_at,
             replied_offset,
+        };
+        next.fact = Fact::of(next.info.as_ref(), &next.still_at(answered), down_after);
+        next
+    }
+
+    /// How long the instance had been seen unchanged at `now`.
+    pub fn still_at(&self, now: Instant) -> Stillness {
+        Stillness {
+            state: now - self.state_since,
+            upstream: now - self.upstream_since,
+            state_at_most: now - self.state_after,
         }
     }
 }
