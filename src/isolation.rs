@@ -8,11 +8,12 @@
 //! *confirmed* at the start of a round in which [`quorum`] replicas acked, or at the start of a
 //! read in which the apiserver said it is the master and the operator has not recorded it
 //! silent (`status.masterSilentSince`). Unconfirmed for [`fence_after`], it fences itself:
-//! read-only, following nobody, clients disconnected.
+//! read-only, following nobody, clients disconnected. The fence keeps a deadline of its own
+//! rather than waiting for a round to end, so a round that hangs does not delay it.
 //!
 //! Why no two instances ever take writes at once: say the master was last confirmed at `C`.
-//! It is fenced at most [`fence_deadline`] after `C` (the tolerance, one round's sleep, the
-//! longest round, the fence command). The operator promotes on silence only when
+//! It is fenced at most [`fence_deadline`] after `C` (the tolerance, then the fence: its
+//! connection opened if need be, and one command). The operator promotes on silence only when
 //! - it recorded the master silent at least [`promotion_hold`] ago: an apiserver confirmation
 //!   started before that record, so `C` is earlier than the record; and
 //! - all but fewer than a quorum of the replicas have been reachable and unable to ack for at
@@ -43,14 +44,16 @@ pub const ROUND_EVERY: Duration = Duration::from_millis(100);
 /// How long `WAIT` waits for the replicas' acks (milliseconds, as `WAIT` takes them).
 pub const REPLICA_ACK_WAIT_MS: u64 = 100;
 /// Bound on one command on the agent's local connection (the heartbeat with its `WAIT`, or the
-/// fence itself).
-pub const LOCAL_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// fence itself), and on opening one. A unix socket to an instance that answers at all does
+/// so in well under a millisecond: this is the `WAIT` plus slack for a loaded node.
+pub const LOCAL_COMMAND_TIMEOUT: Duration = Duration::from_millis(150);
 /// Above the fence deadline, for scheduling delays on either side.
 pub const SAFETY_MARGIN: Duration = Duration::from_millis(250);
 /// The fence tolerates losing confirmation for half of `downAfter` (a blip is not an
-/// isolation), within these bounds: at least a second, so that a loaded apiserver answering
-/// slowly, or replicas still in their first sync, do not fence a healthy master.
-const FENCE_AFTER_MIN: Duration = Duration::from_secs(1);
+/// isolation), within these bounds: at least half a second (the half of a 1 s downAfter, so
+/// that the hold stays near the silence it follows), below which replicas in their first
+/// sync, with an apiserver answering slowly, would fence a healthy master.
+const FENCE_AFTER_MIN: Duration = Duration::from_millis(500);
 const FENCE_AFTER_MAX: Duration = Duration::from_secs(5);
 
 /// How many replicas must ack for a master to count as confirmed: half of them, rounded up; in a
@@ -125,15 +128,12 @@ pub fn fence_after(down_after: Duration) -> Duration {
     (down_after / 2).clamp(FENCE_AFTER_MIN, FENCE_AFTER_MAX)
 }
 
-/// The longest a confirmation round takes: the heartbeat. The apiserver is read beside the
-/// rounds, and a read's confirmation counts from its start, so its length does not matter.
-pub fn longest_round() -> Duration {
-    LOCAL_COMMAND_TIMEOUT
-}
-
-/// After its last confirmation, a master is fenced within this.
+/// After its last confirmation, a master is fenced within this: the tolerance, then the
+/// fence's connection opened (when the last attempt dropped it) and its one command. Neither
+/// the rounds nor the apiserver reads count: a confirmation counts from a round's or a read's
+/// start, and the fence does not wait for either to end.
 pub fn fence_deadline(down_after: Duration) -> Duration {
-    fence_after(down_after) + ROUND_EVERY + longest_round() + LOCAL_COMMAND_TIMEOUT
+    fence_after(down_after) + LOCAL_COMMAND_TIMEOUT * 2
 }
 
 /// How long the operator's evidence that a master cannot be confirmed must stand before it
@@ -255,7 +255,7 @@ mod tests {
             let d = Duration::from_millis(ms);
             let after = fence_after(d);
             assert!(after >= FENCE_AFTER_MIN && after <= FENCE_AFTER_MAX);
-            assert!(fence_deadline(d) > after + longest_round());
+            assert!(fence_deadline(d) >= after + LOCAL_COMMAND_TIMEOUT * 2);
             assert_eq!(promotion_hold(d), fence_deadline(d) + SAFETY_MARGIN);
         }
     }
@@ -263,6 +263,10 @@ mod tests {
     #[test]
     fn the_fence_tolerates_half_of_down_after() {
         assert_eq!(fence_after(Duration::from_secs(1)), FENCE_AFTER_MIN);
+        assert!(
+            promotion_hold(Duration::from_secs(1)) <= Duration::from_millis(1050),
+            "at a 1 s downAfter the hold adds at most about as much again"
+        );
         assert_eq!(
             fence_after(Duration::from_secs(5)),
             Duration::from_millis(2500)

@@ -281,6 +281,26 @@ impl InstanceClient {
         Ok(())
     }
 
+    /// Safety rule 9's fence, in one `MULTI`/`EXEC` so that it takes one bounded command:
+    /// stale reads off (a linearizable read never comes from a fenced instance), follow
+    /// nobody, and close the clients so they re-resolve the master.
+    pub async fn fence(&mut self) -> Result<(), Error> {
+        let mut pipe = role_change(Some(&Address::new(FENCE_HOST, FENCE_PORT)));
+        let _: ::redis::Value = pipe
+            .cmd("CONFIG")
+            .arg("SET")
+            .arg("replica-serve-stale-data")
+            .arg("no")
+            .query_async(&mut self.conn)
+            .await
+            .map_err(|source| Error::Command {
+                addr: self.addr.clone(),
+                command: "MULTI REPLICAOF (fence) CONFIG SET",
+                source,
+            })?;
+        Ok(())
+    }
+
     /// Safety rule 9's heartbeat: a `PUBLISH` that moves the replication offset, then `WAIT`
     /// for `quorum` replicas to acknowledge it (Redis asks them at once), at most `wait_ms`.
     /// Returns how many did. Nobody subscribes to the channel; the offset is what it moves.

@@ -35,7 +35,7 @@ head = ("| scenario | runs | writes | acknowledged | plain lost (total / worst r
         "acknowledged lost | split-brain windows | longest unavailability (median / worst) | "
         "linearizable (runs linearizable / runs checked) | "
         "with unconfirmed reads too (linearizable / not / undecided) | "
-        "old master took writes after the cut (worst run; the fence bound, fence_deadline at downAfter 1000 ms, is 1600 ms) |")
+        "old master took writes after the cut (worst run; the fence bound, fence_deadline at downAfter 1000 ms, is 800 ms) |")
 lines = [
     f"# make chaos, {runs} runs per scenario (commit {commit}, {took} s)",
     "",

@@ -1,6 +1,8 @@
 //! Safety rule 9 on the agent's side: a master that neither a quorum of its replicas nor the
 //! apiserver confirms for a while fences itself. The timing is `crate::isolation`'s.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Api;
@@ -13,7 +15,7 @@ use crate::api::RedisReplication;
 use crate::isolation::{
     LOCAL_COMMAND_TIMEOUT, REPLICA_ACK_WAIT_MS, ROUND_EVERY, fence_after, quorum,
 };
-use crate::redis::{Address, FENCE_HOST, FENCE_PORT, InstanceClient, ReplicationInfo};
+use crate::redis::{InstanceClient, ReplicationInfo};
 
 /// What the spec says about confirming a master, as last read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,93 +60,145 @@ pub fn apiserver_confirms(rr: &RedisReplication, pod: &str) -> bool {
         && status.master_silent_since.is_none()
 }
 
-/// The apiserver's side of confirmation, shared by the rounds and the reader.
-struct ApiConfirmation {
-    /// When the last read that confirmed the master started.
-    confirmed: Option<Instant>,
+/// What the fence goes by, kept up to date by the rounds and the apiserver reader.
+#[derive(Clone, Copy, Debug)]
+struct Guard {
+    /// Start of the last round that confirmed the instance, or found it no master needing
+    /// confirmation.
+    round: Instant,
+    /// Start of the last apiserver read that confirmed it.
+    api: Option<Instant>,
     /// The spec as last read.
     known: Known,
+    /// The last answer showed a master (one that stops answering stays one here).
+    master: bool,
 }
 
-/// Runs confirmation rounds for as long as the agent runs.
+impl Guard {
+    /// When the instance fences itself unless confirmed again before: `None` when it need not.
+    fn due(&self) -> Option<Instant> {
+        (self.master && self.known.needs_confirmation())
+            .then(|| self.confirmed() + fence_after(self.known.down_after))
+    }
+
+    /// When it was last confirmed, by its replicas or by the apiserver.
+    fn confirmed(&self) -> Instant {
+        self.api.map_or(self.round, |api| api.max(self.round))
+    }
+}
+
+/// Runs confirmation rounds for as long as the agent runs; the fence itself is due on a
+/// deadline of its own ([`fence_when_due`]), so a slow round never delays it.
 pub async fn watch(settings: Settings, api: Api<RedisReplication>, known: Known) {
     let (needed_tx, needed) = watch::channel(false);
-    let (confirmation_tx, confirmation) = watch::channel(ApiConfirmation {
-        confirmed: None,
+    let (guard_tx, guard) = watch::channel(Guard {
+        round: Instant::now(),
+        api: None,
         known,
+        master: false,
     });
+    let guard_tx = Arc::new(guard_tx);
+    // Set while this agent's fence is in place: it turned stale reads off, to turn them back on.
+    let fenced = Arc::new(AtomicBool::new(false));
     tokio::spawn(read_while_needed(
         api,
         settings.replication.clone(),
         settings.pod_name.clone(),
         needed,
-        confirmation_tx,
+        guard_tx.clone(),
     ));
+    tokio::spawn(fence_when_due(settings.clone(), guard, fenced.clone()));
     let mut rounds = tokio::time::interval(ROUND_EVERY);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut client: Option<InstanceClient> = None;
-    let mut confirmed = Instant::now();
-    // Set while this agent's fence is in place: it turned stale reads off, to turn them back on.
-    let mut fenced_here = false;
     loop {
         rounds.tick().await;
         let start = Instant::now();
         let Some(info) = local_info(&settings, &mut client).await else {
-            // Redis does not answer: it takes no writes either, and it is fenced as soon as it
-            // answers again if confirmation is still missing.
+            // Redis does not answer: it takes no writes either, and the fence is sent anyway
+            // when due.
             continue;
         };
         let Some(local) = client.as_mut() else {
             continue;
         };
-        let known = confirmation.borrow().known;
         // The operator made the fenced instance a linked replica, or master again.
         let reinstated = info.is_master() || info.is_synced_replica();
-        // (`confirmed` stays at the last round before: the promotion came after it.)
-        if fenced_here && reinstated {
+        if reinstated && fenced.load(Ordering::Acquire) {
             match local.config_set("replica-serve-stale-data", "yes").await {
-                Ok(()) => fenced_here = false,
+                Ok(()) => fenced.store(false, Ordering::Release),
                 Err(e) => warn!(error = %e, "cannot turn stale reads back on"),
             }
         }
-        if !info.is_master() || !known.needs_confirmation() {
+        let known = guard_tx.borrow().known;
+        let confirmed = if !info.is_master() || !known.needs_confirmation() {
             // A replica needs no confirmation; once promoted, it counts from the last round
             // before the promotion, which the operator's hold counts from too.
-            confirmed = start;
-            needed_tx.send_if_modified(|n| std::mem::replace(n, false));
-            continue;
-        }
-        match local.heartbeat(known.quorum, REPLICA_ACK_WAIT_MS).await {
-            Ok(acks) if acks >= i64::from(known.quorum) => {
-                confirmed = start;
-                needed_tx.send_if_modified(|n| std::mem::replace(n, false));
-                continue;
+            true
+        } else {
+            match local.heartbeat(known.quorum, REPLICA_ACK_WAIT_MS).await {
+                Ok(acks) => acks >= i64::from(known.quorum),
+                Err(e) => {
+                    debug!(error = %e, "heartbeat failed");
+                    client = None;
+                    false
+                }
             }
-            Ok(_) => {}
-            Err(e) => {
-                debug!(error = %e, "heartbeat failed");
-                client = None;
+        };
+        needed_tx.send_if_modified(|n| std::mem::replace(n, !confirmed) == confirmed);
+        guard_tx.send_if_modified(|g| {
+            let due = g.due();
+            g.master = info.is_master();
+            if confirmed {
+                g.round = start;
             }
-        }
-        needed_tx.send_if_modified(|n| !std::mem::replace(n, true));
-        if let Some(api_confirmed) = confirmation.borrow().confirmed {
-            confirmed = confirmed.max(api_confirmed);
-        }
-        let unconfirmed = confirmed.elapsed();
-        if unconfirmed < fence_after(known.down_after) {
+            g.due() != due
+        });
+    }
+}
+
+/// Fences the instance whenever its confirmation is overdue, on a connection of its own.
+async fn fence_when_due(
+    settings: Settings,
+    mut guard: watch::Receiver<Guard>,
+    fenced: Arc<AtomicBool>,
+) {
+    let mut client: Option<InstanceClient> = None;
+    loop {
+        let g = *guard.borrow_and_update();
+        let due = g.due().filter(|at| *at > Instant::now());
+        if due.is_some() || g.due().is_none() {
+            let until = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = until => {}
+                changed = guard.changed() => if changed.is_err() { return },
+            }
             continue;
         }
         warn!(
-            ?unconfirmed,
-            replicas = known.replicas,
+            unconfirmed = ?g.confirmed().elapsed(),
+            replicas = g.known.replicas,
             "isolated master: no quorum of replicas and no apiserver confirmation; fencing itself"
         );
         match fence(&settings, &mut client).await {
             Ok(()) => {
-                fenced_here = true;
+                fenced.store(true, Ordering::Release);
                 info!("fenced: read-only, following nobody, clients disconnected");
+                // Fenced until the rounds see it so, or it is confirmed again.
+                if guard.changed().await.is_err() {
+                    return;
+                }
             }
-            Err(e) => warn!(error = %e, "cannot fence; retrying next round"),
+            Err(e) => {
+                warn!(error = %e, "cannot fence; retrying");
+                client = None;
+                tokio::time::sleep(ROUND_EVERY).await;
+            }
         }
     }
 }
@@ -157,23 +211,23 @@ async fn read_while_needed(
     name: String,
     pod: String,
     mut needed: watch::Receiver<bool>,
-    confirmation: watch::Sender<ApiConfirmation>,
+    guard: Arc<watch::Sender<Guard>>,
 ) {
     loop {
         if needed.wait_for(|n| *n).await.is_err() {
             return;
         }
         let start = Instant::now();
-        let known = confirmation.borrow().known;
+        let known = guard.borrow().known;
         let read = tokio::time::timeout(fence_after(known.down_after), api.get(&name)).await;
         if start.elapsed() > fence_after(known.down_after) / 2 {
             warn!(took = ?start.elapsed(), "slow read of the RedisReplication");
         }
         match read {
-            Ok(Ok(rr)) => confirmation.send_modify(|c| {
-                c.known = Known::of(&rr);
+            Ok(Ok(rr)) => guard.send_modify(|g| {
+                g.known = Known::of(&rr);
                 if apiserver_confirms(&rr, &pod) {
-                    c.confirmed = Some(start);
+                    g.api = Some(start);
                 }
             }),
             Ok(Err(e)) => warn!(error = %e, "cannot read the RedisReplication"),
@@ -212,17 +266,12 @@ async fn local_info(
     info.ok()
 }
 
-/// Stale reads off (a linearizable read never comes from a fenced instance), then follow
-/// nobody and close the clients in one `MULTI`/`EXEC`, so they re-resolve the master.
+/// The fence, on the kept connection (opened first if need be): two bounded steps at most.
 async fn fence(
     settings: &Settings,
     client: &mut Option<InstanceClient>,
 ) -> Result<(), crate::redis::Error> {
-    let local = local(settings, client).await?;
-    local.config_set("replica-serve-stale-data", "no").await?;
-    local
-        .change_role(Some(&Address::new(FENCE_HOST, FENCE_PORT)))
-        .await
+    local(settings, client).await?.fence().await
 }
 
 #[cfg(test)]
@@ -269,6 +318,52 @@ mod tests {
         let mut none = rr(master("cache-0"));
         none.status = None;
         assert!(!apiserver_confirms(&none, "cache-0"));
+    }
+
+    #[test]
+    fn the_fence_is_due_a_tolerance_after_the_latest_confirmation_of_a_master() {
+        let known = Known::of(&rr(master("cache-0")));
+        let after = fence_after(known.down_after);
+        let t = Instant::now();
+        let guard = Guard {
+            round: t,
+            api: None,
+            known,
+            master: true,
+        };
+        assert_eq!(guard.due(), Some(t + after));
+        let read_later = Guard {
+            api: Some(t + Duration::from_millis(300)),
+            ..guard
+        };
+        assert_eq!(
+            read_later.due(),
+            Some(t + Duration::from_millis(300) + after),
+            "the apiserver confirmed it later than its replicas"
+        );
+        let read_earlier = Guard {
+            api: Some(t - Duration::from_millis(300)),
+            ..guard
+        };
+        assert_eq!(read_earlier.due(), Some(t + after));
+        assert_eq!(
+            Guard {
+                master: false,
+                ..guard
+            }
+            .due(),
+            None,
+            "a replica is never fenced"
+        );
+        let alone = Known { quorum: 0, ..known };
+        assert_eq!(
+            Guard {
+                known: alone,
+                ..guard
+            }
+            .due(),
+            None
+        );
     }
 
     #[test]
