@@ -80,10 +80,7 @@ pub async fn observe(
             })
         })
         .collect();
-    let answers = ctx
-        .monitor
-        .observe(rr, &probed, &credentials, rr.spec.failover.down_after())
-        .await;
+    let answers = ctx.monitor.observe(rr, &probed, &credentials).await;
     for (probe, observed) in probed.iter().zip(answers) {
         if let Some(inst) = instances.iter_mut().find(|i| i.name == probe.pod) {
             inst.still = observed.answer.as_ref().map(|a| a.still);

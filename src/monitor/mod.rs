@@ -48,6 +48,23 @@ pub struct Monitor {
     probes: Mutex<HashMap<Key, Running>>,
 }
 
+/// How a replication's instances are probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cadence {
+    pub down_after: Duration,
+    /// It has replicas and failover on: a silent master starts a failover.
+    pub fails_over: bool,
+}
+
+impl Cadence {
+    pub fn of(rr: &RedisReplication) -> Self {
+        Self {
+            down_after: rr.spec.failover.down_after(),
+            fails_over: rr.spec.failover.enabled && rr.spec.instances > 1,
+        }
+    }
+}
+
 /// A probed instance: its replication and pod.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Key {
@@ -61,7 +78,7 @@ struct Running {
     address: Address,
     password: Option<String>,
     tls: bool,
-    down_after: watch::Sender<Duration>,
+    cadence: watch::Sender<Cadence>,
     latest: watch::Receiver<Option<Probe>>,
     /// Asks for a probe now rather than at the next tick.
     poke: Arc<Notify>,
@@ -145,8 +162,8 @@ impl Monitor {
         rr: &RedisReplication,
         instances: &[Instance],
         credentials: &Credentials,
-        down_after: Duration,
     ) -> Vec<Observed> {
+        let cadence = Cadence::of(rr);
         let namespace = rr.namespace().unwrap_or_default();
         let replication = rr.name_any();
         let mut receivers = Vec::with_capacity(instances.len());
@@ -169,15 +186,13 @@ impl Monitor {
                         && r.tls == credentials.tls.is_some()
                 });
                 if !current {
-                    let running = self.start(rr, &key, inst, credentials, down_after);
+                    let running = self.start(rr, &key, inst, credentials, cadence);
                     probes.insert(key.clone(), running);
                 }
                 if let Some(running) = probes.get(&key) {
-                    running.down_after.send_if_modified(|d| {
-                        let changed = *d != down_after;
-                        *d = down_after;
-                        changed
-                    });
+                    running
+                        .cadence
+                        .send_if_modified(|c| std::mem::replace(c, cadence) != cadence);
                     receivers.push((
                         running.latest.clone(),
                         running.poke.clone(),
@@ -232,10 +247,10 @@ impl Monitor {
         key: &Key,
         inst: &Instance,
         credentials: &Credentials,
-        down_after: Duration,
+        cadence: Cadence,
     ) -> Running {
         let (latest_tx, latest) = watch::channel(None);
-        let (down_after_tx, down_after_rx) = watch::channel(down_after);
+        let (cadence_tx, cadence_rx) = watch::channel(cadence);
         let poke = Arc::new(Notify::new());
         let prober = Prober {
             target: Target {
@@ -249,7 +264,7 @@ impl Monitor {
             metrics: self.metrics.clone(),
             owner: ObjectRef::from_obj(rr),
             wake: self.wake.clone(),
-            down_after: down_after_rx,
+            cadence: cadence_rx,
             latest: latest_tx,
             poke: poke.clone(),
         };
@@ -257,7 +272,7 @@ impl Monitor {
             address: inst.address.clone(),
             password: credentials.password.clone(),
             tls: credentials.tls.is_some(),
-            down_after: down_after_tx,
+            cadence: cadence_tx,
             latest,
             poke,
             task: tokio::spawn(prober.run()),

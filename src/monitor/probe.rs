@@ -8,11 +8,10 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc;
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Notify, watch};
-use tokio::time::MissedTickBehavior;
 use tracing::debug;
 
 use super::fact::Sameness;
-use super::{Fact, Probe, Settings};
+use super::{Cadence, Fact, Probe, Settings};
 use crate::api::RedisReplication;
 use crate::isolation::Stillness;
 use crate::metrics::Metrics;
@@ -29,15 +28,33 @@ fn probe_timeout(configured: Duration, down_after: Duration) -> Duration {
     (down_after / 4).max(PROBE_TIMEOUT_MIN).min(configured)
 }
 
+/// The master of a set that can fail over is probed this many times per downAfter when the
+/// probe interval is longer than that: its silence is recorded at the first probe it misses
+/// (rule 9's hold counts from there), on average half an interval after it went silent. At a
+/// 1 s downAfter that is 125 ms rather than half a second; at 4 s and over, nothing changes.
+/// Replicas, and sets that cannot fail over, keep the interval: their silence starts nothing.
+const MASTER_PROBES_PER_DOWN_AFTER: u32 = 4;
+/// The operator's own floor on the probe interval.
+const PROBE_EVERY_MIN: Duration = Duration::from_millis(50);
+
+fn probe_every(interval: Duration, cadence: Cadence, master: bool) -> Duration {
+    if master && cadence.fails_over {
+        interval.min((cadence.down_after / MASTER_PROBES_PER_DOWN_AFTER).max(PROBE_EVERY_MIN))
+    } else {
+        interval
+    }
+}
+
 /// Every probe ticks on one grid (multiples of the interval since the first probe started), so
 /// an interval's probes run in one burst: the runtime wakes once per interval for all of them
 /// rather than once per instance at scattered instants, which cost more than the probes.
-fn first_tick(interval: Duration) -> tokio::time::Instant {
+/// Intervals that divide one another share their instants. The first instant after now.
+fn next_tick(interval: Duration) -> tokio::time::Instant {
     static GRID: OnceLock<tokio::time::Instant> = OnceLock::new();
     let now = tokio::time::Instant::now();
     let grid = *GRID.get_or_init(|| now);
     let interval = interval.as_nanos().max(1);
-    let next = (now - grid).as_nanos().div_ceil(interval) * interval;
+    let next = ((now - grid).as_nanos() / interval + 1) * interval;
     grid + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
 }
 
@@ -56,7 +73,7 @@ pub struct Prober {
     pub metrics: Metrics,
     pub owner: ObjectRef<RedisReplication>,
     pub wake: mpsc::UnboundedSender<ObjectRef<RedisReplication>>,
-    pub down_after: watch::Receiver<Duration>,
+    pub cadence: watch::Receiver<Cadence>,
     /// `None` until the first probe.
     pub latest: watch::Sender<Option<Probe>>,
     pub poke: Arc<Notify>,
@@ -122,11 +139,11 @@ impl Prober {
     /// Probes until the task is aborted (the instance is no longer probed).
     pub async fn run(self) {
         let mut client: Option<InstanceClient> = None;
-        // A new instance is asked at once anyway: the reconcile pokes it for a first answer.
-        let mut ticks =
-            tokio::time::interval_at(first_tick(self.settings.interval), self.settings.interval);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // As the last answer showed it: a master that stops answering is probed as one.
+        let mut master = false;
         loop {
+            // A new instance is asked at once anyway: the reconcile pokes it for a first answer.
+            let every = probe_every(self.settings.interval, *self.cadence.borrow(), master);
             let closed = async {
                 match client.as_mut() {
                     Some(c) => c.closed().await,
@@ -134,13 +151,16 @@ impl Prober {
                 }
             };
             tokio::select! {
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep_until(next_tick(every)) => {}
                 () = self.poke.notified() => {}
                 // The instance closed the connection (it stopped, or restarts): probe now.
                 () = closed => client = None,
             }
             let started = Instant::now();
             let answer = self.probe(&mut client).await;
+            if let Some(info) = &answer {
+                master = info.is_master();
+            }
             let t = &self.target;
             self.metrics.probe(
                 &t.namespace,
@@ -149,7 +169,7 @@ impl Prober {
                 started.elapsed(),
                 answer.is_some(),
             );
-            let down_after = *self.down_after.borrow();
+            let down_after = self.cadence.borrow().down_after;
             let answered = Instant::now();
             let mut changed = false;
             self.latest.send_modify(|latest| {
@@ -168,7 +188,7 @@ impl Prober {
     /// drops the connection so the next probe starts afresh.
     async fn probe(&self, client: &mut Option<InstanceClient>) -> Option<ReplicationInfo> {
         let t = &self.target;
-        let timeout = probe_timeout(self.settings.timeout, *self.down_after.borrow());
+        let timeout = probe_timeout(self.settings.timeout, self.cadence.borrow().down_after);
         if client.is_none() {
             match InstanceClient::connect(&t.pod, &t.address, &t.credentials, timeout).await {
                 Ok(c) => *client = Some(c),
@@ -202,15 +222,47 @@ mod tests {
     #[tokio::test]
     async fn probes_tick_on_one_grid() {
         let interval = Duration::from_millis(1000);
-        let a = first_tick(interval);
+        let a = next_tick(interval);
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let b = first_tick(interval);
+        let b = next_tick(interval);
         let apart = if b > a { b - a } else { a - b };
         assert!(
             apart.as_nanos() % interval.as_nanos() == 0,
             "{apart:?} apart: not on one grid"
         );
-        assert!(b >= tokio::time::Instant::now());
+        assert!(b > tokio::time::Instant::now());
+        let quarter = next_tick(interval / 4);
+        assert!(
+            (b - quarter)
+                .as_nanos()
+                .is_multiple_of((interval / 4).as_nanos()),
+            "a quarter interval shares the grid"
+        );
+    }
+
+    #[test]
+    fn only_the_master_of_a_set_that_can_fail_over_is_probed_faster() {
+        let ms = Duration::from_millis;
+        let cadence = |down_after, fails_over| Cadence {
+            down_after: ms(down_after),
+            fails_over,
+        };
+        let every = |down_after, fails_over, master| {
+            probe_every(ms(1000), cadence(down_after, fails_over), master)
+        };
+        assert_eq!(every(1000, true, true), ms(250));
+        assert_eq!(every(1000, true, false), ms(1000), "a replica");
+        assert_eq!(
+            every(1000, false, true),
+            ms(1000),
+            "a set that cannot fail over"
+        );
+        assert_eq!(
+            every(5000, true, true),
+            ms(1000),
+            "the interval is short enough"
+        );
+        assert_eq!(every(100, true, true), PROBE_EVERY_MIN);
     }
 
     #[test]

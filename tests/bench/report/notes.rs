@@ -30,8 +30,8 @@ How to read this: a frozen master is silence, not evidence: its pod still runs a
 accepts connections that never answer. Sentinel waits `down-after-milliseconds`, agrees and \
 promotes. vigil waits `downAfterMilliseconds`, needs the replicas' offsets to have stood still \
 as long, and promotes only once a master cut off rather than frozen must have fenced itself \
-(safety rule 9: the promotion hold, 1.85 s at 1000 ms and 3.35 s at 5000 ms, counted from when \
-the silence is recorded; src/isolation.rs). Sentinel has no such wait, and no fence: a \
+(safety rule 9: the promotion hold, 1.05 s at 1000 ms and 3.05 s at 5000 ms, counted from when \
+the silence is recorded at the first probe the master missed; src/isolation.rs). Sentinel has no such wait, and no fence: a \
 partitioned Sentinel master keeps taking writes.";
 
 /// How the master is cut off on each side.
