@@ -245,6 +245,21 @@ impl InstanceClient {
             })
     }
 
+    /// A pipeline (or `MULTI`/`EXEC`) as one command: `command` names it in errors.
+    async fn query_pipe<T: ::redis::FromRedisValue>(
+        &mut self,
+        command: &'static str,
+        pipe: &::redis::Pipeline,
+    ) -> Result<T, Error> {
+        pipe.query_async(&mut self.conn)
+            .await
+            .map_err(|source| Error::Command {
+                addr: self.addr.clone(),
+                command,
+                source,
+            })
+    }
+
     pub async fn ping(&mut self) -> Result<(), Error> {
         let _: String = self.query("PING", &::redis::cmd("PING")).await?;
         Ok(())
@@ -270,14 +285,7 @@ impl InstanceClient {
             Some(_) => "MULTI REPLICAOF host port",
             None => "MULTI REPLICAOF NO ONE",
         };
-        let _: ::redis::Value = role_change(upstream)
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|source| Error::Command {
-                addr: self.addr.clone(),
-                command,
-                source,
-            })?;
+        let _: ::redis::Value = self.query_pipe(command, &role_change(upstream)).await?;
         Ok(())
     }
 
@@ -286,18 +294,13 @@ impl InstanceClient {
     /// nobody, and close the clients so they re-resolve the master.
     pub async fn fence(&mut self) -> Result<(), Error> {
         let mut pipe = role_change(Some(&Address::new(FENCE_HOST, FENCE_PORT)));
-        let _: ::redis::Value = pipe
-            .cmd("CONFIG")
+        pipe.cmd("CONFIG")
             .arg("SET")
             .arg("replica-serve-stale-data")
-            .arg("no")
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|source| Error::Command {
-                addr: self.addr.clone(),
-                command: "MULTI REPLICAOF (fence) CONFIG SET",
-                source,
-            })?;
+            .arg("no");
+        let _: ::redis::Value = self
+            .query_pipe("MULTI REPLICAOF (fence) CONFIG SET", &pipe)
+            .await?;
         Ok(())
     }
 
@@ -313,14 +316,7 @@ impl InstanceClient {
             .cmd("WAIT")
             .arg(quorum)
             .arg(wait_ms);
-        let (acks,): (i64,) =
-            pipe.query_async(&mut self.conn)
-                .await
-                .map_err(|source| Error::Command {
-                    addr: self.addr.clone(),
-                    command: "PUBLISH + WAIT",
-                    source,
-                })?;
+        let (acks,): (i64,) = self.query_pipe("PUBLISH + WAIT", &pipe).await?;
         Ok(acks)
     }
 

@@ -50,14 +50,9 @@ impl InstanceClient {
     /// connection) and lifts the operator's pause, in one `MULTI`/`EXEC`, so no paused write
     /// runs on the demoted instance and every client re-resolves the master.
     pub async fn release_clients(&mut self) -> Result<(), Error> {
-        let _: ::redis::Value = release_clients()
-            .query_async(&mut self.conn)
-            .await
-            .map_err(|source| Error::Command {
-                addr: self.addr.clone(),
-                command: "MULTI CLIENT KILL CLIENT UNPAUSE",
-                source,
-            })?;
+        let _: ::redis::Value = self
+            .query_pipe("MULTI CLIENT KILL CLIENT UNPAUSE", &release_clients())
+            .await?;
         Ok(())
     }
 }
