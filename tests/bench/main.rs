@@ -5,7 +5,7 @@
 //! not met is reported, not failed; only a part with nothing measured fails the run.
 //!
 //! Environment (defaults in brackets): BENCH_RUNS [20] runs of each fault per system and
-//! detection timeout; BENCH_SWITCHOVER_RUNS [10] of each planned change; BENCH_DOWN_AFTER
+//! detection timeout; BENCH_SWITCHOVER_RUNS [20] of each planned change; BENCH_DOWN_AFTER
 //! [1000,5000] (ms; planned changes run with the first); BENCH_SCALE [100,1000,300x3]
 //! replications of one instance (`NxK`: N of K instances each); BENCH_IDLE_SECONDS [20];
 //! BENCH_BATCH [100] replications created at a time, the next once those are Ready (0: all at
@@ -80,7 +80,7 @@ impl Config {
         let runs = env_one("BENCH_RUNS", "20");
         Self {
             runs,
-            switchover_runs: env_one("BENCH_SWITCHOVER_RUNS", "10"),
+            switchover_runs: env_one("BENCH_SWITCHOVER_RUNS", "20"),
             down_after: env_list("BENCH_DOWN_AFTER", "1000,5000"),
             scale: env_list("BENCH_SCALE", "100,1000,300x3"),
             idle_seconds: env_one("BENCH_IDLE_SECONDS", "20"),
