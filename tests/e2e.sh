@@ -53,11 +53,24 @@ on_exit() {
   local_cluster_down "$STATE"
   if [[ $code -ne 0 && -d ${ARTIFACTS:-} ]]; then
     echo "e2e: FAILED (exit $code); logs are in $ARTIFACTS and $STATE/logs" >&2
-    for f in "$ARTIFACTS"/*.log; do
-      [[ -f $f ]] || continue
-      echo "----- last lines of $f" >&2
-      tail -n 40 "$f" >&2
+    # The logs of the failed tests only: the harness keeps their namespaces, collect_cluster
+    # made a directory for each.
+    local ns f
+    for ns in "$ARTIFACTS"/cluster/e2e-*/; do
+      [[ -d $ns ]] || continue
+      ns=$(basename "$ns")
+      for f in "$ARTIFACTS/$ns"-*.log; do
+        [[ -f $f ]] || continue
+        echo "----- last lines of $f" >&2
+        tail -n 40 "$f" >&2
+      done
     done
+    # Last, where a reader of the output's tail sees it: which tests failed, and why.
+    if [[ -s $ARTIFACTS/tests.out ]]; then
+      echo "----- failed tests and their panics" >&2
+      grep -E '^test .* FAILED$' "$ARTIFACTS/tests.out" >&2 || true
+      grep -A 8 -E "^thread '.*' panicked at" "$ARTIFACTS/tests.out" >&2 || true
+    fi
   fi
   exit "$code"
 }
@@ -79,4 +92,6 @@ export REDIS_CLI
 # The Sentinel clients tools.sh installed (python-redis, go-failover).
 export VIGIL_E2E_CLIENTS=${VIGIL_CACHE:-$HOME/.cache/vigil}/bin/current
 # --nocapture: the scenarios print measurements (failover timing) worth keeping in the log.
-cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" --nocapture "$@"
+# A copy of the output for on_exit's summary of the failures.
+cargo test --offline --features e2e --test e2e -- --test-threads="$THREADS" --nocapture "$@" 2>&1 \
+  | tee "$ARTIFACTS/tests.out"
