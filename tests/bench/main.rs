@@ -125,14 +125,15 @@ async fn one<S: System>(system: &S, out: &mut Outcomes, change: Change, tag: Str
         Ok(r) => {
             eprintln!(
                 "bench {tag} ({:.1} s): {} -> {}: gap {:.0} ms (WAIT 1: {:.0} ms), first write \
-                 {:.0} ms, other replica {:.0} ms, every replica {:.0} ms, lost {}/{} plain, \
-                 {}/{} WAIT 1, {} promotion(s)",
+                 {:.0} ms, promoted {:.0} ms, other replica {:.0} ms, every replica {:.0} ms, \
+                 lost {}/{} plain, {}/{} WAIT 1, {} promotion(s)",
                 mono_now() - began,
                 r.from,
                 r.to,
                 r.gap_plain * 1e3,
                 r.gap_wait * 1e3,
                 r.to_first_write * 1e3,
+                r.promoted * 1e3,
                 r.survivor_follows * 1e3,
                 r.all_follow * 1e3,
                 r.lost_plain,

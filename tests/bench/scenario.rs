@@ -153,6 +153,9 @@ pub struct Run {
     pub gap_wait: f64,
     /// The crash (or request) to the first acknowledged write on the new master (plain writer).
     pub to_first_write: f64,
+    /// The crash (or request) to the first poll that saw the new master take the role: the
+    /// system's own figure, without the client's timeouts and retries in it (up to a poll late).
+    pub promoted: f64,
     /// The crash (or request) to the replica that was neither old nor new master following the
     /// new one with its link up.
     pub survivor_follows: f64,
@@ -252,6 +255,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let mut old_left = false;
     let mut new: Option<Instance> = None;
     let mut promotions = 0;
+    let mut promoted_at = None;
     let mut survivor_at = None;
     let mut all_at = None;
     let mut last_state = String::new();
@@ -269,6 +273,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         let current = system.instances().await;
         let seen: Vec<Seen> =
             futures::future::join_all(current.iter().map(|i| Seen::of(&i.ip, &password))).await;
+        let seen_at = mono_now();
         last_state = current
             .iter()
             .zip(&seen)
@@ -289,6 +294,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             && new.as_ref().is_none_or(|n| n.ip != one.ip)
         {
             new = Some(one.clone());
+            promoted_at = Some(seen_at);
             promotions += 1;
             survivor_at = None;
             all_at = None;
@@ -352,6 +358,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         gap_plain,
         gap_wait,
         to_first_write: first_plain - start,
+        promoted: promoted_at.expect("measured") - start,
         survivor_follows: survivor_at.expect("measured") - start,
         all_follow: all_at.expect("measured") - start,
         acked_plain: acked_plain.len(),

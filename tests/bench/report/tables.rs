@@ -41,6 +41,10 @@ impl Report {
                 Box::new(|r| r.to_first_write),
             ),
             (
+                format!("{what} → a replica seen promoted (`ROLE`, polled every 50 ms)"),
+                Box::new(|r| r.promoted),
+            ),
+            (
                 format!("{what} → the other replica follows the new master"),
                 Box::new(|r| r.survivor_follows),
             ),
@@ -129,21 +133,22 @@ impl Report {
         let _ = writeln!(
             o,
             "<details><summary>{kind}, downAfter {} ms</summary>\n\n| System | # | From → to \
-             | Gap plain | Gap `WAIT 1` | First write | Other replica | Every replica | Lost \
-             plain | Lost `WAIT 1` | Promotions |\n|---|---|---|---|---|---|---|---|---|---|---|",
+             | Gap plain | Gap `WAIT 1` | First write | Promoted | Other replica | Every replica \
+             | Lost plain | Lost `WAIT 1` | Promotions |\n|---|---|---|---|---|---|---|---|---|---|---|---|",
             c.down_after
         );
         for (label, out) in [("vigil", &c.vigil), ("Sentinel", &c.sentinel)] {
             for (n, r) in out.runs.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "| {label} | {} | {} → {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} |",
+                    "| {label} | {} | {} → {} | {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} |",
                     n + 1,
                     r.from,
                     r.to,
                     ms(r.gap_plain),
                     ms(r.gap_wait),
                     ms(r.to_first_write),
+                    ms(r.promoted),
                     ms(r.survivor_follows),
                     ms(r.all_follow),
                     r.lost_plain,
