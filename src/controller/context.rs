@@ -50,8 +50,9 @@ pub struct Context {
 pub(super) struct Memory {
     /// When the recorded master first failed to answer, in the current streak.
     pub(super) master_unreachable_since: Option<(String, Instant)>,
-    /// When this operator first saw the status record the master silent (rule 9's hold counts
-    /// from there: no earlier than the record).
+    /// When this operator first knew the status to record the master silent: the answer to
+    /// its own write of the record, or the first reconcile that read it. Rule 9's hold counts
+    /// from there, no earlier than the record.
     pub(super) silence_seen: Option<Instant>,
     /// When this operator last sent a promotion (answered or not).
     pub(super) promoted_at: Option<Instant>,
@@ -253,7 +254,20 @@ impl Context {
         })
     }
 
-    /// The credentials in use before a Secret became unusable, if any.
+    /// This operator's write of `status` was just answered: a silence it records for the first
+    /// time is in from now (the apiserver answers once the write is stored), not from the next
+    /// reconcile's read of it.
+    pub(super) fn status_written(
+        &self,
+        rr: &RedisReplication,
+        previous: &crate::api::RedisReplicationStatus,
+        status: &crate::api::RedisReplicationStatus,
+    ) {
+        if previous.master_silent_since.is_none() && status.master_silent_since.is_some() {
+            self.remember(rr, |entry| entry.silence_seen = Some(Instant::now()));
+        }
+    }
+
     /// What connecting to `rr`'s instances takes: as the last reconcile read it, or read now.
     pub async fn instance_credentials(&self, rr: &RedisReplication) -> Result<Credentials, Error> {
         if let Some(known) = self.known_credentials(rr) {
@@ -263,6 +277,7 @@ impl Context {
         super::observe::read_credentials(self, rr, &ns).await
     }
 
+    /// The credentials in use before a Secret became unusable, if any.
     pub(super) fn known_credentials(&self, rr: &RedisReplication) -> Option<Credentials> {
         self.remember(rr, |m| {
             m.objects_applied.as_ref().map(|(_, _, c)| c.clone())

@@ -334,7 +334,9 @@ async fn reconcile_inner(rr: &RedisReplication, ctx: &Context) -> Result<Action,
         restore::progress(ctx, rr, ns, &input.instances, credentials, &mut status).await;
     }
     let written = if latest.status.as_ref() != Some(&status) {
-        execute::write_final_status(ctx, &latest, ns, &status).await?
+        let written = execute::write_final_status(ctx, &latest, ns, &status).await?;
+        ctx.status_written(rr, &previous, &status);
+        written
     } else {
         latest
     };
@@ -392,7 +394,15 @@ fn next_look(
             // Rule 9's evidence (the hold since the silence record, the replicas' stillness)
             // comes due between probes, and no probe answer marks it: looking only once per
             // probe would add up to an interval to every failover of a silent master.
-            (Some(MasterDown::Subjective), _) if policy.enabled => Some(SILENCE_RECHECK),
+            // The hold's own end is known: looked at then, not up to a recheck later.
+            (Some(MasterDown::Subjective), _) if policy.enabled => {
+                let hold = crate::isolation::promotion_hold(policy.down_after);
+                let hold_left = policy
+                    .silence_recorded_for
+                    .and_then(|recorded| hold.checked_sub(recorded))
+                    .filter(|left| !left.is_zero());
+                Some(hold_left.map_or(SILENCE_RECHECK, |left| left.min(SILENCE_RECHECK)))
+            }
             (Some(_), _) => policy.cooldown_remaining,
             _ => None,
         };
