@@ -54,6 +54,12 @@ pub struct Cadence {
     pub down_after: Duration,
     /// It has replicas and failover on: a silent master starts a failover.
     pub fails_over: bool,
+    /// The status records the master silent. Rule 9 waits for its replicas to be seen still for
+    /// the hold, counted from their first answer after the silence: at the replicas' own
+    /// interval that answer came up to an interval late (half of one on median, 0.5 s at the
+    /// default 1 s), after the hold itself had run out. So they are asked at once, then at the
+    /// master's pace, while the record stands.
+    pub master_silent: bool,
 }
 
 impl Cadence {
@@ -61,6 +67,10 @@ impl Cadence {
         Self {
             down_after: rr.spec.failover.down_after(),
             fails_over: rr.spec.failover.enabled && rr.spec.instances > 1,
+            master_silent: rr
+                .status
+                .as_ref()
+                .is_some_and(|s| s.master_silent_since.is_some()),
         }
     }
 }
@@ -190,9 +200,12 @@ impl Monitor {
                     probes.insert(key.clone(), running);
                 }
                 if let Some(running) = probes.get(&key) {
-                    running
+                    let changed = running
                         .cadence
                         .send_if_modified(|c| std::mem::replace(c, cadence) != cadence);
+                    if changed && cadence.master_silent {
+                        running.poke.notify_one();
+                    }
                     receivers.push((
                         running.latest.clone(),
                         running.poke.clone(),

@@ -32,13 +32,14 @@ fn probe_timeout(configured: Duration, down_after: Duration) -> Duration {
 /// probe interval is longer than that: its silence is recorded at the first probe it misses
 /// (rule 9's hold counts from there), on average half an interval after it went silent. At a
 /// 1 s downAfter that is 125 ms rather than half a second; at 4 s and over, nothing changes.
-/// Replicas, and sets that cannot fail over, keep the interval: their silence starts nothing.
+/// Replicas keep the interval while the master answers, and sets that cannot fail over
+/// always: their silence starts nothing ([`Cadence::master_silent`] for a silent master's).
 const MASTER_PROBES_PER_DOWN_AFTER: u32 = 4;
 /// The operator's own floor on the probe interval.
 const PROBE_EVERY_MIN: Duration = Duration::from_millis(50);
 
 fn probe_every(interval: Duration, cadence: Cadence, master: bool) -> Duration {
-    if master && cadence.fails_over {
+    if cadence.fails_over && (master || cadence.master_silent) {
         interval.min((cadence.down_after / MASTER_PROBES_PER_DOWN_AFTER).max(PROBE_EVERY_MIN))
     } else {
         interval
@@ -241,15 +242,25 @@ mod tests {
     }
 
     #[test]
-    fn only_the_master_of_a_set_that_can_fail_over_is_probed_faster() {
+    fn a_master_that_can_fail_over_is_probed_faster_and_so_are_its_replicas_once_it_is_silent() {
         let ms = Duration::from_millis;
         let cadence = |down_after, fails_over| Cadence {
             down_after: ms(down_after),
             fails_over,
+            master_silent: false,
         };
         let every = |down_after, fails_over, master| {
             probe_every(ms(1000), cadence(down_after, fails_over), master)
         };
+        let silent = Cadence {
+            master_silent: true,
+            ..cadence(1000, true)
+        };
+        assert_eq!(
+            probe_every(ms(1000), silent, false),
+            ms(250),
+            "a replica of a silent master"
+        );
         assert_eq!(every(1000, true, true), ms(250));
         assert_eq!(every(1000, true, false), ms(1000), "a replica");
         assert_eq!(
