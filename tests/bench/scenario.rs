@@ -178,6 +178,9 @@ const WRITES_AROUND: usize = 20;
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often the instances are polled.
 const POLL: Duration = Duration::from_millis(50);
+/// How long one poll waits for an instance: a healthy one on this machine answers within a few
+/// milliseconds; one that does not is seen down this time.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 /// Runs one change on `system` and measures it; `tag` names the run's keys and logs.
 pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let master = match change {
@@ -271,9 +274,16 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             );
         }
         let current = system.instances().await;
-        let seen: Vec<Seen> =
-            futures::future::join_all(current.iter().map(|i| Seen::of(&i.ip, &password))).await;
-        let seen_at = mono_now();
+        // Each answer timed as it comes, and bounded: a frozen or cut-off instance would hold
+        // the whole poll for its timeout (0.8 s), and every figure seen by polling with it.
+        let answers = futures::future::join_all(current.iter().map(|i| async {
+            let seen = tokio::time::timeout(POLL_TIMEOUT, Seen::of(&i.ip, &password))
+                .await
+                .unwrap_or_else(|_| Seen::Down(format!("no answer in {POLL_TIMEOUT:?}")));
+            (seen, mono_now())
+        }))
+        .await;
+        let (seen, seen_at): (Vec<Seen>, Vec<f64>) = answers.into_iter().unzip();
         last_state = current
             .iter()
             .zip(&seen)
@@ -294,7 +304,10 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             && new.as_ref().is_none_or(|n| n.ip != one.ip)
         {
             new = Some(one.clone());
-            promoted_at = Some(seen_at);
+            promoted_at = current
+                .iter()
+                .position(|i| i.ip == one.ip)
+                .map(|n| seen_at[n]);
             promotions += 1;
             survivor_at = None;
             all_at = None;

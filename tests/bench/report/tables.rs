@@ -41,7 +41,7 @@ impl Report {
                 Box::new(|r| r.to_first_write),
             ),
             (
-                format!("{what} → a replica seen promoted (`ROLE`, polled every 50 ms)"),
+                format!("{what} → a replica seen promoted (polled every 50 ms)"),
                 Box::new(|r| r.promoted),
             ),
             (
