@@ -86,10 +86,10 @@ pub enum Change {
     /// The master's process is SIGKILLed a second time within its restart back-off: it crashed
     /// once (unmeasured), rejoined as a replica and was made master again.
     RepeatCrash,
-    /// The master's processes are SIGSTOPped (resumed once a new master is seen).
+    /// The master's processes are SIGSTOPped (resumed once the system names a new master).
     Freeze,
-    /// The master is cut off from everything, clients included (healed once a new master is
-    /// seen).
+    /// The master is cut off from everything, clients included (healed once the system names
+    /// a new master).
     Partition,
     /// The master is stopped gracefully: its pod deleted (vigil), SIGTERM (Sentinel).
     Delete,
@@ -235,7 +235,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
         .find(|i| i.ip != master.ip)
         .expect("a replica")
         .clone();
-    // A partition's rules, removed once a new master is seen, and however the run ends.
+    // A partition's rules, removed once the system names a new master, and however the run ends.
     let mut cut: Option<Cut> = None;
     let mut start = mono_now();
     match change {
@@ -259,6 +259,7 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
     let mut new: Option<Instance> = None;
     let mut promotions = 0;
     let mut promoted_at = None;
+    let mut faulted = matches!(change, Change::Freeze | Change::Partition);
     let mut survivor_at = None;
     let mut all_at = None;
     let mut last_state = String::new();
@@ -311,14 +312,20 @@ pub async fn run<S: System>(system: &S, change: Change, tag: &str) -> Run {
             promotions += 1;
             survivor_at = None;
             all_at = None;
-            // The freeze or partition ends once a new master is up: "every replica follows"
-            // then includes the old master's return.
-            if promotions == 1 {
-                match change {
-                    Change::Freeze => system.resume(&master),
-                    Change::Partition => drop(cut.take()),
-                    _ => {}
-                }
+        }
+        // The freeze or partition ends once a new master is up and the system names it to its
+        // clients: "every replica follows" then includes the old master's return. Ended at
+        // the promotion alone, the old master came back before a Sentinel set had moved its
+        // clients, and took writes it then lost.
+        if faulted
+            && let Some(new) = &new
+            && system.names_master(&new.ip).await.is_ok()
+        {
+            faulted = false;
+            match change {
+                Change::Freeze => system.resume(&master),
+                Change::Partition => drop(cut.take()),
+                _ => {}
             }
         }
         if let Some(new) = &new {

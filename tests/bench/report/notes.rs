@@ -29,10 +29,12 @@ pub(super) const FREEZE_NOTE: &str = "\
 How to read this: a frozen master is silence, not evidence: its pod still runs and its address \
 accepts connections that never answer. Sentinel waits `down-after-milliseconds`, agrees and \
 promotes. vigil waits `downAfterMilliseconds`, needs the replicas' offsets to have stood still \
-as long, and promotes only once a master cut off rather than frozen must have fenced itself \
-(safety rule 9: the promotion hold, 1.05 s at 1000 ms and 3.05 s at 5000 ms, counted from when \
-the silence is recorded at the first probe the master missed; src/isolation.rs). Sentinel has no such wait, and no fence: a \
-partitioned Sentinel master keeps taking writes.";
+for the hold (they are asked at once when the master is recorded silent), and promotes only once \
+a master cut off rather than frozen must have fenced itself (safety rule 9: the promotion hold, \
+1.05 s at 1000 ms and 3.05 s at 5000 ms, counted from when the silence is recorded at the first \
+probe the master missed; src/isolation.rs). Sentinel has no such wait, and no fence: a \
+partitioned Sentinel master keeps taking writes. The master is resumed once a new one is up and \
+the system names it to its clients (every sentinel does, for Sentinel).";
 
 /// How the master is cut off on each side.
 pub(super) const PARTITION_NOTE: &str = "\
@@ -42,8 +44,8 @@ its loopback and the kubelet's probes of the agent (port 8080), as a partitioned
 still probes its pods: the pod runs on (and reports itself not ready once it has fenced itself). \
 Sentinel's are on `lo`, on every packet from or to the master's address (each instance and \
 sentinel connects from its own: `bind-source-addr`). The figures count from when the rules are \
-in. The rules are removed once a new master is seen, so *every replica follows* includes the old \
-master's return (Sentinel converts it 8 s after it reports itself a master again, as after a \
+in. The rules are removed once a new master is up and the system names it to its clients (every \
+sentinel does, for Sentinel), so *every replica follows* includes the old master's return (Sentinel converts it 8 s after it reports itself a master again, as after a \
 switchover). Like a freeze this is silence: both wait out the detection timeout, and vigil holds \
 the promotion until a master cut off must have fenced itself (see the freeze note).";
 
