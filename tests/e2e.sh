@@ -69,7 +69,7 @@ on_exit() {
     if [[ -s $ARTIFACTS/tests.out ]]; then
       echo "----- failed tests and their panics" >&2
       grep -E '^test .* FAILED$' "$ARTIFACTS/tests.out" >&2 || true
-      grep -A 8 -E "^thread '.*' panicked at" "$ARTIFACTS/tests.out" >&2 || true
+      grep -A 8 -E "^thread '.*'( \([0-9]+\))? panicked at" "$ARTIFACTS/tests.out" | cut -c1-400 >&2 || true
     fi
   fi
   exit "$code"

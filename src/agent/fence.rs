@@ -203,9 +203,17 @@ async fn fence_when_due(
     }
 }
 
-/// Reads the `RedisReplication` while the rounds lack a replica quorum, once per half
-/// tolerance: a confirmation counts from the read's start, so however long a read takes, the
-/// fence's deadline does not depend on it (`crate::isolation`).
+/// Reads of the `RedisReplication` per fence tolerance while the rounds lack a replica quorum.
+/// A read that does not confirm (slow, or answered while the operator briefly recorded the
+/// master silent) must not let the fence fall due before another read's start: at two per
+/// tolerance, one such read did. Four cost a GET every 125 ms at a 1 s downAfter, only while a
+/// quorum of replicas cannot ack.
+const READS_PER_TOLERANCE: u32 = 4;
+
+/// Reads the `RedisReplication` while the rounds lack a replica quorum, one started every
+/// quarter tolerance whether the last one was answered or not: a confirmation counts from the
+/// read's start, so however long a read takes, the fence's deadline does not depend on it
+/// (`crate::isolation`), and a slow apiserver delays no later read.
 async fn read_while_needed(
     api: Api<RedisReplication>,
     name: String,
@@ -218,22 +226,42 @@ async fn read_while_needed(
             return;
         }
         let start = Instant::now();
-        let known = guard.borrow().known;
-        let read = tokio::time::timeout(fence_after(known.down_after), api.get(&name)).await;
-        if start.elapsed() > fence_after(known.down_after) / 2 {
-            warn!(took = ?start.elapsed(), "slow read of the RedisReplication");
-        }
-        match read {
-            Ok(Ok(rr)) => guard.send_modify(|g| {
-                g.known = Known::of(&rr);
-                if apiserver_confirms(&rr, &pod) {
-                    g.api = Some(start);
-                }
-            }),
-            Ok(Err(e)) => warn!(error = %e, "cannot read the RedisReplication"),
-            Err(_) => warn!("the apiserver did not answer within the fence's tolerance"),
-        }
-        tokio::time::sleep_until(start + fence_after(known.down_after) / 2).await;
+        let tolerance = fence_after(guard.borrow().known.down_after);
+        tokio::spawn(read_once(
+            api.clone(),
+            name.clone(),
+            pod.clone(),
+            guard.clone(),
+            start,
+            tolerance,
+        ));
+        tokio::time::sleep_until(start + tolerance / READS_PER_TOLERANCE).await;
+    }
+}
+
+/// One read, started at `start` and bounded by the fence's tolerance; a confirmation counts from
+/// its start (answers may arrive out of order: the latest start stands).
+async fn read_once(
+    api: Api<RedisReplication>,
+    name: String,
+    pod: String,
+    guard: Arc<watch::Sender<Guard>>,
+    start: Instant,
+    tolerance: Duration,
+) {
+    let read = tokio::time::timeout(tolerance, api.get(&name)).await;
+    if start.elapsed() > tolerance / 2 {
+        warn!(took = ?start.elapsed(), "slow read of the RedisReplication");
+    }
+    match read {
+        Ok(Ok(rr)) => guard.send_modify(|g| {
+            g.known = Known::of(&rr);
+            if apiserver_confirms(&rr, &pod) {
+                g.api = Some(g.api.map_or(start, |api| api.max(start)));
+            }
+        }),
+        Ok(Err(e)) => warn!(error = %e, "cannot read the RedisReplication"),
+        Err(_) => warn!("the apiserver did not answer within the fence's tolerance"),
     }
 }
 
@@ -364,6 +392,68 @@ mod tests {
             .due(),
             None
         );
+    }
+
+    /// The reads against a stand-in apiserver that answers one of them only after the whole
+    /// tolerance: the master stays confirmed throughout, as the later reads confirm it.
+    #[tokio::test(start_paused = true)]
+    async fn one_slow_read_of_the_apiserver_does_not_let_the_fence_fall_due() {
+        use http::{Request, Response};
+        use kube::client::Body;
+        let object = rr(master("cache-0"));
+        let known = Known::of(&object);
+        let tolerance = fence_after(known.down_after);
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let answers = tokio::spawn(async move {
+            let body = serde_json::to_vec(&object).expect("json");
+            let mut reads = 0;
+            while let Some((_, send)) = handle.next_request().await {
+                reads += 1;
+                let response = Response::new(Body::from(body.clone()));
+                let delay = if reads == 2 {
+                    tolerance
+                } else {
+                    Duration::ZERO
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    send.send_response(response);
+                });
+            }
+            reads
+        });
+        let api = Api::namespaced(kube::Client::new(service, "default"), "default");
+        let (_needed_tx, needed) = watch::channel(true);
+        let guard = Arc::new(
+            watch::channel(Guard {
+                round: Instant::now(),
+                api: None,
+                known,
+                master: true,
+            })
+            .0,
+        );
+        let reader = tokio::spawn(read_while_needed(
+            api,
+            "cache".into(),
+            "cache-0".into(),
+            needed,
+            guard.clone(),
+        ));
+        let end = Instant::now() + tolerance * 4;
+        while Instant::now() < end {
+            tokio::time::sleep(tolerance / 20).await;
+            let due = guard.borrow().due().expect("a master needing confirmation");
+            assert!(
+                due > Instant::now(),
+                "fence due {:?} ago",
+                Instant::now() - due
+            );
+        }
+        reader.abort();
+        let _ = reader.await;
+        let reads = answers.await.expect("stand-in");
+        assert!(reads >= 12, "a read every quarter tolerance: {reads}");
     }
 
     #[test]
