@@ -41,7 +41,9 @@ impl Report {
                 Box::new(|r| r.to_first_write),
             ),
             (
-                format!("{what} → a replica seen promoted (polled every 50 ms)"),
+                format!(
+                    "{what} → a replica seen promoted (by the benchmark's poll: up to a poll late)"
+                ),
                 Box::new(|r| r.promoted),
             ),
             (
