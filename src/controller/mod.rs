@@ -15,6 +15,8 @@ mod pods;
 mod requests;
 mod restore;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -388,8 +390,18 @@ fn next_look(
     if acting || status.phase != Some(Phase::Ready) {
         let policy = &input.policy;
         let due = match (&plan.master_down, policy.master_unreachable_for) {
+            // downAfter's end, and before it the silence's record, which starts rule 9's hold
+            // (plan::record_silence): looked at only at downAfter's end or a probe interval
+            // on, the record came late, and the hold ran out up to that much after downAfter.
             (Some(MasterDown::Suspected), Some(down_for)) => {
-                policy.down_after.checked_sub(down_for)
+                let record_from = policy
+                    .down_after
+                    .saturating_sub(crate::isolation::promotion_hold(policy.down_after));
+                let record = record_from
+                    .checked_sub(down_for)
+                    .filter(|left| !left.is_zero() && status.master_silent_since.is_none());
+                let down = policy.down_after.checked_sub(down_for);
+                record.into_iter().chain(down).min()
             }
             // Rule 9's evidence (the hold since the silence record, the replicas' stillness)
             // comes due between probes, and no probe answer marks it: looking only once per
