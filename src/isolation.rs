@@ -142,6 +142,13 @@ pub fn promotion_hold(down_after: Duration) -> Duration {
     fence_deadline(down_after) + SAFETY_MARGIN
 }
 
+/// How long a master must have been silent before the operator records it so: the hold then
+/// ends at `downAfter` (at once when the hold is the longer; a shorter blip keeps the
+/// apiserver's word for the master).
+pub fn record_silence_after(down_after: Duration) -> Duration {
+    down_after.saturating_sub(promotion_hold(down_after))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

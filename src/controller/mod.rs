@@ -394,10 +394,7 @@ fn next_look(
             // (plan::record_silence): looked at only at downAfter's end or a probe interval
             // on, the record came late, and the hold ran out up to that much after downAfter.
             (Some(MasterDown::Suspected), Some(down_for)) => {
-                let record_from = policy
-                    .down_after
-                    .saturating_sub(crate::isolation::promotion_hold(policy.down_after));
-                let record = record_from
+                let record = crate::isolation::record_silence_after(policy.down_after)
                     .checked_sub(down_for)
                     .filter(|left| !left.is_zero() && status.master_silent_since.is_none());
                 let down = policy.down_after.checked_sub(down_for);

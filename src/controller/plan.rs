@@ -245,9 +245,7 @@ pub fn plan(input: &PlanInput) -> Plan {
 
 fn record_silence(input: &PlanInput, down: Option<&MasterDown>) -> bool {
     let policy = &input.policy;
-    let since = policy
-        .down_after
-        .saturating_sub(crate::isolation::promotion_hold(policy.down_after));
+    let since = crate::isolation::record_silence_after(policy.down_after);
     match down {
         None => false,
         // A blip shorter than that is not worth taking the apiserver's word from the master.
